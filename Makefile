@@ -1,0 +1,30 @@
+# Set-up and the two entry points the README opens with: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EDGE := $(VENV)/bin/edge
+STAMP := $(VENV)/.installed
+PROMPT ?= Explain in two sentences why the sky is blue.
+
+.PHONY: install demo test bench
+
+# torch is pinned first: on this machine kind a CPU wheel of 2.13.0 is on disk, any other
+# spec pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[export,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m export.default
+	$(EDGE) generate --max-tokens 96 "$(PROMPT)"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m export.default
+	$(PY) benchmarks/generate.py
