@@ -1,0 +1,129 @@
+"""The BPE model: one pre-tokenized word -> ids, by applying ranked merges.
+
+Merges are applied exactly as `tokenizers` does: repeatedly the lowest-rank adjacent pair,
+leftmost first, with a heap over a linked list of symbols so long words stay O(n log n).
+Results are cached per word, since real text repeats words constantly.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from edge.errors import TokenizerError
+from edge.tokenizer import spec as specs
+
+CACHE_SIZE = 100_000
+_SHIFT = 32  # merge keys pack the pair (left, right) into one int: left << 32 | right
+
+
+class BPE:
+    """Byte-level (GPT-2, SmolLM2, Qwen2) and SentencePiece-style (byte_fallback, unk) BPE."""
+
+    def __init__(self, spec: dict):
+        _reject_options(spec)
+        self.vocab: dict[str, int] = specs.field(spec, "vocab", "model BPE")
+        self.unk_token: str | None = spec.get("unk_token")
+        self.fuse_unk = bool(spec.get("fuse_unk", False))
+        self.byte_fallback = bool(spec.get("byte_fallback", False))
+        self.ignore_merges = bool(spec.get("ignore_merges", False))
+        self.merges = self._rank_merges(specs.field(spec, "merges", "model BPE"))
+        self._cache: dict[str, list[int]] = {}
+
+    def _rank_merges(self, merges: list) -> dict[int, tuple[int, int]]:
+        """Example: [["a", "b"], "ab c"] -> {id(a) << 32 | id(b): (0, id(ab)), ...: (1, id(abc))}"""
+        ranked = {}
+        for rank, merge in enumerate(merges):
+            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+            try:
+                key = self.vocab[left] << _SHIFT | self.vocab[right]
+                ranked[key] = (rank, self.vocab[left + right])
+            except KeyError as missing:
+                raise TokenizerError(
+                    f"tokenizer.json BPE merge {left!r} + {right!r} uses {missing} which is not in the vocab; "
+                    f"{specs.CORRUPT}"
+                ) from None
+        return ranked
+
+    def tokenize(self, word: str) -> list[int]:
+        """Example (GPT-2 vocab): "Ġhello" -> [23748]"""
+        ids = self._cache.get(word)
+        if ids is None:
+            if self.ignore_merges and word in self.vocab:
+                return [self.vocab[word]]
+            ids = self._merge(self._symbols(word))
+            if len(self._cache) < CACHE_SIZE:
+                self._cache[word] = ids
+        return ids
+
+    def _symbols(self, word: str) -> list[int]:
+        """One id per character; unknown characters become byte tokens or [UNK] (held back
+        and fused as `tokenizers` does), or vanish when the model has neither."""
+        ids: list[int] = []
+        unk_pending = False
+        for char in word:
+            if char in self.vocab:
+                ids.extend([self._unk_id()] if unk_pending else [])
+                ids.append(self.vocab[char])
+                unk_pending = False
+            elif (byte_ids := self._byte_ids(char)) is not None:
+                ids.extend(byte_ids)
+            elif self.unk_token is not None:
+                ids.extend([self._unk_id()] if unk_pending and not self.fuse_unk else [])
+                unk_pending = True
+        return ids + [self._unk_id()] if unk_pending else ids
+
+    def _byte_ids(self, char: str) -> list[int] | None:
+        """Example: "é" -> [id("<0xC3>"), id("<0xA9>")]; None without byte_fallback or if one is missing."""
+        if not self.byte_fallback:
+            return None
+        names = [f"<0x{b:02X}>" for b in char.encode("utf-8")]
+        return [self.vocab[n] for n in names] if all(n in self.vocab for n in names) else None
+
+    def _unk_id(self) -> int:
+        if self.unk_token not in self.vocab:
+            raise TokenizerError(
+                f"tokenizer.json BPE unk_token {self.unk_token!r} is not in the vocab; {specs.CORRUPT}"
+            )
+        return self.vocab[self.unk_token]
+
+    def _merge(self, ids: list[int]) -> list[int]:
+        """Example (merges a+b rank 0, ab+c rank 1): [a, b, c] -> [abc]"""
+        merges, n = self.merges, len(ids)
+        if n < 2:
+            return ids
+        following = [*range(1, n), -1]
+        preceding = list(range(-1, n - 1))
+        alive = [True] * n
+        pairs = (merges.get(ids[i] << _SHIFT | ids[i + 1]) for i in range(n - 1))
+        heap = [(m[0], i, m[1]) for i, m in enumerate(pairs) if m]
+        heapq.heapify(heap)
+        while heap:
+            _, pos, new = heapq.heappop(heap)
+            right = following[pos]
+            if not alive[pos] or right == -1:
+                continue
+            current = merges.get(ids[pos] << _SHIFT | ids[right])
+            if current is None or current[1] != new:
+                continue  # a stale entry: this pair changed since it was queued
+            ids[pos], alive[right] = new, False
+            after = following[pos] = following[right]
+            if after != -1:
+                preceding[after] = pos
+                if m := merges.get(new << _SHIFT | ids[after]):
+                    heapq.heappush(heap, (m[0], pos, m[1]))
+            before = preceding[pos]
+            if before != -1 and (m := merges.get(ids[before] << _SHIFT | new)):
+                heapq.heappush(heap, (m[0], before, m[1]))
+        return [i for i, keep in zip(ids, alive) if keep]
+
+
+def _reject_options(spec: dict) -> None:
+    """Dropout and subword prefixes/suffixes change the output; edge implements neither."""
+    if spec.get("dropout") not in (None, 0, 0.0):
+        raise TokenizerError(
+            f"tokenizer.json BPE dropout={spec['dropout']} is not supported (edge runs BPE without dropout); "
+            "set model.dropout to null"
+        )
+    for option in ("continuing_subword_prefix", "end_of_word_suffix"):
+        if spec.get(option):
+            raise specs.unsupported(f"BPE {option}", spec[option], ["''", "null"])
