@@ -1,0 +1,109 @@
+"""Which architectures edge exports, and how their configs map onto the manifest.
+
+In: a transformers config. Out: the task it implies and an `edge.manifest.ModelConfig`.
+Anything else fails here, before any weights are loaded.
+"""
+
+from __future__ import annotations
+
+from edge.errors import ExportError
+from edge.manifest import ModelConfig, Positional
+
+DECODERS = {"llama": "llama", "qwen2": "llama", "gpt2": "gpt2"}  # model_type -> graph family
+ENCODERS = {"bert": "bert"}
+SUPPORTED = "Llama family (llama, qwen2: SmolLM2, TinyLlama, Qwen2/2.5), GPT-2 (gpt2), BERT encoders (bert)"
+
+
+def family(config) -> str:
+    model_type = getattr(config, "model_type", None)
+    found = DECODERS.get(model_type) or ENCODERS.get(model_type)
+    if found is None:
+        raise ExportError(f"architecture {model_type!r} is not supported. edge exports: {SUPPORTED}.")
+    return found
+
+
+def check(config, task: str | None) -> str:
+    """The task for this config: given, or implied by the architecture; mismatch is an error."""
+    kind = family(config)
+    implied = "feature-extraction" if kind in ENCODERS.values() else "text-generation"
+    if task is not None and task != implied:
+        raise ExportError(f"{config.model_type} models export as --task {implied}, not {task}.")
+    _check_rope(config)
+    return implied
+
+
+def model_config(config, task: str, max_context: int | None = None) -> ModelConfig:
+    kind = family(config)
+    builders = {"llama": _llama, "gpt2": _gpt2, "bert": _bert}
+    model = builders[kind](config, task)
+    if max_context is not None:
+        if max_context < 1:
+            raise ExportError(f"--max-context must be positive, got {max_context}.")
+        limit = model.context_length
+        model = _replace_context(model, min(max_context, limit))
+    return model
+
+
+def _replace_context(model: ModelConfig, context: int) -> ModelConfig:
+    from dataclasses import replace
+
+    return replace(model, context_length=context)
+
+
+def rope_theta(config) -> float:
+    params = getattr(config, "rope_parameters", None) or {}
+    return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+
+
+def _check_rope(config) -> None:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type != "default":
+        raise ExportError(f"rope scaling {rope_type!r} is not supported yet; only plain rotary is.")
+
+
+def _llama(config, task: str) -> ModelConfig:
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return ModelConfig(
+        architecture=config.model_type,
+        task=task,
+        num_layers=config.num_hidden_layers,
+        num_heads=heads,
+        num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=head_dim,
+        hidden_size=config.hidden_size,
+        vocab_size=config.vocab_size,
+        context_length=config.max_position_embeddings,
+        positional=Positional("rotary", rope_theta=rope_theta(config), rotary_dim=head_dim),
+    )
+
+
+def _gpt2(config, task: str) -> ModelConfig:
+    return ModelConfig(
+        architecture="gpt2",
+        task=task,
+        num_layers=config.n_layer,
+        num_heads=config.n_head,
+        num_kv_heads=config.n_head,
+        head_dim=config.n_embd // config.n_head,
+        hidden_size=config.n_embd,
+        vocab_size=config.vocab_size,
+        context_length=config.n_positions,
+        positional=Positional("learned"),
+    )
+
+
+def _bert(config, task: str) -> ModelConfig:
+    return ModelConfig(
+        architecture="bert",
+        task=task,
+        num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        num_kv_heads=config.num_attention_heads,
+        head_dim=config.hidden_size // config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        vocab_size=config.vocab_size,
+        context_length=config.max_position_embeddings,
+        positional=Positional("learned"),
+    )

@@ -1,0 +1,154 @@
+"""A small ONNX graph builder: named ops, initializers from numpy, and the weight formats.
+
+The architecture modules (llama.py, gpt2.py, bert.py) describe the forward pass with it;
+how a linear layer or an embedding is stored (fp32, or block-quantized) is decided here
+once, by the `QuantSpec` the builder was made with, so fp32 and int8 graphs share one
+description of the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export.quantize import QuantSpec, quantize_embedding, quantize_matmul_weight
+
+OPSET = 17
+MS_DOMAIN = "com.microsoft"
+
+
+class GraphBuilder:
+    def __init__(self, name: str, quant: QuantSpec | None = None, capture_attention: bool = False):
+        self.name = name
+        self.quant = quant
+        self.capture_attention = capture_attention  # inspection graphs also output attention weights
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._counter = 0
+        self._consts: dict[tuple, str] = {}
+
+    # --- plumbing -------------------------------------------------------------------
+    def op(self, op_type: str, *inputs: str, outputs: int | list[str] = 1, domain: str = "", **attrs):
+        """Add a node; returns its output name (or list of names when outputs > 1)."""
+        self._counter += 1
+        base = f"/{self.name}/{op_type}_{self._counter}"
+        names = outputs if isinstance(outputs, list) else [f"{base}/out{i}" for i in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=base, domain=domain, **attrs))
+        return names[0] if len(names) == 1 else names
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def const(self, values, dtype=np.int64) -> str:
+        """A small constant (shapes, axes, scalars), shared between uses."""
+        array = np.asarray(values, dtype=dtype)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self._consts:
+            self._consts[key] = self.init(f"const_{len(self._consts)}", array)
+        return self._consts[key]
+
+    def input(self, name: str, elem_type: int, shape: list) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+        return name
+
+    def output(self, value: str, name: str, elem_type: int, shape: list) -> str:
+        self.nodes.append(helper.make_node("Identity", [value], [name], name=f"/{self.name}/out_{name}"))
+        return self.declare_output(name, elem_type, shape)
+
+    def declare_output(self, name: str, elem_type: int, shape: list) -> str:
+        """Make an existing node output (named `name` when it was made) a graph output."""
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+        return name
+
+    def model(self) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+        opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)]
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="edge-export")
+        model.ir_version = 8
+        return model
+
+    # --- weights --------------------------------------------------------------------
+    def linear(self, x: str, weight: np.ndarray, name: str, bias: np.ndarray | None = None) -> str:
+        """x @ weight.T (+ bias) for a weight stored (out_features, in_features)."""
+        if self.quant is None:
+            y = self.op("MatMul", x, self.init(f"{name}.weight_t", weight.T.astype(np.float32)))
+        else:
+            y = self._matmul_nbits(x, weight, name)
+        if bias is not None:
+            y = self.op("Add", y, self.init(f"{name}.bias", bias.astype(np.float32)))
+        return y
+
+    def _matmul_nbits(self, x: str, weight: np.ndarray, name: str) -> str:
+        spec = self.quant
+        q = quantize_matmul_weight(weight, spec)
+        inputs = [x, self.init(f"{name}.qweight", q.packed), self.init(f"{name}.scales", q.scales)]
+        if q.zero_points is not None:
+            inputs.append(self.init(f"{name}.zero_points", q.zero_points))
+        n, k = weight.shape
+        return self.op(
+            "MatMulNBits", *inputs, domain=MS_DOMAIN,
+            K=k, N=n, bits=spec.bits, block_size=spec.block_size, accuracy_level=spec.accuracy_level,
+        )
+
+    def embedding(self, ids: str, table: np.ndarray, name: str) -> str:
+        """table[ids]: (…,) int64 -> (…, H); int8 blocks when quantizing (4.5x smaller)."""
+        if self.quant is None:
+            return self.op("Gather", self.init(name, table.astype(np.float32)), ids)
+        block = self.quant.block_size
+        codes, scales = quantize_embedding(table, block)  # (V, H) int8, (V, H/block)
+        rows = self.op("Cast", self.op("Gather", self.init(f"{name}.codes", codes), ids), to=TensorProto.FLOAT)
+        row_scales = self.op("Gather", self.init(f"{name}.scales", scales), ids)  # (…, H/block)
+        hidden = table.shape[1]
+        if hidden % block:
+            raise ValueError(f"embedding width {hidden} is not a multiple of block {block}")
+        blocked = self.op("Reshape", rows, self.const([0, 0, hidden // block, block]))
+        scaled = self.op("Mul", blocked, self.op("Unsqueeze", row_scales, self.const([-1])))
+        return self.op("Reshape", scaled, self.const([0, 0, hidden]))
+
+    def lm_head(self, x: str, weight: np.ndarray, tied_table: str | None) -> str:
+        """Logits (B, S, V). fp32 reuses a tied embedding table in place (Gemm transB, no copy);
+        quantized graphs store the head as its own MatMulNBits weight."""
+        if self.quant is not None:
+            return self._matmul_nbits(x, weight, "lm_head")
+        table = tied_table or self.init("lm_head.weight", weight.astype(np.float32))
+        flat = self.op("Reshape", x, self.const([-1, weight.shape[1]]))  # (B*S, H)
+        logits = self.op("Gemm", flat, table, transB=1)  # (B*S, V)
+        batch_seq = self.op("Shape", x, start=0, end=2)
+        shape = self.op("Concat", batch_seq, self.const([weight.shape[0]]), axis=0)
+        return self.op("Reshape", logits, shape)
+
+    # --- common blocks ----------------------------------------------------------------
+    def rms_norm(self, x: str, weight: np.ndarray, eps: float, name: str) -> str:
+        return self.op("SimplifiedLayerNormalization", x, self.init(f"{name}.weight", weight.astype(np.float32)),
+                       axis=-1, epsilon=float(eps), stash_type=1)
+
+    def skip_norm(self, x: str, delta: str, weight: np.ndarray, bias: np.ndarray | None, eps: float, name: str):
+        """The residual add and the next norm in one op: returns (norm(x + delta), x + delta).
+        RMSNorm without `bias`, LayerNorm with it."""
+        inputs = [x, delta, self.init(f"{name}.weight", weight.astype(np.float32))]
+        op = "SkipSimplifiedLayerNormalization"
+        if bias is not None:
+            op = "SkipLayerNormalization"
+            inputs.append(self.init(f"{name}.bias", bias.astype(np.float32)))
+        self._counter += 1
+        normed, total = f"/{self.name}/{name}/norm", f"/{self.name}/{name}/sum"
+        self.nodes.append(helper.make_node(op, inputs, [normed, "", "", total], name=f"/{self.name}/{name}",
+                                           domain=MS_DOMAIN, epsilon=float(eps)))
+        return normed, total
+
+    def layer_norm(self, x: str, weight: np.ndarray, bias: np.ndarray, eps: float, name: str) -> str:
+        return self.op("LayerNormalization", x, self.init(f"{name}.weight", weight.astype(np.float32)),
+                       self.init(f"{name}.bias", bias.astype(np.float32)), axis=-1, epsilon=float(eps))
+
+    def split_heads(self, x: str, heads: int, head_dim: int) -> str:
+        """(B, S, heads*D) -> (B, heads, S, D)."""
+        shaped = self.op("Reshape", x, self.const([0, 0, heads, head_dim]))
+        return self.op("Transpose", shaped, perm=[0, 2, 1, 3])
+
+    def merge_heads(self, x: str, heads: int, head_dim: int) -> str:
+        """(B, heads, S, D) -> (B, S, heads*D)."""
+        return self.op("Reshape", self.op("Transpose", x, perm=[0, 2, 1, 3]), self.const([0, 0, heads * head_dim]))

@@ -1,0 +1,83 @@
+"""Measure what quantization cost: the quantized graph against the fp32 one, run by the
+edge runtime itself on a held-out English text that ships with the exporter.
+
+In: two graph files (fp32 and quantized) and token ids. Out: perplexity of each,
+teacher-forced top-1 agreement (the steady measure) and greedy-continuation agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+
+from edge.chat import common_prefix
+from edge.decoder import Decoder
+from edge.llm import PERPLEXITY_WINDOW, next_token_nll
+from edge.manifest import Quality
+
+HELDOUT = "heldout.txt"
+GREEDY_PROMPTS = (
+    "The history of the printing press",
+    "def fibonacci(n):",
+    "Water boils at",
+    "My favourite way to spend a Sunday is",
+)
+GREEDY_TOKENS = 32
+MAX_TOKENS = 2048
+
+
+def heldout_text() -> str:
+    return resources.files("export").joinpath("data", HELDOUT).read_text(encoding="utf-8")
+
+
+@dataclass
+class Scores:
+    mean_nll: float  # mean negative log-likelihood of each next token
+    argmax: np.ndarray  # (n,) the model's top-1 guess at each position
+
+
+def score(decoder: Decoder, ids: list[int], window: int) -> Scores:
+    """Teacher-forced scores over windows (fresh cache each), as LanguageModel.perplexity counts."""
+    nll, argmax = 0.0, []
+    for start in range(0, len(ids) - 1, window):
+        chunk = ids[start : start + window + 1]
+        decoder.reset()
+        logits = decoder.logits(chunk[:-1])  # (len - 1, vocab)
+        nll += next_token_nll(logits, chunk[1:])
+        argmax.append(logits.argmax(-1))
+    decoder.reset()
+    return Scores(nll / (len(ids) - 1), np.concatenate(argmax))
+
+
+def greedy(decoder: Decoder, prompt: list[int], n: int) -> list[int]:
+    decoder.reset()
+    out = [int(decoder.prefill(prompt).argmax())]
+    while len(out) < n:
+        out.append(int(decoder.decode_step(out[-1]).argmax()))
+    decoder.reset()
+    return out
+
+
+def measure(reference: Decoder, quantized: Decoder | None, encode) -> Quality:
+    """Perplexity of both graphs, and how often the quantized one picks fp32's token."""
+    ids = encode(heldout_text())[:MAX_TOKENS]
+    window = min(PERPLEXITY_WINDOW, reference.context_length - 1)
+    ref = score(reference, ids, window)
+    ppl_ref = float(np.exp(ref.mean_nll))
+    if quantized is None:
+        return Quality(text=HELDOUT, tokens=len(ids), perplexity_fp32=ppl_ref, perplexity=ppl_ref,
+                       top1_agreement=1.0, greedy_agreement=1.0)
+    quant = score(quantized, ids, window)
+    prompts = [encode(p) for p in GREEDY_PROMPTS]
+    steps = min(GREEDY_TOKENS, reference.context_length - max(len(p) for p in prompts))
+    matched = sum(common_prefix(greedy(reference, p, steps), greedy(quantized, p, steps)) for p in prompts)
+    return Quality(
+        text=HELDOUT,
+        tokens=len(ids),
+        perplexity_fp32=ppl_ref,
+        perplexity=float(np.exp(quant.mean_nll)),
+        top1_agreement=float((ref.argmax == quant.argmax).mean()),
+        greedy_agreement=matched / (steps * len(prompts)),
+    )

@@ -1,0 +1,117 @@
+"""Block-wise weight quantization in numpy, in the layouts onnxruntime's kernels read.
+
+Why blocks: one scale per 32 weights follows the weights' local range, so 8-bit blocks
+are near lossless (SmolLM2: perplexity 25.45 vs 25.15 fp32), where one scale per tensor
+or per channel is not. Activations are never quantized ahead of time here: MatMulNBits
+quantizes them per block at run time, so a long prompt keeps per-token precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How linear weights are stored: `bits` per weight, one scale per `block_size` weights."""
+
+    bits: int = 8
+    block_size: int = 32
+    symmetric: bool = False  # asymmetric blocks keep a zero point: better on skewed weights
+    accuracy_level: int = 4  # MatMulNBits: 4 = int8 activations, per block (the fast path)
+
+    @property
+    def scheme(self) -> str:
+        return f"int{self.bits}"
+
+    def describe(self) -> str:
+        kind = "symmetric" if self.symmetric else "asymmetric"
+        return (
+            f"MatMulNBits {self.bits}-bit {kind} weights, blocks of {self.block_size}, "
+            f"accuracy_level {self.accuracy_level}; embeddings int8 per block of {self.block_size}"
+        )
+
+
+@dataclass(frozen=True)
+class BlockQuantized:
+    """MatMulNBits inputs for a weight of shape (N, K) = (out_features, in_features)."""
+
+    packed: np.ndarray  # (N, blocks, block_size * bits / 8) uint8
+    scales: np.ndarray  # (N * blocks,) float32
+    zero_points: np.ndarray | None  # (N * ceil(blocks * bits / 8),) uint8, packed like `packed`
+
+
+def quantize_matmul_weight(weight: np.ndarray, spec: QuantSpec) -> BlockQuantized:
+    """Quantize each row of `weight` (N, K) in blocks along K, unsigned with a zero point.
+
+    Example (bits=8, symmetric): a block [-1.0, 0.5] gets scale 1/127, codes [1, 192]
+    with the implicit zero point 128.
+    """
+    levels = (1 << spec.bits) - 1
+    blocks = _blocks(weight, spec.block_size)  # (N, n_blocks, block_size)
+    if spec.symmetric:
+        absmax = np.abs(blocks).max(axis=-1, keepdims=True)
+        half = 1 << (spec.bits - 1)
+        scale = absmax / (half - 1)
+        zero = np.full(scale.shape, half, dtype=np.float32)
+    else:
+        low = np.minimum(blocks.min(axis=-1, keepdims=True), 0.0)
+        high = np.maximum(blocks.max(axis=-1, keepdims=True), 0.0)
+        scale = (high - low) / levels
+        zero = np.clip(np.round(-low / np.where(scale == 0, 1, scale)), 0, levels)
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    codes = np.clip(np.round(blocks / scale) + zero, 0, levels).astype(np.uint8)
+    packed = _pack(codes, spec.bits)
+    zero_points = None if spec.symmetric else _pack(zero[..., 0].astype(np.uint8), spec.bits).ravel()
+    return BlockQuantized(packed, scale.reshape(-1), zero_points)
+
+
+def dequantize_matmul_weight(q: BlockQuantized, shape: tuple[int, int], spec: QuantSpec) -> np.ndarray:
+    """The (N, K) float weight the kernel sees: the oracle for tests and quality checks."""
+    n, k = shape
+    codes = _unpack(q.packed, spec.bits).astype(np.float32)  # (N, blocks, block_size)
+    blocks = codes.shape[1]
+    if q.zero_points is None:
+        zero = np.float32(1 << (spec.bits - 1))
+    else:
+        per_row = -(-blocks * spec.bits // 8)
+        zero = _unpack(q.zero_points.reshape(n, per_row), spec.bits)[:, :blocks, None]
+    scales = q.scales.reshape(n, blocks, 1)
+    return ((codes - zero) * scales).reshape(n, -1)[:, :k]
+
+
+def quantize_embedding(table: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per block of each row: (V, H) -> codes (V, H) int8, scales (V, H/block)."""
+    blocks = _blocks(table, block_size)  # (V, n_blocks, block_size)
+    scale = np.abs(blocks).max(axis=-1, keepdims=True) / 127.0
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    codes = np.clip(np.round(blocks / scale), -127, 127).astype(np.int8)
+    return codes.reshape(table.shape[0], -1)[:, : table.shape[1]], scale[..., 0]
+
+
+def _blocks(weight: np.ndarray, block_size: int) -> np.ndarray:
+    """(N, K) -> (N, ceil(K / block), block), zero-padded at the end of each row."""
+    n, k = weight.shape
+    pad = -k % block_size
+    padded = np.pad(weight.astype(np.float32), ((0, 0), (0, pad)))
+    return padded.reshape(n, -1, block_size)
+
+
+def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Pack codes along the last axis: 8 bits as is; 4 bits two per byte, low nibble first."""
+    if bits == 8:
+        return codes
+    if bits == 4:
+        if codes.shape[-1] % 2:
+            codes = np.concatenate([codes, np.zeros(codes.shape[:-1] + (1,), np.uint8)], axis=-1)
+        return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    raise ValueError(f"unsupported bit width {bits}")
+
+
+def _unpack(packed: np.ndarray, bits: int) -> np.ndarray:
+    if bits == 8:
+        return packed
+    low, high = packed & 0x0F, packed >> 4
+    return np.stack([low, high], axis=-1).reshape(packed.shape[:-1] + (-1,))

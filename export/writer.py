@@ -1,0 +1,60 @@
+"""Write a bundle atomically: everything goes to a temporary sibling folder, checksums
+are taken, the manifest is written last, and the folder is renamed into place. A failure
+or Ctrl-C at any point leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+
+from edge.bundle import sha256
+from edge.errors import ExportError
+from edge.manifest import MANIFEST_FILE, Manifest
+
+DATA_SUFFIX = ".data"
+
+
+@contextlib.contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` (same filesystem, so the final rename is atomic)."""
+    if out.exists():
+        raise ExportError(f"{out} already exists. Remove it or choose another -o.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_graph(proto: onnx.ModelProto, folder: Path, name: str) -> list[str]:
+    """Graph in `name`, weights in `name.data` (keeps the protobuf small; no 2 GB limit)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = name + DATA_SUFFIX
+    onnx.save_model(proto, str(folder / name), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=data, size_threshold=1024)
+    return [name, data]
+
+
+def finish(stage: Path, manifest: Manifest, files: list[str], out: Path) -> Manifest:
+    """Checksum `files`, write the manifest, and move the bundle into place."""
+    manifest = dataclasses.replace(manifest, files={f: sha256(stage / f) for f in files})
+    (stage / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+    _make_readable(stage)
+    os.replace(stage, out)
+    return manifest
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp and the ONNX writer create owner-only modes; a bundle is meant to be shared."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
