@@ -1,0 +1,83 @@
+"""edge's own speed figures on one bundle: load, time to first token, prefill and decode
+tokens/s at short and long context, per-step Python overhead, peak RSS.
+
+In: a bundle path. Out: a flat dict of figures. It drives the decoder directly (greedy
+argmax, EOS ignored) so every run decodes the same number of tokens; `edge bench` and
+benchmarks/*.py print it.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHORT, LONG, DECODE, LONG_CONTEXT = 40, 500, 128, 1000  # capped by the model's context window
+_FILLER = (
+    "The lighthouse keeper wrote about ships, storms and the price of flour in the village, "
+    "and measured the tide every day at noon with a marked pole. "
+)
+
+
+def run(bundle: str | Path, threads: int | None = None, started: float | None = None) -> dict[str, float]:
+    """All figures for one bundle; `started` is when the process began, if known."""
+    import edge
+
+    t0 = time.perf_counter()
+    model = edge.load(bundle, threads=threads)
+    ready = time.perf_counter()
+    ids = model.tokenizer.encode(_FILLER * 80)  # plenty of real tokens
+    decoder = model.decoder
+    figures = {"load_s": ready - t0}
+    if started is not None:
+        figures["start_to_ready_s"] = ready - started
+    short, long = min(SHORT, len(ids)), min(LONG, decoder.context_length - 1)
+    context = min(LONG_CONTEXT, decoder.context_length - DECODE // 4 - 1)
+    figures.update(short_prompt=short, long_prompt=long, long_context=context)
+    figures["ttft_s"], first = _timed(lambda: int(decoder.prefill(ids[:short]).argmax()))
+    figures["prefill_tok_s_short"] = short / figures["ttft_s"]
+    figures["decode_tok_s"], figures["python_overhead"] = _decode(model, first, DECODE)
+    decoder.reset()
+    seconds, _ = _timed(lambda: decoder.prefill(ids[:long]))
+    figures["prefill_tok_s_long"] = long / seconds
+    decoder.reset()
+    decoder.prefill(ids[:context])
+    figures["decode_tok_s_long_context"], _ = _decode(model, ids[context], DECODE // 4)
+    figures["peak_rss_mb"] = _peak_rss_mb()
+    return figures
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def _decode(model, token: int, steps: int) -> tuple[float, float]:
+    """Greedy steps/s, and the share of each step spent outside onnxruntime's run."""
+    session, inside = model.decoder.session, [0.0]
+
+    def timing(method):
+        def timed(*args):
+            start = time.perf_counter()
+            result = method(*args)
+            inside[0] += time.perf_counter() - start
+            return result
+
+        return timed
+
+    session.run, session.run_bound = timing(session.run), timing(session.run_bound)
+    start = time.perf_counter()
+    for _ in range(steps):
+        token = int(np.argmax(model.decoder.decode_step(token)))
+    total = time.perf_counter() - start
+    del session.run, session.run_bound  # back to the class's methods
+    return steps / total, 1 - inside[0] / total
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024

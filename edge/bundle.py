@@ -1,0 +1,61 @@
+"""Find and verify a bundle: the folder exists, every file is there with its checksum,
+and the manifest's schema version is one this runtime reads.
+
+In: a path. Out: a `Bundle` (path + manifest). The graph's input/output names are
+checked against the manifest when the session opens (session.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.errors import BundleError
+from edge.manifest import Manifest
+
+_HINT = "Export one with `edge export SOURCE -o DIR`, or run the README's set-up command."
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read the manifest; with `verify`, check that every listed file matches its sha256."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BundleError(f"bundle {path} not found. {_HINT}")
+    if not path.is_dir():
+        raise BundleError(f"{path} is a file, not a bundle folder. {_HINT}")
+    manifest = Manifest.read(path)
+    for name in (manifest.graph.file, manifest.tokenizer.file):
+        if name not in manifest.files:
+            raise BundleError(f"manifest.json does not list {name} with a checksum. Re-export the bundle.")
+    for name, digest in manifest.files.items():
+        _check_file(path, name, digest, verify)
+    return Bundle(path, manifest)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_file(root: Path, name: str, digest: str, verify: bool) -> None:
+    file = root / name
+    if not file.is_file():
+        raise BundleError(f"bundle {root} is missing {name}. Re-export the bundle with `edge export`.")
+    if verify and sha256(file) != digest:
+        raise BundleError(
+            f"{name} in bundle {root} is corrupt (sha256 does not match the manifest). "
+            "Re-export the bundle, or copy it again."
+        )

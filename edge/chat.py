@@ -1,0 +1,88 @@
+"""A conversation: the message history plus a KV cache kept across turns.
+
+Each turn renders the whole conversation with the chat template and tokenizes it, then
+keeps the longest prefix it shares with the ids already in the cache and prefills only
+the rest, so turn 2 does not run turn 1 through the model again.
+
+Interrupted replies (Ctrl-C while iterating, or the generator closed early) keep what was
+streamed so far: the user saw it, so the model should too. If nothing was streamed, the
+turn is dropped entirely, so the history never ends with an unanswered user message.
+Either way the session stays usable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from edge.chat_template import Message
+from edge.decoder import Decoder
+from edge.errors import InputError
+from edge.generate import Chunk
+
+if TYPE_CHECKING:
+    from edge.llm import LanguageModel
+
+
+class ChatSession:
+    def __init__(self, model: LanguageModel, system: str | None = None, **sampling):
+        """`sampling`: the keyword options of `LanguageModel.stream` (max_tokens, temperature, ...)."""
+        if system is not None and not isinstance(system, str):
+            raise InputError(f"the system prompt must be a string, got {type(system).__name__}.")
+        self.model = model
+        self.system = system
+        self.options = sampling
+        # Its own cache over the model's graph, so other calls on the model cannot disturb it.
+        self.decoder = Decoder(model.decoder.session, model.manifest)
+        self._reply: Iterator[Chunk] | None = None  # the reply being streamed, if any
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the conversation (the system prompt stays)."""
+        self._close_reply()
+        self.messages: list[Message] = [{"role": "system", "content": self.system}] if self.system else []
+        self._ids: list[int] = []  # the cache holds a prefix of these
+        self.decoder.reset()
+
+    def send(self, text: str, **sampling) -> Iterator[Chunk]:
+        """Stream the reply to `text`; `sampling` overrides the session's options for this turn."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the message is empty: type something to send.")
+        self._close_reply()
+        messages = [*self.messages, {"role": "user", "content": text}]
+        ids = self.model.encode_chat(messages)
+        reuse = min(common_prefix(self._ids, ids), self.decoder.cache_length)
+        chunks = self.model.stream_ids(ids, decoder=self.decoder, reuse=reuse, **{**self.options, **sampling})
+        self._reply = self._record(messages, ids, chunks)
+        return self._reply
+
+    def _record(self, messages: list[Message], ids: list[int], chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        parts, tokens, finished = [], [], False
+        try:
+            for chunk in chunks:
+                parts.append(chunk.text)
+                tokens.append(chunk.token)
+                finished = chunk.finish_reason is not None
+                yield chunk
+        finally:
+            self._ids = ids + tokens
+            reply = "".join(parts)
+            if finished or reply:
+                self.messages = [*messages, {"role": "assistant", "content": reply}]
+            self._reply = None
+
+    def _close_reply(self) -> None:
+        """Settle a reply the caller stopped iterating (its `finally` records the history)."""
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            reply.close()
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Example: [1, 2, 3, 4], [1, 2, 5] -> 2"""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -1,0 +1,127 @@
+"""A loaded text-generation bundle: prompts, conversations and texts in; text and scores out.
+
+`edge.load(path)` returns a `LanguageModel` holding the manifest, the tokenizer and the
+decoder. Its methods take the same keyword names as the CLI flags (max_tokens,
+temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, raw), so the CLI is a
+thin layer over it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from edge import generate
+from edge.bundle import Bundle
+from edge.chat import ChatSession
+from edge.chat_template import Message, render
+from edge.decoder import Decoder
+from edge.errors import InputError
+from edge.generate import Chunk
+from edge.manifest import Manifest
+from edge.sampler import SamplingParams, make_sampler
+from edge.tokenizer import Tokenizer, load_tokenizer
+
+DEFAULT_MAX_TOKENS = 256
+PERPLEXITY_WINDOW = 512  # next-token predictions per window (export.quality.WINDOW)
+
+
+class LanguageModel:
+    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, decoder: Decoder, load_s: float = 0.0):
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self.decoder = decoder
+        self.load_s = load_s  # reported in the timings of every generation
+
+    @classmethod
+    def open(cls, bundle: Bundle, threads: int | None = None, started: float | None = None) -> LanguageModel:
+        """`started`: when loading began (perf_counter), if before this call (bundle checks)."""
+        started = time.perf_counter() if started is None else started
+        tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
+        decoder = Decoder.open(bundle, threads)
+        return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started)
+
+    # --- prompts -> ids --------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str, raw: bool = False) -> list[int]:
+        """The prompt as one user message through the chat template, or as plain text when
+        `raw` or when the bundle has no template."""
+        if not isinstance(prompt, str) or not prompt:
+            raise InputError("the prompt is empty: give some text to continue.")
+        if raw or not self.manifest.tokenizer.chat_template:
+            return self.encode_text(prompt)
+        return self.encode_chat([{"role": "user", "content": prompt}])
+
+    def encode_text(self, text: str) -> list[int]:
+        """Plain text, with BOS first when the model expects it (Llama-1/TinyLlama style)."""
+        spec = self.manifest.tokenizer
+        bos = [spec.bos_token_id] if spec.add_bos and spec.bos_token_id is not None else []
+        return bos + self.tokenizer.encode(text)
+
+    def encode_chat(self, messages: list[Message]) -> list[int]:
+        """The template writes every special token itself, as transformers' apply_chat_template."""
+        return self.tokenizer.encode(render(messages, self.manifest.tokenizer))
+
+    # --- generation ------------------------------------------------------------------------
+
+    def generate(self, prompt: str, *, raw: bool = False, **options) -> str:
+        return "".join(chunk.text for chunk in self.stream(prompt, raw=raw, **options))
+
+    def stream(self, prompt: str, *, raw: bool = False, **options) -> Iterator[Chunk]:
+        return self.stream_ids(self.encode_prompt(prompt, raw), **options)
+
+    def chat(self, messages: list[Message], **options) -> str:
+        return "".join(chunk.text for chunk in self.stream_chat(messages, **options))
+
+    def stream_chat(self, messages: list[Message], **options) -> Iterator[Chunk]:
+        return self.stream_ids(self.encode_chat(messages), **options)
+
+    def chat_session(self, system: str | None = None, **options) -> ChatSession:
+        return ChatSession(self, system, **options)
+
+    def stream_ids(self, ids: Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
+                   top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                   seed: int | None = None, stop: str | Sequence[str] | None = None,
+                   decoder: Decoder | None = None, reuse: int = 0) -> Iterator[Chunk]:
+        """Token ids in, chunks out. A chat session passes its own `decoder` and how many
+        leading ids its cache already holds (`reuse`)."""
+        params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        return generate.stream(decoder or self.decoder, self.tokenizer, list(ids), make_sampler(params), max_tokens,
+                               eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
+                               load_s=self.load_s)
+
+    # --- scoring ---------------------------------------------------------------------------
+
+    def perplexity(self, text: str) -> float:
+        """exp(mean next-token NLL), teacher-forced from a fresh cache in windows of at most
+        PERPLEXITY_WINDOW predictions; consecutive windows share one token, so every token
+        after the first is predicted once. The exporter's quality report counts the same way."""
+        if not isinstance(text, str):
+            raise InputError(f"perplexity needs a string, got {type(text).__name__}.")
+        ids = self.encode_text(text)
+        if len(ids) < 2:
+            raise InputError("perplexity needs at least two tokens of text: give a longer text.")
+        window = min(PERPLEXITY_WINDOW, self.decoder.context_length - 1)
+        nll = 0.0
+        for start in range(0, len(ids) - 1, window):
+            chunk = ids[start : start + window + 1]
+            self.decoder.reset()
+            nll += next_token_nll(self.decoder.logits(chunk[:-1]), chunk[1:])
+        self.decoder.reset()
+        return math.exp(nll / (len(ids) - 1))
+
+
+def next_token_nll(logits: np.ndarray, targets: Sequence[int], rows: int = 64) -> float:
+    """Sum over i of -log softmax(logits[i])[targets[i]], in float64, `rows` rows at a time
+    so the float64 copy stays small. logits: (n, vocab)."""
+    total = 0.0
+    for s in range(0, len(targets), rows):
+        block = logits[s : s + rows].astype(np.float64)  # (rows, vocab)
+        top = block.max(axis=1)  # (rows,)
+        log_z = np.log(np.exp(block - top[:, None]).sum(axis=1)) + top
+        total += float((log_z - block[np.arange(len(block)), targets[s : s + rows]]).sum())
+    return total
