@@ -1,0 +1,91 @@
+"""`edge export` (needs the `export` extra) and `edge info`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from edge.cli.app import app
+from edge.errors import ExportError
+
+
+@app.command()
+def export(
+    source: str = typer.Argument(..., help="Hugging Face model id, local model folder, or .gguf file."),
+    out: Path = typer.Option(..., "-o", "--out", help="Bundle folder to create (must not exist)."),
+    quantize: str = typer.Option("int8", "--quantize", "-q", help="int8 (default), int4, or none (fp32)."),
+    max_context: int = typer.Option(None, "--max-context", help="Cap the context window (tokens)."),
+    task: str = typer.Option(None, "--task", help="text-generation or feature-extraction (detected)."),
+):
+    """Export a model to a self-contained ONNX bundle and measure its quality against fp32."""
+    try:
+        from export.pipeline import export_model
+    except ImportError as exc:
+        raise ExportError(
+            f"the exporter needs the `export` extra ({exc.name} is missing). "
+            "Install it with: pip install 'edge-runtime[export]' (torch==2.13.0 first)."
+        ) from None
+    manifest = export_model(source, out, quantize=quantize, max_context=max_context, task=task,
+                            log=lambda message: print(f"export: {message}", file=sys.stderr))
+    print(f"wrote {out}")
+    _print_quality(manifest)
+
+
+@app.command()
+def info(
+    bundle: Path = typer.Argument(..., help="Bundle folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
+):
+    """Show a bundle's model, quantization, measured quality and files (checksums verified)."""
+    from edge.bundle import open_bundle
+
+    manifest = open_bundle(bundle).manifest
+    if as_json:
+        print(manifest.to_json(), end="")
+        return
+    m = manifest.model
+    pos = m.positional
+    rows = [
+        ("model", f"{m.architecture} ({m.task}), from {manifest.source or 'unknown'}"),
+        ("shape", f"{m.num_layers} layers, {m.num_heads} heads, {m.num_kv_heads} KV heads, "
+                  f"head size {m.head_dim}, hidden {m.hidden_size}, vocabulary {m.vocab_size}"),
+        ("context", f"{m.context_length} tokens"),
+        ("positions", pos.kind + (f" (theta {pos.rope_theta:g}, {pos.rotary_dim} dims)" if pos.kind == "rotary" else "")),
+        ("quantization", f"{manifest.quantization.scheme}: {manifest.quantization.method}"),
+        ("graph", f"{manifest.graph.file}, {len(manifest.graph.inputs)} inputs, {len(manifest.graph.outputs)} outputs"),
+        ("tokenizer", _tokens(manifest)),
+        ("files", ", ".join(f"{name} ({_size(bundle / name)})" for name in manifest.files) + "; checksums ok"),
+        ("exporter", f"edge {manifest.exporter_version}, schema {manifest.schema_version}"),
+    ]
+    if manifest.pooling is not None:
+        p = manifest.pooling
+        note = "" if p.source == "sentence-transformers" else " (default: no sentence-transformers files)"
+        rows.append(("pooling", f"{p.mode}{', L2-normalised' if p.normalize else ''}, max {p.max_length} tokens{note}"))
+    for key, value in rows:
+        print(f"{key:>13}: {value}")
+    _print_quality(manifest)
+
+
+def _tokens(manifest) -> str:
+    t = manifest.tokenizer
+    template = "chat template" if t.chat_template else "no chat template"
+    return f"bos {t.bos_token!r}, eos {t.eos_token!r} {list(t.eos_token_ids)}, add_bos={t.add_bos}, {template}"
+
+
+def _size(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB"
+
+
+def _print_quality(manifest) -> None:
+    q = manifest.quality
+    if q is None:
+        return
+    if q.perplexity is not None:
+        delta = 100 * (q.perplexity / q.perplexity_fp32 - 1)
+        print(f"{'quality':>13}: perplexity {q.perplexity:.2f} vs fp32 {q.perplexity_fp32:.2f} ({delta:+.1f}%), "
+              f"top-1 agreement {q.top1_agreement:.1%}, greedy agreement {q.greedy_agreement:.1%} "
+              f"({q.tokens} tokens of {q.text})")
+    if q.cosine_mean is not None:
+        print(f"{'quality':>13}: cosine to fp32 mean {q.cosine_mean:.4f}, min {q.cosine_min:.4f} ({q.tokens} {q.text})")

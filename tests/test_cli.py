@@ -1,0 +1,141 @@
+"""The CLI over the API: same text, one-line errors with exit codes, chat REPL behaviour."""
+
+from __future__ import annotations
+
+import builtins
+import json
+
+import pytest
+
+import edge
+from edge.cli import main
+
+
+@pytest.fixture
+def bundle(tiny_llama_bundle_int8, monkeypatch):
+    monkeypatch.setenv("EDGE_MODEL", str(tiny_llama_bundle_int8))
+    return tiny_llama_bundle_int8
+
+
+def _error(capsys, args, code=1) -> str:
+    assert main(args) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_generate_streams_what_the_api_returns(bundle, capsys, no_network):
+    assert main(["generate", "Tell me a story", "--max-tokens", "12"]) == 0
+    want = edge.load(bundle).generate("Tell me a story", max_tokens=12)
+    assert capsys.readouterr().out == want + "\n"
+
+
+def test_generate_json(bundle, capsys):
+    assert main(["generate", "Hi", "--raw", "--json", "-n", "8", "--temperature", "0.8", "--seed", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"text", "token_ids", "finish_reason", "prompt_tokens", "completion_tokens", "timings"}
+    assert set(out["timings"]) == {"load_s", "ttft_s", "prefill_tok_s", "decode_tok_s"}
+    lm = edge.load(bundle)
+    assert out["text"] == lm.generate("Hi", raw=True, max_tokens=8, temperature=0.8, seed=3)
+    assert out["prompt_tokens"] == len(lm.encode_prompt("Hi", raw=True))
+    assert out["completion_tokens"] == len(out["token_ids"]) and out["finish_reason"] in ("stop", "length")
+
+
+def test_generate_reads_stdin(bundle, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello there"))
+    assert main(["generate", "-", "-n", "5"]) == 0
+    assert capsys.readouterr().out == edge.load(bundle).generate("Hello there", max_tokens=5) + "\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["--temperature", "-1"], "--temperature"),
+    (["--top-k", "-2"], "--top-k"),
+    (["--min-p", "1"], "--min-p"),
+    (["--repetition-penalty", "0"], "--repetition-penalty"),
+    (["--max-tokens", "1000"], "context window"),
+])
+def test_bad_generation_options(bundle, capsys, args, message):
+    assert message in _error(capsys, ["generate", "Hi", *args])
+
+
+def test_empty_prompt_and_usage_errors(bundle, capsys):
+    assert "prompt is empty" in _error(capsys, ["generate", "  "])
+    assert "--max-tokens" in _error(capsys, ["generate", "Hi", "--max-tokens", "many"], code=2)
+
+
+def test_no_bundle_anywhere(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EDGE_MODEL", raising=False)
+    monkeypatch.setenv("EDGE_HOME", str(tmp_path))
+    assert "make demo" in _error(capsys, ["generate", "Hi"])
+
+
+def test_eval_matches_the_api(bundle, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    assert main(["eval", str(text), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["perplexity"] == pytest.approx(edge.load(bundle).perplexity(text.read_text()))
+    (tmp_path / "empty.txt").write_text("")
+    assert "at least two tokens" in _error(capsys, ["eval", str(tmp_path / "empty.txt")])
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    assert "UTF-8" in _error(capsys, ["eval", str(tmp_path / "bin.txt")])
+
+
+def _feed_lines(monkeypatch, *lines):
+    """input() answers with these lines (KeyboardInterrupt items are raised), then EOF."""
+    queue = list(lines)
+
+    def fake_input(prompt=""):
+        if not queue:
+            raise EOFError
+        item = queue.pop(0)
+        if isinstance(item, type) and issubclass(item, BaseException):
+            raise item
+        return item
+
+    monkeypatch.setattr(builtins, "input", fake_input)
+
+
+def test_chat_repl_turns_reset_and_exit(bundle, capsys, monkeypatch):
+    _feed_lines(monkeypatch, "Hello", KeyboardInterrupt, "/reset", "Hello", "/exit", "never read")
+    assert main(["chat", "-n", "6"]) == 0
+    out, err = capsys.readouterr()
+    first = edge.load(bundle).chat([{"role": "user", "content": "Hello"}], max_tokens=6)
+    assert out == f"{first}\n{first}\n"  # after /reset the same question gets the same reply
+    assert "(use /exit or Ctrl-D to quit)" in err and "(conversation cleared)" in err
+
+
+def test_ctrl_c_stops_a_reply_and_keeps_the_session(bundle, capsys, monkeypatch):
+    from edge.chat import ChatSession
+
+    original = ChatSession.send
+    calls = []
+
+    def send(self, text, **kw):
+        reply = original(self, text, **kw)  # settles the previous reply first
+        calls.append((text, [m["role"] for m in self.messages]))  # the history this turn builds on
+        if len(calls) == 1:  # the first reply is interrupted after its first chunk
+            def interrupted():
+                yield next(reply)
+                raise KeyboardInterrupt
+            return interrupted()
+        return reply
+
+    monkeypatch.setattr(ChatSession, "send", send)
+    _feed_lines(monkeypatch, "Hello", "And then?")
+    assert main(["chat", "-n", "6"]) == 0
+    out, err = capsys.readouterr()
+    assert "(stopped)" in err
+    # the interrupted turn stays in the history (its partial reply was shown), and the next turn runs
+    assert calls == [("Hello", []), ("And then?", ["user", "assistant"])]
+    assert out.count("\n") >= 2
+
+
+def test_bench_json(bundle, capsys):
+    assert main(["bench", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["decode_tok_s"] > 0 and figures["prefill_tok_s_long"] > 0 and 0 <= figures["python_overhead"] < 1
+    assert figures["long_prompt"] == 255 and figures["long_context"] == 256 - 32 - 1  # capped by the context

@@ -1,0 +1,97 @@
+"""The decoder graph against transformers (the oracle) on tiny random GPT-2 and Llama models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge.bundle import open_bundle
+from edge.decoder import Decoder
+from edge.errors import ContextWindowError, InputError
+
+ARCHS = ["tiny_llama", "tiny_gpt2"]
+
+
+def _hf(folder):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def _decoder(request, arch: str, quant: str) -> Decoder:
+    return Decoder.open(open_bundle(request.getfixturevalue(f"{arch}_bundle_{quant}")))
+
+
+def _ids(decoder: Decoder, n: int, seed: int = 0) -> list[int]:
+    return np.random.default_rng(seed).integers(0, decoder.model.vocab_size, n).tolist()
+
+
+def _reference_logits(request, arch: str, ids: list[int]) -> np.ndarray:
+    model = _hf(request.getfixturevalue(f"{arch}_dir"))
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()  # (seq, vocab)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fp32_logits_match_transformers(request, arch):
+    decoder = _decoder(request, arch, "fp32")
+    ids = _ids(decoder, 40)
+    np.testing.assert_allclose(decoder.logits(ids), _reference_logits(request, arch, ids), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("quant", ["fp32", "int8"])
+def test_step_by_step_equals_full_sequence(request, arch, quant):
+    decoder = _decoder(request, arch, quant)
+    ids = _ids(decoder, 30, seed=1)
+    full = decoder.logits(ids)  # (30, vocab)
+    decoder.reset()
+    steps = [decoder.prefill(ids[:10])] + [decoder.decode_step(t) for t in ids[10:]]
+    assert decoder.cache_length == len(ids)
+    np.testing.assert_allclose(np.stack(steps), full[9:], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_int8_logits_close_to_transformers(request, arch):
+    decoder = _decoder(request, arch, "int8")
+    ids = _ids(decoder, 40, seed=2)
+    got, want = decoder.logits(ids), _reference_logits(request, arch, ids)
+    error = np.abs(got - want).mean() / np.abs(want).mean()
+    assert error < 0.05, f"int8 logits differ from fp32 by {error:.1%} on average"
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fp32_greedy_continuation_matches_transformers_generate(request, arch):
+    decoder = _decoder(request, arch, "fp32")
+    prompt = _ids(decoder, 8, seed=3)
+    out = [int(decoder.prefill(prompt).argmax())]
+    while len(out) < 20:
+        out.append(int(decoder.decode_step(out[-1]).argmax()))
+    model = _hf(request.getfixturevalue(f"{arch}_dir"))
+    with torch.no_grad():
+        want = model.generate(torch.tensor([prompt]), max_new_tokens=20, min_new_tokens=20, do_sample=False)
+    assert out == want[0, len(prompt):].tolist()
+
+
+def test_rewind_reuses_a_prefix(request):
+    decoder = _decoder(request, "tiny_llama", "fp32")
+    a, b, c = _ids(decoder, 12, 4), _ids(decoder, 5, 5), _ids(decoder, 7, 6)
+    decoder.prefill(a + b)
+    decoder.rewind_to(len(a))
+    reused = decoder.prefill(c)
+    decoder.reset()
+    fresh = decoder.prefill(a + c)
+    np.testing.assert_allclose(reused, fresh, atol=1e-5, rtol=0)
+
+
+def test_context_window_and_bad_ids_are_clear_errors(request):
+    decoder = _decoder(request, "tiny_gpt2", "fp32")
+    with pytest.raises(ContextWindowError, match="context window of 256"):
+        decoder.prefill([1] * 257)
+    decoder.reset()
+    with pytest.raises(InputError, match=r"token ids must be in \[0, 1000\)"):
+        decoder.prefill([5, 1000])
+    with pytest.raises(InputError, match="non-empty"):
+        decoder.prefill([])
