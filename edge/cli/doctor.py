@@ -1,0 +1,31 @@
+"""`edge doctor`: this machine's CPU features that decide int8 speed, and what to run on it."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from edge.cli.app import app
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print a JSON object.")):
+    """Show the architecture, cores, int8 instruction sets, onnxruntime and threads, and a recommendation."""
+    from edge.doctor import report
+
+    facts = report()
+    if as_json:
+        print(json.dumps(facts))
+        return
+    features = ", ".join(f"{name} {'yes' if present else 'no'}" for name, present in facts["features"].items())
+    rows = [
+        ("architecture", f"{facts['architecture']}, {facts['cpu']}, {facts['cores']} cores"),
+        ("int8 features", features or "unknown"),
+        ("int8 kernel", facts["int8_kernel"] or "none (MatMulNBits falls back to float)"),
+        ("onnxruntime", facts["onnxruntime"]),
+        ("threads", f"{facts['threads']} (onnxruntime intra-op threads edge uses by default)"),
+        ("recommendation", facts["recommendation"]),
+    ]
+    for key, value in rows:
+        print(f"{key:>14}: {value}")

@@ -1,0 +1,178 @@
+"""Is this CPU good at int8? `/proc/cpuinfo` text in; features, the int8 kernel onnxruntime
+will pick, a recommendation and a load-time warning out.
+
+What decides int8 speed is whether onnxruntime's MatMulNBits has an int8 kernel for the
+CPU (accuracy_level 4 quantizes activations to int8 per block): on x86 it needs AVX2
+(faster with VNNI or AVX-512), on Arm the dot-product instructions (`asimddp`, faster
+with `i8mm`). Without them it falls back to dequantizing the weights to float, so an int8
+bundle may not beat fp32: a Raspberry Pi 4 (Cortex-A72) has no `asimddp`, a Pi 5
+(Cortex-A76) has. Separately, per-channel QInt8 weights run through U8S8 kernels that can
+saturate on x86 without VNNI (vpmaddubsw adds pairs in 16 bits); edge's blockwise
+MatMulNBits does not use them. The parsing and verdicts are pure functions of the text.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.manifest import Manifest
+
+# The instruction-set features that decide int8 speed, in the order `edge doctor` shows them.
+INT8_FEATURES = {
+    "x86_64": ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"),
+    "aarch64": ("asimd", "asimddp", "i8mm"),
+}
+# Arm's "CPU part" numbers (implementer 0x41) of the cores a Raspberry Pi or an Arm server has.
+ARM_PARTS = {
+    "0xd03": "Cortex-A53", "0xd05": "Cortex-A55", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1", "0xd40": "Neoverse-V1", "0xd49": "Neoverse-N2", "0xd4f": "Neoverse-V2",
+}
+MACHINE_NAMES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
+# Quantized ops whose int8 activations are unsigned and weights signed (U8S8) on x86.
+U8S8_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "per-channel QInt8")
+
+
+class QuantizationWarning(UserWarning):
+    """The bundle's quantization is known to be slow or unsafe on this CPU (it still runs)."""
+
+
+@dataclass(frozen=True)
+class Cpu:
+    arch: str  # "x86_64", "aarch64", or "unknown": read from the text, not from this process
+    model: str  # "AMD EPYC", "Raspberry Pi 4 Model B Rev 1.1 (Cortex-A72)", ...
+    cores: int  # logical processors listed
+    features: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Int8Support:
+    kernel: str | None  # the int8 MatMulNBits kernel family onnxruntime picks; None: no int8 kernel
+    u8s8_saturates: bool  # per-channel QInt8 (U8S8) weights can overflow 16-bit sums here
+
+
+def parse_cpuinfo(text: str) -> Cpu:
+    """Example: "processor : 0\\nFeatures : fp asimd\\nCPU part : 0xd08" -> Cpu("aarch64", "Cortex-A72", 1, {fp, asimd})."""
+    fields: dict[str, str] = {}
+    cores = 0
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        cores += key == "processor"
+        fields.setdefault(key, value)  # every core repeats the same lines: keep the first
+    if "flags" in fields:
+        return Cpu("x86_64", fields.get("model name", "x86_64"), cores, frozenset(fields["flags"].split()))
+    features = frozenset(fields.get("Features", "").split())
+    if "asimd" in features:
+        return Cpu("aarch64", _arm_model(fields), cores, features)
+    return Cpu("unknown", fields.get("model name", fields.get("Model", "unknown")), cores, features)
+
+
+def _arm_model(fields: dict[str, str]) -> str:
+    """The board (Raspberry Pis say which) and the core, as far as cpuinfo tells."""
+    core = ARM_PARTS.get(fields.get("CPU part", "")) if fields.get("CPU implementer") == "0x41" else None
+    board = fields.get("Model")
+    if board and core:
+        return f"{board} ({core})"
+    return board or core or f"Arm part {fields.get('CPU part', 'unknown')}"
+
+
+def int8_support(cpu: Cpu) -> Int8Support | None:
+    """Which int8 kernel onnxruntime's MatMulNBits dispatches to (as MLAS picks it); None for
+    an unknown architecture."""
+    has = cpu.features.__contains__
+    if cpu.arch == "x86_64":
+        vnni = has("avx512_vnni") or has("avx_vnni")
+        if not has("avx2"):
+            return Int8Support(None, not vnni)
+        if all(map(has, ("avx512f", "avx512bw", "avx512dq", "avx512vl"))):  # MLAS's "AVX-512 core"
+            return Int8Support("AVX-512 VNNI" if has("avx512_vnni") else "AVX-512", not vnni)
+        return Int8Support("AVX-VNNI" if has("avx_vnni") else "AVX2", not vnni)
+    if cpu.arch == "aarch64":
+        kernel = "NEON i8mm" if has("i8mm") else "NEON dot product" if has("asimddp") else None
+        return Int8Support(kernel, False)
+    return None
+
+
+def recommendation(arch: str, support: Int8Support | None) -> str:
+    """What to run on a CPU of `arch` with this int8 support, in a sentence or three."""
+    if support is None:
+        return ("Unknown CPU: edge cannot tell whether int8 is fast here. Compare an int8 and an fp32 bundle "
+                "with `edge bench`.")
+    if support.kernel is None:
+        missing = "dot-product instructions (asimddp), as on a Raspberry Pi 4" if arch == "aarch64" else "AVX2"
+        return (f"No {missing}: onnxruntime has no int8 kernel for MatMulNBits here and falls back to "
+                "dequantizing the weights to float, so an int8 bundle may not be faster than fp32 (it still "
+                "needs a quarter of the memory for its weights). Compare both with `edge bench`.")
+    advice = f"int8 bundles run on onnxruntime's {support.kernel} int8 kernel: use them."
+    if support.u8s8_saturates:
+        advice += (" No VNNI: per-channel QInt8 weights from other tools (U8S8 kernels) can saturate here; "
+                   "edge's blockwise MatMulNBits with int8 activations does not have that problem.")
+    return advice
+
+
+def quantization_warning(manifest: Manifest, cpu: Cpu | None) -> str | None:
+    """Why this bundle's quantization is slow or unsafe on `cpu`, or None (also for an unknown CPU)."""
+    support = None if cpu is None else int8_support(cpu)
+    q = manifest.quantization
+    if support is None or q.scheme == "none":
+        return None
+    if support.u8s8_saturates and any(op in q.method for op in U8S8_OPS):
+        return (f"this bundle's weights are quantized for U8S8 kernels ({q.method}), which can saturate on "
+                f"{cpu.model} (no VNNI) and give wrong outputs. Re-export it with `edge export` (blockwise "
+                "MatMulNBits is not affected).")
+    if support.kernel is None and "MatMulNBits" in q.method:
+        return (f"{cpu.model} has no int8 kernel for MatMulNBits, so this {q.scheme} bundle runs on a slower "
+                "fallback and may not beat fp32 here. See `edge doctor`.")
+    return None
+
+
+@functools.cache
+def host_cpu() -> Cpu | None:
+    """This machine's CPU, or None when /proc/cpuinfo is missing or describes another
+    architecture than this process runs (user-mode emulation shows the host's)."""
+    try:
+        cpu = parse_cpuinfo(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return cpu if cpu.arch == process_arch() else None
+
+
+def process_arch() -> str:
+    machine = platform.machine()
+    return MACHINE_NAMES.get(machine.lower(), machine)
+
+
+def warn_if_unsuited(manifest: Manifest) -> None:
+    """A `QuantizationWarning` when the bundle's quantization is slow or unsafe on this CPU."""
+    message = quantization_warning(manifest, host_cpu())
+    if message:
+        warnings.warn(message, QuantizationWarning, stacklevel=3)
+
+
+def report() -> dict:
+    """Everything `edge doctor` shows, as plain data."""
+    import onnxruntime
+
+    from edge.session import default_threads
+
+    cpu = host_cpu()
+    support = None if cpu is None else int8_support(cpu)
+    arch = process_arch()
+    return {
+        "architecture": arch,
+        "cpu": cpu.model if cpu else "unknown (/proc/cpuinfo missing or of another architecture: emulated?)",
+        "cores": cpu.cores if cpu else os.cpu_count(),
+        "features": {name: name in cpu.features for name in INT8_FEATURES.get(arch, ())} if cpu else {},
+        "int8_kernel": support.kernel if support else None,
+        "u8s8_saturates": support.u8s8_saturates if support else None,
+        "onnxruntime": onnxruntime.__version__,
+        "threads": default_threads(),
+        "recommendation": recommendation(arch, support),
+    }
