@@ -79,5 +79,12 @@ def _decode(model, token: int, steps: int) -> tuple[float, float]:
 
 
 def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+    """This process's peak resident memory. Linux's VmHWM, because `ru_maxrss` survives
+    exec and would report the parent's peak in a child process."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kib) / 1024
