@@ -14,7 +14,9 @@ strings is an InputError.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -29,23 +31,29 @@ DEFAULT_BATCH_SIZE = 32
 
 
 class EmbeddingModel:
-    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, encoder: Encoder):
+    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, encoder: Encoder, path: Path | None = None):
         if manifest.pooling is None:
             raise BundleError("this feature-extraction bundle has no pooling in its manifest. Re-export it.")
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.encoder = encoder
+        self.path = path  # the bundle folder, when opened from one
         self.pooling = manifest.pooling
         self._pool = pooler(self.pooling.mode)
 
     @classmethod
     def open(cls, bundle: Bundle, threads: int | None = None) -> EmbeddingModel:
         tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
-        return cls(bundle.manifest, tokenizer, Encoder.open(bundle, threads))
+        return cls(bundle.manifest, tokenizer, Encoder.open(bundle, threads), bundle.path)
 
     @property
     def dim(self) -> int:
         return self.manifest.model.hidden_size
+
+    @property
+    def identity(self) -> str:
+        """sha256 of the manifest (which holds every file's checksum): same value, same vectors."""
+        return hashlib.sha256(self.manifest.to_json().encode("utf-8")).hexdigest()
 
     @property
     def max_length(self) -> int:
