@@ -1,14 +1,16 @@
-"""Text files -> chunks that fit an encoder: whole paragraphs where they fit, with overlap.
+"""Text files -> chunks that fit an encoder: one paragraph each where it fits, with overlap.
 
 In: a file's text and a token counter. Out: `Chunk`s (first/last line, text), each at
-most `budget` tokens. Paragraphs (blank-line separated) are packed together while they
-fit; a paragraph too long on its own is cut at line ends, and its long lines into word
-windows of at most `overlap` tokens (so that they can overlap). When a chunk is full, the
-next one starts with the previous chunk's trailing pieces worth at most `overlap` tokens,
-so text cut at a boundary is seen whole at least once.
+most `budget` tokens. A chunk ends at a paragraph end (blank line) once it holds an
+eighth of the budget, so a heading or a very short paragraph joins the one after it,
+while real paragraphs stay apart (a hit points at the paragraph that matched). A
+paragraph too long for one chunk is cut at line ends, and its long lines into word
+windows of at most `overlap` tokens; a chunk cut inside a paragraph is followed by one
+that starts with its last pieces worth at most `overlap` tokens, so text at the cut is
+seen whole at least once.
 
-Example (budget 6, overlap 0, one token per word): "a b c\n\nd e\n\nf g h i" ->
-    Chunk(1, 3, "a b c\n\nd e"), Chunk(5, 5, "f g h i")
+Example (budget 24, overlap 0, one token per word): "# Title\n\na b c d\n\ne f" ->
+    Chunk(1, 3, "# Title\n\na b c d"), Chunk(5, 5, "e f")
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ def chunk_text(text: str, count: Callable[[str], int], budget: int, overlap: int
         raise ValueError(f"need budget >= 1 and 0 <= overlap < budget, got {budget}, {overlap}")
     chunks, current = [], []
     for piece in _pieces(text, count, budget, overlap or budget):
-        if current and sum(p.tokens for p in current) + piece.tokens > budget:
+        size = sum(p.tokens for p in current)
+        same_paragraph = bool(current) and current[-1].paragraph == piece.paragraph
+        if current and (size + piece.tokens > budget or (not same_paragraph and size >= budget // 8)):
             chunks.append(_join(current))
-            current = _tail(current, overlap, budget - piece.tokens)
+            current = _tail(current, overlap, budget - piece.tokens) if same_paragraph else []
         current.append(piece)
     if current:
         chunks.append(_join(current))
