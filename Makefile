@@ -5,7 +5,7 @@ EDGE := $(VENV)/bin/edge
 STAMP := $(VENV)/.installed
 PROMPT ?= Explain in two sentences why the sky is blue.
 
-.PHONY: install demo test bench
+.PHONY: install demo demo-search test bench bench-embed
 
 # torch is pinned first: on this machine kind a CPU wheel of 2.13.0 is on disk, any other
 # spec pulls a multi-GB CUDA build.
@@ -22,9 +22,19 @@ demo: $(STAMP)
 	$(PY) -m export.default
 	$(EDGE) generate --max-tokens 96 "$(PROMPT)"
 
+# Embeddings: all-MiniLM-L6-v2 exported once to int8 in the edge cache, then the project's
+# own documentation indexed and searched.
+demo-search: $(STAMP)
+	$(PY) -m export.default embeddings
+	$(PY) examples/semantic_search.py
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m export.default
 	$(PY) benchmarks/generate.py
+
+bench-embed: $(STAMP)
+	$(PY) -m export.default embeddings
+	$(PY) benchmarks/embed.py
