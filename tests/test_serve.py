@@ -7,6 +7,7 @@ connections are allowed.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import threading
@@ -14,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import numpy as np
 import openai
 import pytest
 
@@ -23,6 +25,7 @@ from edge.server.worker import Job
 from server_thread import loopback_only, running
 
 MODEL = "tiny"
+ENCODER = "tiny-bert"
 HELLO = [{"role": "user", "content": "Tell me about the sea."}]
 
 
@@ -39,8 +42,14 @@ def lm(tiny_llama_bundle_fp32):
 
 
 @pytest.fixture(scope="module")
-def url(tiny_llama_bundle_fp32):
-    with running(create_app({MODEL: edge.load(tiny_llama_bundle_fp32)}, max_body=64_000)) as base:
+def encoder(tiny_bert_bundle_fp32):
+    return edge.load(tiny_bert_bundle_fp32)
+
+
+@pytest.fixture(scope="module")
+def url(tiny_llama_bundle_fp32, tiny_bert_bundle_fp32):
+    models = {MODEL: edge.load(tiny_llama_bundle_fp32), ENCODER: edge.load(tiny_bert_bundle_fp32)}
+    with running(create_app(models, max_body=64_000)) as base:
         yield base
 
 
@@ -57,9 +66,11 @@ def _last(chunks) -> edge.Chunk:
 
 
 def test_models_and_health(client, url):
-    assert [m.id for m in client.models.list()] == [MODEL]
+    assert [m.id for m in client.models.list()] == [MODEL, ENCODER]
     status, body = _http(url, "GET", "/health")
-    assert status == 200 and body["status"] == "ok" and body["models"][0]["id"] == MODEL
+    assert status == 200 and body["status"] == "ok"
+    assert [(m["id"], m["task"]) for m in body["models"]] == [(MODEL, "text-generation"),
+                                                              (ENCODER, "feature-extraction")]
 
 
 def test_chat_greedy_matches_edge(client, lm):
@@ -124,6 +135,51 @@ def test_default_max_tokens_fits_the_context(client, lm):
     room = lm.decoder.context_length - len(lm.encode_text(prompt))
     assert reply.usage.completion_tokens == room
     assert reply.choices[0].text == lm.generate(prompt, raw=True, max_tokens=room)
+
+
+# --- embeddings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_embeddings_match_edge(client, encoder, encoding):
+    texts = ["a cat sat on the mat", "Ünïcode and emoji 🙂", "x"]
+    reply = client.embeddings.create(model=ENCODER, input=texts, encoding_format=encoding)
+    if encoding == "base64":  # asked for explicitly, the client hands the string back as it came
+        got = np.stack([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in reply.data])
+    else:
+        got = np.array([d.embedding for d in reply.data], dtype=np.float32)  # (3, dim)
+    np.testing.assert_allclose(got, encoder.embed(texts), rtol=1e-6, atol=1e-6)
+    assert [d.index for d in reply.data] == [0, 1, 2] and reply.model == ENCODER
+    assert reply.usage.prompt_tokens == sum(len(e.ids) for e in encoder.tokenize(texts))
+
+
+def test_embeddings_of_one_string_and_by_default(client, encoder):
+    """A bare string is one input; the client's default (base64, decoded by the client) gives floats."""
+    reply = client.embeddings.create(model=ENCODER, input="hello world")
+    assert len(reply.data) == 1
+    np.testing.assert_allclose(np.asarray(reply.data[0].embedding, dtype=np.float32),
+                               encoder.embed(["hello world"])[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, status, param", [
+    (dict(input=[]), 400, "input"),
+    (dict(input=["ok", ""]), 400, "input"),
+    (dict(input=[[1, 2, 3]]), 400, "input"),
+    (dict(encoding_format="int8"), 400, "encoding_format"),
+    (dict(dimensions=7), 400, "dimensions"),
+    (dict(model=MODEL), 400, "model"),
+    (dict(model="nope"), 404, "model"),
+])
+def test_embedding_errors(client, kwargs, status, param):
+    with pytest.raises(openai.APIStatusError) as info:
+        client.embeddings.create(**(dict(model=ENCODER, input="hi", encoding_format="float") | kwargs))
+    assert info.value.status_code == status and info.value.body["param"] == param
+
+
+def test_chat_with_an_embedding_model_is_refused(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=ENCODER, messages=HELLO)
+    assert "/v1/embeddings" in info.value.body["message"]
 
 
 # --- user errors: 4xx with OpenAI's error object, and the server goes on -------------

@@ -158,7 +158,9 @@ def _stream(req: GenerationRequest, lm) -> Iterator:
 
 
 def _embed(texts: list[str], model) -> Iterator:
-    yield model.embed(texts), sum(model.count_tokens(t) for t in texts)
+    """One item: the vectors (n, dim) and the token count, after the model's own truncation."""
+    encodings = model.tokenize(texts)
+    yield model.embed_encodings(encodings), sum(len(e.ids) for e in encodings)
 
 
 def _submit(worker: Worker, name: str, work: Callable) -> tuple[Job, AsyncIterator]:
