@@ -89,29 +89,44 @@ def test_memory_stays_flat_over_200_requests(served, tiny_llama_bundle_fp32):
 
 
 @pytest.mark.slow
-def test_client_leaving_mid_stream_stops_generation(smollm2_bundle_int8):
-    """A stream that would run for 1500 tokens; the client reads 3 events and hangs up.
-    The worker notices between tokens, counts the job as cancelled, and is free again."""
+def test_clients_leaving_stop_their_generation(smollm2_bundle_int8):
+    """Requests that would run for 1500 tokens; one client reads 3 stream events and hangs up,
+    another hangs up while waiting for a whole (non-streamed) answer. Each time the worker
+    notices between tokens, counts the job as cancelled, and is free again."""
     lm = edge.load(smollm2_bundle_int8)
-    app = create_app({"smollm2": lm})
-    body = json.dumps({"model": "smollm2", "prompt": "1, 2, 3, 4, 5,", "max_tokens": 1500, "temperature": 0,
-                       "stream": True})
-    with running(app) as base:
-        connection = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=60)
-        connection.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        events = 0
+    body = {"model": "smollm2", "prompt": "1, 2, 3, 4, 5,", "max_tokens": 1500, "temperature": 0}
+    with running(create_app({"smollm2": lm})) as base:
+        def model() -> dict:
+            return _health(base)["models"][0]
+
+        connection = _post(base, "/v1/completions", body | {"stream": True})
+        response, events = connection.getresponse(), 0
         while events < 3:
             events += response.fp.readline().startswith(b"data: ")
-        connection.sock.shutdown(socket.SHUT_RDWR)
-        connection.close()
-        _wait_for(lambda: _health(base)["models"][0]["cancelled"] == 1 and not _health(base)["models"][0]["busy"],
-                  timeout=120)
+        _hang_up(connection)
+        _wait_for(lambda: model()["cancelled"] == 1 and not model()["busy"], timeout=120)
+
+        connection = _post(base, "/v1/completions", body)
+        _wait_for(lambda: model()["busy"], timeout=120)
+        _hang_up(connection)
+        _wait_for(lambda: model()["cancelled"] == 2 and not model()["busy"], timeout=120)
+
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
         reply = client.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=6,
                                           temperature=0)
-        assert _health(base)["models"][0]["served"] == 1  # only the second request ran to its end
+        assert model()["served"] == 1  # only the last request ran to its end
     assert reply.choices[0].text == lm.generate("The capital of France is", raw=True, max_tokens=6)
+
+
+def _post(base: str, path: str, body: dict) -> http.client.HTTPConnection:
+    connection = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=60)
+    connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+    return connection
+
+
+def _hang_up(connection: http.client.HTTPConnection) -> None:
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    connection.close()
 
 
 def _health(base: str) -> dict | None:

@@ -43,7 +43,9 @@ def serve(
     if warning := exposure_warning(host, api_key):
         print(warning, file=sys.stderr)
     print(f"edge serve: http://{host}:{port}/v1 serving {', '.join(loaded)}", file=sys.stderr)
-    uvicorn.run(create_app(loaded, api_key, max_queue), host=host, port=port, log_level="warning")
+    # Open streams get 5 s to finish on Ctrl-C; then the workers stop their jobs.
+    uvicorn.run(create_app(loaded, api_key, max_queue), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=5)
 
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -28,12 +26,11 @@ from starlette.routing import Route
 from edge.errors import EdgeError
 from edge.llm import DEFAULT_MAX_TOKENS
 from edge.server import openai_format
+from edge.server.http import MAX_BODY_BYTES, RequireKey, api_error, http_error, read_json, server_error
 from edge.server.openai_format import Completion
 from edge.server.schemas import (ApiError, GenerationRequest, from_edge_error, parse_chat, parse_completion,
                                  parse_embedding)
 from edge.server.worker import END, Job, QueueFull, Worker
-
-MAX_BODY_BYTES = 1 << 20  # far more than any context window's worth of text
 
 
 def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
@@ -81,8 +78,8 @@ async def completions(request: Request):
 async def embeddings(request: Request) -> JSONResponse:
     req = parse_embedding(await read_json(request))
     worker = _worker(request, req.model, decoder=False)
-    _, items = _submit(worker, req.model, partial(_embed, req.texts))
-    vectors, tokens = [item async for item in items][0]  # (n, dim) float32, prompt tokens
+    job, items = _submit(worker, req.model, partial(_embed, req.texts))
+    vectors, tokens = (await _while_connected(request, job, _collect(items)))[0]  # (n, dim) float32, token count
     if req.dimensions is not None and req.dimensions != vectors.shape[1]:
         raise ApiError(400, f"`dimensions` must be {vectors.shape[1]} for {req.model} (edge does not shorten "
                             f"embeddings), got {req.dimensions}.", param="dimensions")
@@ -93,19 +90,40 @@ async def _generate(request: Request, req: GenerationRequest):
     worker = _worker(request, req.model, decoder=True)
     job, items = _submit(worker, req.model, partial(_stream, req))
     completion = Completion(req.model, req.chat)
-    try:
-        first = await anext(items)  # a prompt over the context window fails here, before any header is sent
-    except BaseException:
-        job.cancel()
-        raise
+    # A prompt over the context window fails at the first item, before any header is sent.
+    first = await _while_connected(request, job, anext(items))
     if req.stream:
         return EventStream(_events(completion, first, items, req.include_usage), job)
-    try:
-        chunks = [first] + [chunk async for chunk in items]
-    finally:
-        job.cancel()  # a no-op once the job ended; stops it if this handler was cancelled
+    chunks = [first] + await _while_connected(request, job, _collect(items))
     last = chunks[-1]
     return JSONResponse(completion.response("".join(c.text for c in chunks), last.finish_reason, last.timings))
+
+
+async def _collect(items: AsyncIterator) -> list:
+    return [item async for item in items]
+
+
+async def _while_connected(request: Request, job: Job, awaitable):
+    """Await `awaitable`; if the client hangs up first (or this handler is cancelled), cancel
+    the job, so the worker moves on instead of generating for nobody."""
+    work = asyncio.ensure_future(awaitable)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+            job.cancel()
+    if work.cancelled():
+        raise ApiError(499, "the client closed the connection.", code="client_closed")
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body is read already, so nothing else comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _events(completion: Completion, first, items: AsyncIterator, include_usage: bool) -> AsyncIterator[str]:
@@ -201,72 +219,6 @@ def _worker(request: Request, name: str, decoder: bool) -> Worker:
         raise ApiError(400, f"model {name!r} is a {worker.model.manifest.model.task} model: use it with {route}.",
                        param="model", code="model_not_supported")
     return worker
-
-
-# --- request bodies, authentication, errors ---------------------------------------------
-
-
-async def read_json(request: Request) -> object:
-    """The body parsed as JSON; 413 past the size limit, 400 if it is not JSON."""
-    limit = request.app.state.max_body
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise _too_large(limit)
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON ({str(exc).splitlines()[0]}). "
-                            "Send a JSON object.") from None
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"the request body is larger than {limit} bytes. Send a shorter prompt.",
-                    code="request_too_large")
-
-
-class RequireKey:
-    """ASGI middleware: every HTTP request needs `Authorization: Bearer <key>`, else 401."""
-
-    def __init__(self, app, key: str):
-        self.app, self.expected = app, f"Bearer {key}".encode()
-
-    async def __call__(self, scope, receive, send) -> None:
-        given = Headers(scope=scope).get("authorization", "").encode() if scope["type"] == "http" else None
-        if given is not None and not hmac.compare_digest(given, self.expected):
-            response = _error_response(ApiError(401, "missing or wrong API key. Send the header "
-                                                     "`Authorization: Bearer <key>` with the server's --api-key.",
-                                                code="invalid_api_key"))
-            response.headers["WWW-Authenticate"] = "Bearer"
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return _error_response(exc)
-
-
-async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    """Unknown routes (404) and wrong methods (405), in OpenAI's error shape."""
-    message = {404: f"no route {request.url.path}. See GET /v1/models and the README's list of routes.",
-               405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
-    return _error_response(ApiError(exc.status_code, message), exc.headers)
-
-
-async def server_error(request: Request, exc: Exception) -> JSONResponse:
-    return _error_response(ApiError(500, f"internal error: {type(exc).__name__}: {exc}. The server goes on; "
-                                         "please report this with EDGE_DEBUG=1 output.", type="server_error"))
-
-
-def _error_response(exc: ApiError, headers: dict | None = None) -> JSONResponse:
-    extra = {"Retry-After": "1"} if exc.status == 429 else {}
-    return JSONResponse(openai_format.error(exc.message, exc.type, exc.param, exc.code), exc.status,
-                        headers={**(headers or {}), **extra})
 
 
 ROUTES = [

@@ -44,6 +44,7 @@ class Worker:
         self.model = model
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self.busy = False
+        self._current: Job | None = None  # the running job, cancelled by `close`
         self.served = 0  # jobs that ran to their end (or to an error)
         self.cancelled = 0  # jobs stopped because their client went away
         self._thread = threading.Thread(target=self._run, name=f"edge-worker-{name}", daemon=True)
@@ -60,7 +61,9 @@ class Worker:
             raise QueueFull from None
 
     def close(self) -> None:
-        """Finish the running job, drop the queued ones (their clients get an error) and stop."""
+        """Stop the running job at its next item, fail the queued ones, end the thread."""
+        if (current := self._current) is not None:
+            current.cancel()
         while True:
             try:
                 job = self._jobs.get_nowait()
@@ -73,11 +76,11 @@ class Worker:
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            self.busy = True
+            self.busy, self._current = True, job
             try:
                 self._do(job)
             finally:
-                self.busy = False
+                self.busy, self._current = False, None
 
     def _do(self, job: Job) -> None:
         if job.cancelled:  # the client left while the job was waiting
