@@ -39,12 +39,12 @@ class Server:
         code = "import sys; from edge.cli import main; sys.exit(main(sys.argv[1:]))"
         self.process = subprocess.Popen([sys.executable, "-c", code, "serve", "-m", bundle, "--host", HOST,
                                          "--port", str(self.port), "--max-queue", str(max_queue)])
-        self.model = Path(bundle).resolve().name
         while not self._healthy():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise SystemExit("the server did not start")
             time.sleep(0.2)
+        self.model = self.request("GET", "/v1/models")[1]["data"][0]["id"]
 
     def _healthy(self) -> bool:
         try:

@@ -297,10 +297,8 @@ def test_full_queue_is_refused_at_once(tiny_llama_bundle_fp32, lm):
             waiting = pool.submit(client.chat.completions.create, model=MODEL, messages=HELLO, max_tokens=5,
                                   temperature=0)
             _wait_for(lambda: worker.queued == 1)
-            started = time.monotonic()
-            with pytest.raises(openai.RateLimitError) as info:
+            with pytest.raises(openai.RateLimitError) as info:  # at once: a queued request would wait for the gate
                 client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=5)
-            assert time.monotonic() - started < 20  # refused, not queued behind the held job
             assert info.value.body["code"] == "queue_full" and info.value.response.headers["retry-after"] == "1"
             assert _http(base, "GET", "/health")[1]["models"][0]["queued"] == 1  # still answering
             gate.set()

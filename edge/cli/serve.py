@@ -35,7 +35,7 @@ def serve(
     import edge
 
     paths = [resolve_bundle(m) for m in models] if models else [resolve_bundle(None)]
-    names = [p.resolve().name for p in paths]
+    names = [p.name or p.resolve().name for p in paths]  # as given: a link keeps its own name
     if len(set(names)) != len(names):
         raise UsageError(f"two bundles share a folder name ({', '.join(names)}); the name is the model id. "
                          "Rename or copy one of them.")
