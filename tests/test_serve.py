@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -208,9 +209,11 @@ def test_chat_errors(client, kwargs, status, param, code):
     assert client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).choices  # still serving
 
 
-def test_prompt_over_the_context_window(client, lm):
+@pytest.mark.parametrize("stream", [False, True])
+def test_prompt_over_the_context_window(client, stream):
+    """Refused with a 400 before any stream starts."""
     with pytest.raises(openai.BadRequestError) as info:
-        client.completions.create(model=MODEL, prompt="word " * 400, max_tokens=1)
+        client.completions.create(model=MODEL, prompt="word " * 400, max_tokens=1, stream=stream)
     assert info.value.body["code"] == "context_length_exceeded"
     assert "context window of 256 tokens" in info.value.body["message"]
 
@@ -319,6 +322,16 @@ def test_exposure_warning(host, key, warns):
     warning = exposure_warning(host, key)
     assert (warning is not None) == warns
     assert warning is None or ("--api-key" in warning and host in warning)
+
+
+def test_serve_without_the_extra(tiny_llama_bundle_fp32, monkeypatch, capsys):
+    from edge.cli import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the `serve` extra were not installed
+    assert main(["serve", "-m", str(tiny_llama_bundle_fp32)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: edge serve needs the `serve` extra (uvicorn is missing). "
+                   "Install it with: pip install 'edge-runtime[serve]'.")
 
 
 # --- helpers ------------------------------------------------------------------------------
