@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[export,test]'
+	$(PY) -m pip install --quiet -e '.[export,serve,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,61 @@
+"""`edge serve`: an OpenAI-compatible server on this machine (needs the `serve` extra)."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+
+import typer
+
+from edge.cli.app import app, resolve_bundle
+from edge.errors import EdgeError, UsageError
+
+
+@app.command()
+def serve(
+    models: list[Path] = typer.Option(None, "-m", "--model", help="Bundle folder; repeat to serve several "
+                                      "(a generation bundle and an embedding bundle). Default: as other commands."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the server."),
+    port: int = typer.Option(8080, "--port", help="TCP port."),
+    api_key: str = typer.Option(None, "--api-key", envvar="EDGE_API_KEY",
+                                help="Require `Authorization: Bearer KEY` on every request ($EDGE_API_KEY)."),
+    max_queue: int = typer.Option(16, "--max-queue", min=1, help="Requests that may wait per model; more get 429."),
+    threads: int = typer.Option(None, "--threads", help="onnxruntime threads per model (default: physical cores)."),
+):
+    """Serve bundles over OpenAI's HTTP API: /v1/models, /v1/chat/completions, /v1/completions,
+    /v1/embeddings, /health. The model id is the bundle folder's name."""
+    try:
+        import uvicorn
+
+        from edge.server.app import create_app
+    except ModuleNotFoundError as exc:
+        raise EdgeError(f"edge serve needs the `serve` extra ({exc.name} is missing). "
+                        "Install it with: pip install 'edge-runtime[serve]'.") from None
+    import edge
+
+    paths = [resolve_bundle(m) for m in models] if models else [resolve_bundle(None)]
+    names = [p.name or p.resolve().name for p in paths]  # as given: a link keeps its own name
+    if len(set(names)) != len(names):
+        raise UsageError(f"two bundles share a folder name ({', '.join(names)}); the name is the model id. "
+                         "Rename or copy one of them.")
+    loaded = {name: edge.load(path, threads) for name, path in zip(names, paths)}
+    if warning := exposure_warning(host, api_key):
+        print(warning, file=sys.stderr)
+    print(f"edge serve: http://{host}:{port}/v1 serving {', '.join(loaded)}", file=sys.stderr)
+    # Open streams get 5 s to finish on Ctrl-C; then the workers stop their jobs.
+    uvicorn.run(create_app(loaded, api_key, max_queue), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=5)
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """A warning when the server is reachable from other machines without a key."""
+    if api_key or host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:  # a host name: it may resolve to any interface
+        pass
+    return (f"warning: serving on {host} without --api-key: anyone who can reach this address can use the "
+            "models. Set --api-key (or EDGE_API_KEY), or bind 127.0.0.1.")

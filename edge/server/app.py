@@ -1,0 +1,230 @@
+"""The HTTP side of `edge serve`: OpenAI's API routes over loaded edge models (Starlette).
+
+JSON requests in; JSON responses or server-sent events out. A route reads and validates
+its body (`schemas`), picks the model's worker, submits one job and awaits the job's items
+through an asyncio queue that the worker thread feeds with `call_soon_threadsafe`. The
+event loop never runs the model, so it keeps answering (health, 429s, other models) while
+a model generates. User errors become OpenAI error objects with a 4xx status; anything
+else a 500 with the same shape, and the server goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from edge.errors import EdgeError
+from edge.llm import DEFAULT_MAX_TOKENS
+from edge.server import openai_format
+from edge.server.http import MAX_BODY_BYTES, RequireKey, api_error, http_error, read_json, server_error
+from edge.server.openai_format import Completion
+from edge.server.schemas import (ApiError, GenerationRequest, from_edge_error, parse_chat, parse_completion,
+                                 parse_embedding)
+from edge.server.worker import END, Job, QueueFull, Worker
+
+
+def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
+               max_body: int = MAX_BODY_BYTES) -> Starlette:
+    """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel)."""
+    workers = {name: Worker(model, max_queue, name) for name, model in models.items()}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        for worker in workers.values():
+            worker.close()
+
+    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
+        ApiError: api_error, HTTPException: http_error, Exception: server_error,
+    })
+    app.state.workers, app.state.max_body, app.state.created = workers, max_body, int(time.time())
+    if api_key:
+        app.add_middleware(RequireKey, key=api_key)
+    return app
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+async def health(request: Request) -> JSONResponse:
+    workers: dict[str, Worker] = request.app.state.workers
+    return JSONResponse({"status": "ok", "models": [
+        {"id": name, "task": w.model.manifest.model.task, "busy": w.busy, "queued": w.queued, "served": w.served,
+         "cancelled": w.cancelled} for name, w in workers.items()]})
+
+
+async def list_models(request: Request) -> JSONResponse:
+    return JSONResponse(openai_format.models(list(request.app.state.workers), request.app.state.created))
+
+
+async def chat_completions(request: Request):
+    return await _generate(request, parse_chat(await read_json(request)))
+
+
+async def completions(request: Request):
+    return await _generate(request, parse_completion(await read_json(request)))
+
+
+async def embeddings(request: Request) -> JSONResponse:
+    req = parse_embedding(await read_json(request))
+    worker = _worker(request, req.model, decoder=False)
+    job, items = _submit(worker, req.model, partial(_embed, req.texts))
+    vectors, tokens = (await _while_connected(request, job, _collect(items)))[0]  # (n, dim) float32, token count
+    if req.dimensions is not None and req.dimensions != vectors.shape[1]:
+        raise ApiError(400, f"`dimensions` must be {vectors.shape[1]} for {req.model} (edge does not shorten "
+                            f"embeddings), got {req.dimensions}.", param="dimensions")
+    return JSONResponse(openai_format.embeddings(req.model, vectors, tokens, req.base64))
+
+
+async def _generate(request: Request, req: GenerationRequest):
+    worker = _worker(request, req.model, decoder=True)
+    job, items = _submit(worker, req.model, partial(_stream, req))
+    completion = Completion(req.model, req.chat)
+    # A prompt over the context window fails at the first item, before any header is sent.
+    first = await _while_connected(request, job, anext(items))
+    if req.stream:
+        return EventStream(_events(completion, first, items, req.include_usage), job)
+    chunks = [first] + await _while_connected(request, job, _collect(items))
+    last = chunks[-1]
+    return JSONResponse(completion.response("".join(c.text for c in chunks), last.finish_reason, last.timings))
+
+
+async def _collect(items: AsyncIterator) -> list:
+    return [item async for item in items]
+
+
+async def _while_connected(request: Request, job: Job, awaitable):
+    """Await `awaitable`; if the client hangs up first (or this handler is cancelled), cancel
+    the job, so the worker moves on instead of generating for nobody."""
+    work = asyncio.ensure_future(awaitable)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+            job.cancel()
+    if work.cancelled():
+        raise ApiError(499, "the client closed the connection.", code="client_closed")
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body is read already, so nothing else comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _events(completion: Completion, first, items: AsyncIterator, include_usage: bool) -> AsyncIterator[str]:
+    """Server-sent events: one chunk per piece of text, the finish reason, the usage if asked, [DONE]."""
+    if completion.chat:
+        yield _sse(completion.chunk("", first=True, with_usage=include_usage))
+    try:
+        chunk = first
+        while chunk is not None:
+            if chunk.text:
+                yield _sse(completion.chunk(chunk.text, with_usage=include_usage))
+            if chunk.finish_reason:
+                yield _sse(completion.chunk("", chunk.finish_reason, with_usage=include_usage))
+                if include_usage:
+                    yield _sse(completion.usage_chunk(chunk.timings))
+            chunk = await anext(items, None)
+    except ApiError as exc:  # the status line is sent already: report it in the stream
+        yield _sse(openai_format.error(exc.message, exc.type, exc.param, exc.code))
+    yield "data: [DONE]\n\n"
+
+
+class EventStream(StreamingResponse):
+    """An SSE response that cancels its job however it ends: finished, failed, or client gone."""
+
+    def __init__(self, events: AsyncIterator[str], job: Job):
+        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+# --- jobs: run on the model's worker thread --------------------------------------------
+
+
+def _stream(req: GenerationRequest, lm) -> Iterator:
+    """Chunks of one generation. Without max_tokens: as many as fit, up to edge's default."""
+    ids = lm.encode_chat(req.prompt) if req.chat else lm.encode_prompt(req.prompt, raw=True)
+    options = dict(req.options)
+    if options["max_tokens"] is None:
+        options["max_tokens"] = max(1, min(DEFAULT_MAX_TOKENS, lm.decoder.context_length - len(ids)))
+    return lm.stream_ids(ids, **options)
+
+
+def _embed(texts: list[str], model) -> Iterator:
+    """One item: the vectors (n, dim) and the token count, after the model's own truncation."""
+    encodings = model.tokenize(texts)
+    yield model.embed_encodings(encodings), sum(len(e.ids) for e in encodings)
+
+
+def _submit(worker: Worker, name: str, work: Callable) -> tuple[Job, AsyncIterator]:
+    """Queue `work` on `worker` (429 at once if the queue is full); its items, awaited here."""
+    loop = asyncio.get_running_loop()
+    results: asyncio.Queue = asyncio.Queue()
+
+    def sink(item: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(results.put_nowait, item)
+
+    job = Job(work, sink)
+    try:
+        worker.submit(job)
+    except QueueFull:
+        raise ApiError(429, f"model {name} has {worker.queued} requests waiting already (--max-queue). "
+                            "Retry in a moment.", type="rate_limit_error", code="queue_full") from None
+
+    async def items() -> AsyncIterator:
+        while (item := await results.get()) is not END:
+            if isinstance(item, EdgeError):
+                raise from_edge_error(item)
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    return job, items()
+
+
+def _worker(request: Request, name: str, decoder: bool) -> Worker:
+    workers: dict[str, Worker] = request.app.state.workers
+    if name not in workers:
+        raise ApiError(404, f"model {name!r} is not served here. Use one of: {', '.join(workers)} "
+                            "(GET /v1/models).", param="model", code="model_not_found")
+    worker = workers[name]
+    if worker.model.manifest.is_decoder != decoder:
+        route = "/v1/chat/completions or /v1/completions" if worker.model.manifest.is_decoder else "/v1/embeddings"
+        raise ApiError(400, f"model {name!r} is a {worker.model.manifest.model.task} model: use it with {route}.",
+                       param="model", code="model_not_supported")
+    return worker
+
+
+ROUTES = [
+    Route("/health", health),
+    Route("/v1/models", list_models),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+]
