@@ -2,3 +2,4 @@
 
 from edge.cli import bench, export_cmd, text  # noqa: F401
 from edge.cli import doctor  # noqa: F401
+from edge.cli import inspect  # noqa: F401
