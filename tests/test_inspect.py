@@ -189,3 +189,17 @@ def test_views_and_top_sources():
         select(weights, 3, None)
     with pytest.raises(InputError, match="--head 2 is out of range"):
         select(weights, 0, 2)
+
+
+@pytest.mark.parametrize("fp32_bundle", FAMILIES, indirect=True)
+def test_inspection_graph_reuses_the_generation_weights(fp32_bundle):
+    """Every large initializer of inspect.onnx points into model.onnx.data (rotary tables
+    included) except the small rotate-half matrix the fused graph has no use for."""
+    import onnx
+
+    proto = onnx.load(str(fp32_bundle.file("inspect.onnx")), load_external_data=False)
+    where = {t.name: {e.key: e.value for e in t.external_data}["location"]
+             for t in proto.graph.initializer if t.external_data}
+    own = {name for name, file in where.items() if file != "model.onnx.data"}
+    assert len(where) > 10 and own <= {"rotary.rotate_half"}
+    assert fp32_bundle.file("inspect.onnx.data").exists() == bool(own)

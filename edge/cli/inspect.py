@@ -22,19 +22,10 @@ Json = typer.Option(False, "--json", help="Print one JSON object.")
 Png = typer.Option(None, "--png", help="Also draw a picture into this PNG file (needs the `viz` extra).")
 
 
-def _open(model: Path | None):
-    from edge.bundle import open_bundle
-    from edge.tokenizer import load_tokenizer
+def _inspector(model: Path | None):
+    from edge.inspect.inspector import Inspector
 
-    bundle = open_bundle(resolve_bundle(model))
-    return bundle, load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
-
-
-def _tokens(model: Path | None, text: str):
-    from edge.inspect.tokens import describe, encode
-
-    bundle, tokenizer = _open(model)
-    return bundle, describe(tokenizer, encode(tokenizer, bundle.manifest.tokenizer, text))
+    return Inspector(resolve_bundle(model))
 
 
 def _print_json(data: dict) -> None:
@@ -57,21 +48,13 @@ def _draw(png: Path | None, draw) -> None:
 def tokens_cmd(text: str = typer.Argument(..., help="The text to tokenize."), model: Path = ModelOption,
                as_json: bool = Json):
     """One row per token: position, id, the text piece, its bytes."""
-    _, rows = _tokens(model, text)
+    rows = _inspector(model).tokens(text)
     if as_json:
         _print_json({"text": text, "tokens": [r.to_dict() for r in rows]})
         return
     print(f"{'pos':>4} {'id':>7}  {'token':<18} {'text':<14} bytes")
     for r in rows:
         print(f"{r.position:>4} {r.id:>7}  {r.token!r:<18} {r.text!r:<14} {r.bytes.hex(' ')}")
-
-
-def _embeddings(model: Path | None):
-    from edge.inspect.embeddings import Embeddings
-    from edge.inspect.tables import token_embeddings
-
-    bundle, tokenizer = _open(model)
-    return Embeddings(token_embeddings(bundle), tokenizer)
 
 
 def _word_note(word) -> str:
@@ -93,7 +76,7 @@ def _print_hits(hits) -> None:
 def neighbors_cmd(word: str = typer.Argument(..., help="A word, e.g. king."), model: Path = ModelOption,
                   k: int = typer.Option(10, "-k", help="How many neighbours."), as_json: bool = Json):
     """Nearest tokens by cosine in the model's input embedding table."""
-    found, hits = _embeddings(model).neighbors(word, k)
+    found, hits = _inspector(model).neighbors(word, k)
     if as_json:
         _print_json({"word": _word_json(found), "neighbors": [vars(h) for h in hits]})
         return
@@ -106,7 +89,7 @@ def analogy_cmd(a: str = typer.Argument(..., help="A, e.g. king"), b: str = type
                 c: str = typer.Argument(..., help="C, e.g. woman"), model: Path = ModelOption,
                 k: int = typer.Option(5, "-k", help="How many tokens."), as_json: bool = Json):
     """Tokens nearest to A - B + C (unit vectors), leaving out A, B and C."""
-    words, hits = _embeddings(model).analogy(a, b, c, k)
+    words, hits = _inspector(model).analogy(a, b, c, k)
     if as_json:
         _print_json({"a": _word_json(words[0]), "b": _word_json(words[1]), "c": _word_json(words[2]),
                      "results": [vars(h) for h in hits]})
@@ -123,10 +106,7 @@ def positions_cmd(model: Path = ModelOption, n: int = typer.Option(64, "-n", hel
                   png: Path = Png, as_json: bool = Json):
     """The positional encoding: learned table, sinusoidal formula or rotary angles; how
     similar two positions are as a function of their distance."""
-    from edge.bundle import open_bundle
-    from edge.inspect.positions import positions
-
-    found = positions(open_bundle(resolve_bundle(model)), n)
+    found = _inspector(model).positions(n)
     if as_json:
         _print_json({"kind": found.kind, "base": found.base, "shape": list(found.table.shape),
                      "similarity_by_distance": found.similarity.tolist(), "table": found.table.tolist()})
@@ -158,12 +138,12 @@ def attention_cmd(text: str = typer.Argument(..., help="The prompt (plain text, 
                   png: Path = Png, as_json: bool = Json):
     """Attention weights over the prompt; in the terminal, the three most-attended earlier
     tokens of each token."""
-    from edge.inspect.attention import AttentionProbe, select, top_sources
+    from edge.inspect.attention import select, top_sources
 
-    bundle, rows = _tokens(model, text)
-    probe = AttentionProbe.open(bundle)
-    view = select(probe.weights([r.id for r in rows]), layer, head)
-    top = top_sources(view.summary, probe.inspection.causal)
+    inspector = _inspector(model)
+    rows, weights = inspector.attention(text)
+    view = select(weights, layer, head)
+    top = top_sources(view.summary, inspector.causal)
     if as_json:
         _print_json({"tokens": [r.to_dict() for r in rows], "layer": layer, "head": head, "view": view.title,
                      "panels": [{"caption": c, "weights": m.tolist()} for c, m in view.panels],

@@ -6,4 +6,9 @@
     positions.py   learned tables, the sinusoidal formula, rotary angles; similarity by distance
     attention.py   attention weights per layer and head, from the bundle's inspection graph
     plots.py       the pictures (matplotlib, the `viz` extra), with CJK-capable fonts
+    inspector.py   `Inspector`: one bundle opened once, the API over all of the above
 """
+
+from edge.inspect.inspector import Inspector
+
+__all__ = ["Inspector"]

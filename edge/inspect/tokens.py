@@ -27,7 +27,10 @@ class Token:
 
     @property
     def label(self) -> str:
-        """A short visible label for plots and tables: spaces as ␣, newlines as \\n."""
+        """A short visible label for plots: spaces as ␣, newlines as \\n, and a piece of a
+        character as its bytes ("<e6 9d>"), since it has no glyph of its own."""
+        if self.text != self.bytes.decode("utf-8", "ignore"):
+            return f"<{self.bytes.hex(' ')}>"
         return self.text.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t") or repr(self.token)
 
 
