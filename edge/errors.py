@@ -35,6 +35,10 @@ class InputError(EdgeError):
     """Empty or wrongly typed input (prompt, texts, files)."""
 
 
+class SearchIndexError(EdgeError):
+    """The search index is missing, corrupt, or was built with another model."""
+
+
 class ExportError(EdgeError):
     """The exporter cannot handle this source (unknown architecture, offline hub id, ...)."""
 

@@ -1,4 +1,4 @@
-"""Where edge keeps things: the cache (sources, the default bundle) and the default bundle."""
+"""Where edge keeps things: the cache (sources, bundles) and the default bundles (generation, embeddings)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 DEFAULT_BUNDLE = "smollm2-135m-instruct-int8"
+DEFAULT_EMBEDDING_BUNDLE = "all-minilm-l6-v2-int8"
 
 
 def cache_dir() -> Path:
@@ -18,3 +19,7 @@ def cache_dir() -> Path:
 
 def default_bundle() -> Path:
     return cache_dir() / "bundles" / DEFAULT_BUNDLE
+
+
+def default_embedding_bundle() -> Path:
+    return cache_dir() / "bundles" / DEFAULT_EMBEDDING_BUNDLE

@@ -95,6 +95,11 @@ def _gpt2(config, task: str) -> ModelConfig:
 
 
 def _bert(config, task: str) -> ModelConfig:
+    activation = getattr(config, "hidden_act", "gelu")
+    positions = getattr(config, "position_embedding_type", "absolute")
+    if activation != "gelu" or positions != "absolute":
+        raise ExportError(f"BERT with hidden_act {activation!r} and {positions!r} positions is not supported yet; "
+                          "edge exports exact-gelu BERT with absolute positions.")
     return ModelConfig(
         architecture="bert",
         task=task,

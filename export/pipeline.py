@@ -65,7 +65,7 @@ def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec
         model=model,
         graph=spec,
         tokenizer=src.tokens,
-        quantization=_quantization(quant),
+        quantization=quantization(quant),
         files={},
         source=src.name,
         exporter_version=__version__,
@@ -77,7 +77,7 @@ def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec
     return writer.finish(bundle_dir, manifest, files + inspect_files + [TOKENIZER_FILE], out)
 
 
-def _quantization(quant: QuantSpec | None) -> Quantization:
+def quantization(quant: QuantSpec | None) -> Quantization:
     if quant is None:
         return Quantization(scheme="none", method="float32 weights")
     return Quantization(scheme=quant.scheme, method=quant.describe(), block_size=quant.block_size)

@@ -1,8 +1,10 @@
 """Measure what quantization cost: the quantized graph against the fp32 one, run by the
-edge runtime itself on a held-out English text that ships with the exporter.
+edge runtime itself on texts that ship with the exporter.
 
-In: two graph files (fp32 and quantized) and token ids. Out: perplexity of each,
-teacher-forced top-1 agreement (the steady measure) and greedy-continuation agreement.
+Decoders: in two decoders and token ids of a held-out English text; out perplexity of
+each, teacher-forced top-1 agreement (the steady measure) and greedy-continuation agreement.
+Encoders: in two embedding models; out the cosine between their vectors for a fixed set
+of sentences (mean and minimum).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from edge.llm import PERPLEXITY_WINDOW, next_token_nll
 from edge.manifest import Quality
 
 HELDOUT = "heldout.txt"
+SENTENCES = "sentences.txt"
 GREEDY_PROMPTS = (
     "The history of the printing press",
     "def fibonacci(n):",
@@ -29,7 +32,16 @@ MAX_TOKENS = 2048
 
 
 def heldout_text() -> str:
-    return resources.files("export").joinpath("data", HELDOUT).read_text(encoding="utf-8")
+    return _data(HELDOUT)
+
+
+def sentences() -> list[str]:
+    """The fixed sentences encoders are measured on: one per line, varied on purpose."""
+    return [line for line in _data(SENTENCES).splitlines() if line.strip()]
+
+
+def _data(name: str) -> str:
+    return resources.files("export").joinpath("data", name).read_text(encoding="utf-8")
 
 
 @dataclass
@@ -81,3 +93,12 @@ def measure(reference: Decoder, quantized: Decoder | None, encode) -> Quality:
         top1_agreement=float((ref.argmax == quant.argmax).mean()),
         greedy_agreement=matched / (steps * len(prompts)),
     )
+
+
+def measure_cosine(reference, quantized) -> Quality:
+    """Cosine between fp32 and quantized sentence vectors (`EmbeddingModel`s) on `sentences()`."""
+    texts = sentences()
+    ref, quant = reference.embed(texts), quantized.embed(texts)  # (n, dim) each
+    cosine = (ref * quant).sum(axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(quant, axis=1))  # (n,)
+    return Quality(text=SENTENCES, tokens=len(texts), cosine_mean=float(cosine.mean()),
+                   cosine_min=float(cosine.min()))

@@ -129,6 +129,23 @@ def tiny_gpt2_dir(gpt2_style_tokenizer_json, tmp_path_factory) -> Path:
     return _save_tiny(GPT2LMHeadModel(config).eval(), gpt2_style_tokenizer_json, folder, eos_token="<|endoftext|>")
 
 
+@pytest.fixture(scope="session")
+def tiny_bert_dir(minilm_dir, tmp_path_factory) -> Path:
+    """A plain transformers BERT (no sentence-transformers files: mean pooling by default)
+    with MiniLM's WordPiece tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=TINY["hidden"], num_hidden_layers=TINY["layers"],
+                        num_attention_heads=TINY["heads"], intermediate_size=128,
+                        max_position_embeddings=TINY["context"], pad_token_id=0)
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    BertModel(config).eval().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(folder)
+    return folder
+
+
 def _export(source: Path | str, out: Path, quantize: str) -> Path:
     from export.pipeline import export_model
 
@@ -156,7 +173,17 @@ def tiny_gpt2_bundle_int8(tiny_gpt2_dir, tmp_path_factory) -> Path:
     return _export(tiny_gpt2_dir, tmp_path_factory.mktemp("bundles") / "gpt2-int8", "int8")
 
 
-# --- the real SmolLM2, exported once per version of the exporter's code ----------------
+@pytest.fixture(scope="session")
+def tiny_bert_bundle_fp32(tiny_bert_dir, tmp_path_factory) -> Path:
+    return _export(tiny_bert_dir, tmp_path_factory.mktemp("bundles") / "bert-fp32", "none")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_bundle_int8(tiny_bert_dir, tmp_path_factory) -> Path:
+    return _export(tiny_bert_dir, tmp_path_factory.mktemp("bundles") / "bert-int8", "int8")
+
+
+# --- the real SmolLM2 and MiniLM, exported once per version of the exporter's code -----
 
 
 def _exporter_fingerprint() -> str:
@@ -187,6 +214,11 @@ def smollm2_bundle_fp32(smollm2_gguf) -> Path:
     return _cached_export(smollm2_gguf, "smollm2-fp32", "none")
 
 
+@pytest.fixture(scope="session")
+def minilm_bundle_int8(minilm_dir) -> Path:
+    return _cached_export(minilm_dir, "minilm-int8", "int8")
+
+
 # --- which tests need the exporter: a runtime-only install runs -m "not exporter" -------
 # A test needs the exporter (its `export` extra, or a test oracle built on it) when its
 # module imports one of these at the top, its own body imports one, or it uses a fixture
@@ -196,7 +228,8 @@ def smollm2_bundle_fp32(smollm2_gguf) -> Path:
 EXPORTER_IMPORTS = frozenset({"torch", "transformers", "tokenizers", "onnx", "gguf", "sentence_transformers",
                               "huggingface_hub", "export", "tokenizer_oracle"})
 EXPORTER_FIXTURES = frozenset({"smollm2_tokenizer_json", "gpt2_style_tokenizer_json", "tiny_llama_dir",
-                               "tiny_gpt2_dir", "smollm2_bundle_int8", "smollm2_bundle_fp32"})
+                               "tiny_gpt2_dir", "smollm2_bundle_int8", "smollm2_bundle_fp32", "tiny_bert_dir",
+                               "minilm_bundle_int8"})
 
 
 def pytest_configure(config):

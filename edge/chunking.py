@@ -1,0 +1,112 @@
+"""Text files -> chunks that fit an encoder: whole paragraphs where they fit, with overlap.
+
+In: a file's text and a token counter. Out: `Chunk`s (first/last line, text), each at
+most `budget` tokens. Paragraphs (blank-line separated) are packed together while they
+fit; a paragraph too long on its own is cut at line ends, and its long lines into word
+windows of at most `overlap` tokens (so that they can overlap). When a chunk is full, the
+next one starts with the previous chunk's trailing pieces worth at most `overlap` tokens,
+so text cut at a boundary is seen whole at least once.
+
+Example (budget 6, overlap 0, one token per word): "a b c\n\nd e\n\nf g h i" ->
+    Chunk(1, 3, "a b c\n\nd e"), Chunk(5, 5, "f g h i")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start_line: int  # 1-based, inclusive
+    end_line: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A paragraph, a line of one, or a word window of a line: the unit chunks are made of."""
+
+    start_line: int
+    end_line: int
+    text: str
+    tokens: int
+    paragraph: int  # pieces of the same paragraph join with a newline, others with a blank line
+
+
+def chunk_text(text: str, count: Callable[[str], int], budget: int, overlap: int) -> list[Chunk]:
+    if budget < 1 or not 0 <= overlap < budget:
+        raise ValueError(f"need budget >= 1 and 0 <= overlap < budget, got {budget}, {overlap}")
+    chunks, current = [], []
+    for piece in _pieces(text, count, budget, overlap or budget):
+        if current and sum(p.tokens for p in current) + piece.tokens > budget:
+            chunks.append(_join(current))
+            current = _tail(current, overlap, budget - piece.tokens)
+        current.append(piece)
+    if current:
+        chunks.append(_join(current))
+    return chunks
+
+
+def _tail(pieces: list[_Piece], overlap: int, room: int) -> list[_Piece]:
+    """The last pieces worth at most `overlap` tokens (and `room`, so the next piece fits)."""
+    tail, total = [], 0
+    for piece in reversed(pieces[1:]):  # never the whole chunk again
+        total += piece.tokens
+        if total > min(overlap, room):
+            break
+        tail.insert(0, piece)
+    return tail
+
+
+def _join(pieces: list[_Piece]) -> Chunk:
+    text = pieces[0].text
+    for before, piece in zip(pieces, pieces[1:]):
+        same_line = before.end_line == piece.start_line
+        text += (" " if same_line else "\n" if before.paragraph == piece.paragraph else "\n\n") + piece.text
+    return Chunk(pieces[0].start_line, pieces[-1].end_line, text)
+
+
+def _pieces(text: str, count: Callable[[str], int], budget: int, step: int) -> Iterator[_Piece]:
+    for index, (start, lines) in enumerate(_paragraphs(text)):
+        whole = "\n".join(lines)
+        tokens = count(whole)
+        if tokens <= budget:
+            yield _Piece(start, start + len(lines) - 1, whole, tokens, index)
+            continue
+        for offset, line in enumerate(lines):
+            yield from _line_pieces(line, start + offset, count, step, index)
+
+
+def _line_pieces(line: str, number: int, count: Callable[[str], int], step: int, paragraph: int):
+    """A line as one piece, or as greedy word windows of at most `step` tokens."""
+    tokens = count(line)
+    if tokens <= step:
+        yield _Piece(number, number, line, tokens, paragraph)
+        return
+    window, size = [], 0
+    for word in line.split():
+        n = count(word)
+        if window and size + n > step:
+            yield _Piece(number, number, " ".join(window), size, paragraph)
+            window, size = [], 0
+        window.append(word)
+        size += n  # a single word over `step` stays whole (the encoder truncates beyond its max)
+    if window:
+        yield _Piece(number, number, " ".join(window), size, paragraph)
+
+
+def _paragraphs(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, lines) of each run of non-blank lines; trailing spaces kept off."""
+    start, lines = 0, []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            if not lines:
+                start = number
+            lines.append(line.rstrip())
+        elif lines:
+            yield start, lines
+            lines = []
+    if lines:
+        yield start, lines

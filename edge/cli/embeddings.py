@@ -1,0 +1,130 @@
+"""`edge embed`, `edge index` and `edge search`: thin layers over EmbeddingModel and the index."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from edge.cli.app import EmbeddingModelOption, app, resolve_embedding_bundle
+from edge.errors import BundleError, InputError
+
+BatchSize = typer.Option(32, "--batch-size", help="Texts per encoder run.")
+
+
+def load_encoder(path: Path):
+    """An EmbeddingModel, or a one-line error when the bundle is a decoder."""
+    import edge
+    from edge.embed import EmbeddingModel
+
+    model = edge.load(path)
+    if not isinstance(model, EmbeddingModel):
+        raise BundleError(f"{path} is a {model.manifest.model.task} bundle; this command needs an encoder. "
+                          "Export one with `edge export SOURCE -o OUT --task feature-extraction`.")
+    return model
+
+
+@app.command()
+def embed(
+    texts: list[str] = typer.Argument(..., help="Texts to embed, or - to read one text per line from standard input."),
+    model: Path = EmbeddingModelOption,
+    batch_size: int = BatchSize,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object with the model, texts and vectors."),
+):
+    """Print one vector per text as JSON: one array per line (or one object with --json)."""
+    if texts == ["-"]:
+        texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise InputError("no texts to embed: pass TEXT arguments, or lines on standard input with -.")
+    encoder = load_encoder(resolve_embedding_bundle(model))
+    encodings = encoder.tokenize(texts)
+    cut = sum(e.truncated for e in encodings)
+    if cut:
+        print(f"note: {cut} of {len(texts)} text(s) are longer than {encoder.max_length} tokens and were truncated.",
+              file=sys.stderr)
+    vectors = encoder.embed_encodings(encodings, batch_size)  # (n, dim)
+    if not as_json:
+        for row in vectors:
+            print(json.dumps(row.tolist()))
+        return
+    print(json.dumps({"model": encoder.manifest.source, "dim": encoder.dim,
+                      "normalized": encoder.pooling.normalize, "truncated": cut,
+                      "data": [{"text": t, "embedding": v.tolist()} for t, v in zip(texts, vectors)]},
+                     ensure_ascii=False))
+
+
+@app.command()
+def index(
+    paths: list[Path] = typer.Argument(..., help="Files or folders of text (.txt, .md, .rst, code, ...)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Index folder to create or update."),
+    model: Path = EmbeddingModelOption,
+    chunk_tokens: int = typer.Option(128, "--chunk-tokens", help="Most tokens per chunk (capped by the model)."),
+    overlap: int = typer.Option(32, "--overlap", help="Tokens a chunk may repeat from the one before."),
+):
+    """Index text files for `edge search`; re-running embeds only changed files."""
+    from edge.index import build_index
+
+    encoder = load_encoder(resolve_embedding_bundle(model))
+    with _Progress() as progress:
+        report = build_index(out, paths, encoder, chunk_tokens, overlap, progress)
+    if report.rebuilt:
+        print(f"note: rebuilt from scratch ({report.rebuilt}).", file=sys.stderr)
+    skipped = report.skipped
+    print(f"indexed {report.files} files ({report.chunks} chunks) into {out}: {len(report.embedded_files)} embedded, "
+          f"{report.reused_files} unchanged, {len(report.removed_files)} removed; skipped "
+          f"{len(skipped.binary)} binary and {len(skipped.non_utf8)} non-UTF-8 files.")
+
+
+@app.command()
+def search(
+    index: Path = typer.Argument(..., help="Index folder made by `edge index`."),
+    query: str = typer.Argument(..., help="What to look for, in plain words."),
+    k: int = typer.Option(5, "-k", help="How many hits to show."),
+    model: Path = typer.Option(None, "-m", "--model", help="Encoder bundle (default: the one the index was built with)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as a JSON list."),
+):
+    """Show the chunks of the indexed files closest in meaning to QUERY, best first."""
+    from edge.index import SearchIndex
+    from edge.search import search as run_search
+
+    found = SearchIndex.open(index)
+    bundle = model or found.bundle
+    if model is None and not bundle.exists():
+        raise BundleError(f"the bundle this index was built with ({bundle}) is gone. Pass it with -m BUNDLE.")
+    hits = run_search(found, load_encoder(bundle), query, k)
+    if as_json:
+        print(json.dumps([{"score": h.score, "file": h.file, "start_line": h.start_line, "end_line": h.end_line,
+                           "text": h.text} for h in hits], ensure_ascii=False))
+        return
+    for rank, hit in enumerate(hits, start=1):
+        print(f"{rank}. {hit.score:.3f}  {_shown(hit.file)}:{hit.start_line}-{hit.end_line}")
+        print(f"   {hit.snippet()}")
+
+
+def _shown(file: str) -> str:
+    """A path relative to the current folder when it is under it."""
+    relative = os.path.relpath(file)
+    return file if relative.startswith("..") else relative
+
+
+class _Progress:
+    """A progress bar on stderr, made when the first chunks are embedded (total known then)."""
+
+    def __init__(self):
+        self._bar, self._done = None, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = typer.progressbar(length=total, label="embedding", file=sys.stderr).__enter__()
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

@@ -1,0 +1,78 @@
+"""Which files an index covers: PATHs in, readable UTF-8 text files out, the rest counted.
+
+A directory is walked recursively (hidden files and folders skipped, in sorted order so
+runs are reproducible); a file given by name is always considered. A file with a NUL byte
+near its start is binary, one that does not decode as UTF-8 is skipped as non-UTF-8;
+both are counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.errors import InputError
+
+SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class TextFile:
+    path: Path  # resolved
+    text: str
+    sha256: str  # of the bytes on disk: what tells a changed file
+
+
+@dataclass
+class Skipped:
+    binary: list[Path] = field(default_factory=list)
+    non_utf8: list[Path] = field(default_factory=list)
+
+
+def text_files(paths: Iterable[str | Path], exclude: Path | None, skipped: Skipped) -> Iterator[TextFile]:
+    """Every text file under `paths` (each once), leaving out anything inside `exclude`."""
+    seen: set[Path] = set()
+    for path in _walk(paths):
+        if path in seen or (exclude is not None and path.is_relative_to(exclude)):
+            continue
+        seen.add(path)
+        loaded = read_text_file(path, skipped)
+        if loaded is not None:
+            yield loaded
+
+
+def read_text_file(path: Path, skipped: Skipped) -> TextFile | None:
+    data = path.read_bytes()
+    if b"\0" in data[:SNIFF_BYTES]:
+        skipped.binary.append(path)
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        skipped.non_utf8.append(path)
+        return None
+    return TextFile(path, text.removeprefix("\ufeff"), hashlib.sha256(data).hexdigest())
+
+
+def _walk(paths: Iterable[str | Path]) -> Iterator[Path]:
+    for given in paths:
+        path = Path(given).expanduser().resolve()
+        if path.is_file():
+            yield path
+        elif path.is_dir():
+            yield from _walk_dir(path)
+        else:
+            raise InputError(f"{given} does not exist. Pass files or folders to index.")
+
+
+def _walk_dir(root: Path) -> Iterator[Path]:
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                path = Path(folder) / name
+                if path.is_file():  # not a broken link or a socket
+                    yield path

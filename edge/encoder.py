@@ -1,0 +1,55 @@
+"""The encoder: padded token ids in, one vector per token out.
+
+In: a batch of `Encoding`s (ids, type ids, mask; unpadded). Out: last_hidden_state
+(batch, seq, hidden) and the padding mask it was computed under. Only the inputs the
+graph declares are fed (a graph without token_type_ids gets none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.manifest import Manifest
+from edge.session import Session
+from edge.tokenizer import Encoding
+
+
+class Encoder:
+    def __init__(self, session: Session, manifest: Manifest):
+        self.session = session
+        self.inputs = manifest.graph.inputs
+        self.output = manifest.graph.outputs[0]
+        self.pad_id = manifest.tokenizer.pad_token_id or 0
+
+    @classmethod
+    def open(cls, bundle: Bundle, threads: int | None = None) -> Encoder:
+        graph = bundle.manifest.graph
+        return cls(Session(bundle.file(graph.file), graph.inputs, graph.outputs, threads), bundle.manifest)
+
+    @property
+    def threads(self) -> int:
+        return self.session.threads
+
+    def pad(self, batch: Sequence[Encoding]) -> dict[str, np.ndarray]:
+        """Right-padded (B, S) int64 arrays, S = the longest encoding in the batch."""
+        seq = max(len(e.ids) for e in batch)
+        arrays = {
+            "input_ids": np.full((len(batch), seq), self.pad_id, dtype=np.int64),
+            "attention_mask": np.zeros((len(batch), seq), dtype=np.int64),
+            "token_type_ids": np.zeros((len(batch), seq), dtype=np.int64),
+        }
+        for row, e in enumerate(batch):
+            n = len(e.ids)
+            arrays["input_ids"][row, :n] = e.ids
+            arrays["attention_mask"][row, :n] = e.attention_mask
+            arrays["token_type_ids"][row, :n] = e.type_ids
+        return arrays
+
+    def run(self, batch: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:
+        """(last_hidden_state (B, S, H), attention_mask (B, S))."""
+        arrays = self.pad(batch)
+        hidden = self.session.run({name: arrays[name] for name in self.inputs})[self.output]
+        return hidden, arrays["attention_mask"]

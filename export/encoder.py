@@ -1,0 +1,102 @@
+"""Export an encoder (feature-extraction): source -> graph -> quantize -> cosine quality -> writer.
+
+In: a loaded `Source` (BERT family) and its `ModelConfig`. Out: a bundle whose manifest
+records how to pool (mean or CLS), whether to L2-normalise and the max sequence length,
+read from the sentence-transformers files beside the model (modules.json,
+1_Pooling/config.json, sentence_bert_config.json); a plain transformers encoder gets mean
+pooling over at most its context length, and the manifest says it was a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from edge.bundle import Bundle
+from edge.embed import EmbeddingModel
+from edge.encoder import Encoder
+from edge.errors import ExportError
+from edge.manifest import GraphSpec, Manifest, ModelConfig, Pooling
+from edge.tokenizer import load_tokenizer
+from export import __version__, quality, writer
+from export.graph import MODEL_FILE
+from export.graph.bert import build_encoder
+from export.graph.builder import GraphBuilder
+from export.pipeline import QUANTIZE, TOKENIZER_FILE, quantization
+from export.source import Source
+
+ST_POOLING = "sentence_transformers.models.Pooling"
+ST_NORMALIZE = "sentence_transformers.models.Normalize"
+ST_TRANSFORMER = "sentence_transformers.models.Transformer"
+
+
+def export_encoder(src: Source, model: ModelConfig, out: Path, stage: Path, quantize: str, log) -> Manifest:
+    quant = QUANTIZE[quantize]
+    bundle_dir, reference_dir = stage / "bundle", stage / "reference"
+    pooling = read_pooling(src.folder, model)
+    log(f"pooling: {pooling.mode}{', normalised' if pooling.normalize else ''}, max {pooling.max_length} tokens "
+        f"({pooling.source})")
+    log("building the fp32 graph")
+    files, spec = _save(GraphBuilder("encoder"), model, src, reference_dir if quant else bundle_dir)
+    if quant is not None:
+        log(f"building the {quant.scheme} graph ({quant.describe()})")
+        files, spec = _save(GraphBuilder("encoder", quant), model, src, bundle_dir)
+    (bundle_dir / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
+    manifest = Manifest(
+        model=model,
+        graph=spec,
+        tokenizer=src.tokens,
+        quantization=quantization(quant),
+        files={},
+        source=src.name,
+        exporter_version=__version__,
+        pooling=pooling,
+    )
+    log("measuring cosine to fp32 on the shipped sentences")
+    tokenizer = load_tokenizer(bundle_dir / TOKENIZER_FILE)
+    models = [EmbeddingModel(manifest, tokenizer, Encoder.open(Bundle(d, manifest)))
+              for d in ((reference_dir if quant else bundle_dir), bundle_dir)]
+    manifest = dataclasses.replace(manifest, quality=quality.measure_cosine(*models))
+    return writer.finish(bundle_dir, manifest, files + [TOKENIZER_FILE], out)
+
+
+def _save(g: GraphBuilder, model: ModelConfig, src: Source, folder: Path) -> tuple[list[str], GraphSpec]:
+    spec = build_encoder(g, model, src.weights, src.config, MODEL_FILE)
+    return writer.save_graph(g.model(), folder, MODEL_FILE), spec
+
+
+def read_pooling(folder: Path | None, model: ModelConfig) -> Pooling:
+    """Pooling from the sentence-transformers files in `folder`, else mean over the context."""
+    modules = _json(folder / "modules.json") if folder is not None else None
+    if modules is None:
+        return Pooling(mode="mean", normalize=False, max_length=model.context_length, source="default")
+    kinds = [m.get("type") for m in modules]
+    unknown = [k for k in kinds if k not in (ST_TRANSFORMER, ST_POOLING, ST_NORMALIZE)]
+    if unknown:
+        raise ExportError(f"sentence-transformers module(s) {unknown} are not supported; edge exports "
+                          "Transformer + Pooling (+ Normalize) models.")
+    pool = next((m for m in modules if m.get("type") == ST_POOLING), None)
+    config = _json(folder / pool["path"] / "config.json") if pool else {"pooling_mode_mean_tokens": True}
+    settings = _json(folder / "sentence_bert_config.json") or {}
+    length = min(int(settings.get("max_seq_length") or model.context_length), model.context_length)
+    return Pooling(mode=_mode(config or {}), normalize=ST_NORMALIZE in kinds, max_length=length,
+                   source="sentence-transformers")
+
+
+def _mode(config: dict) -> str:
+    """Exactly one of mean or CLS; max, mean-sqrt-len and combinations are refused."""
+    modes = [key for key, value in config.items() if key.startswith("pooling_mode_") and value]
+    names = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+    if len(modes) != 1 or modes[0] not in names:
+        raise ExportError(f"sentence-transformers pooling {modes} is not supported; edge pools by mean or CLS.")
+    return names[modes[0]]
+
+
+def _json(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"could not read {path} ({exc.__class__.__name__}). Fix or remove the file.") from None
