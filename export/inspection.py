@@ -31,7 +31,7 @@ class Stored:
 
 
 def save(proto: onnx.ModelProto, spec: GraphSpec, tables: dict[str, tuple[str, str | None]],
-         folder: Path, graph_file: str) -> tuple[Inspection, list[str]]:
+         folder: Path, graph_file: str, causal: bool = True) -> tuple[Inspection, list[str]]:
     """Save `proto` as `spec.file` in `folder`, linked to `graph_file`'s data. Returns the
     manifest's `Inspection` and the files written (to checksum)."""
     shared = _stored(folder / graph_file)
@@ -52,7 +52,7 @@ def save(proto: onnx.ModelProto, spec: GraphSpec, tables: dict[str, tuple[str, s
     tokens, scales = tables["tokens"]
     positions = tables.get("positions", (None, None))[0]
     inspection = Inspection(embedding=refs[tokens], embedding_scales=refs.get(scales),
-                            positions=refs.get(positions), graph=spec)
+                            positions=refs.get(positions), graph=spec, causal=causal)
     return inspection, files
 
 

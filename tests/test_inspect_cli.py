@@ -123,3 +123,13 @@ def test_old_bundle_without_inspection_asks_for_a_re_export(bundle, capsys, tmp_
     assert "Re-export it" in _error(capsys, ["inspect", "attention", "hi", "-m", str(old)])
     assert "Re-export it" in _error(capsys, ["inspect", "neighbors", "hi", "-m", str(old)])
     assert main(["inspect", "positions", "-m", str(old), "-n", "8"]) == 0  # rotary needs no table
+
+
+def test_encoder_attention_is_bidirectional(tiny_bert_bundle_int8, capsys):
+    out = _json(capsys, ["inspect", "attention", "the cat sat on the mat", "-m", str(tiny_bert_bundle_int8),
+                         "--layer", "1", "--json"])
+    tokens = [t["token"] for t in out["tokens"]]
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    for i, sources in enumerate(out["top"]):  # every token lists three others, later ones allowed
+        assert len(sources) == 3 and i not in {s["position"] for s in sources}
+    assert any(s["position"] > i for i, sources in enumerate(out["top"]) for s in sources)

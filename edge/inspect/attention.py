@@ -1,7 +1,7 @@
 """Attention weights: which earlier tokens each token draws on, per layer and head.
 
 In: a bundle with an inspection graph (`Inspection.graph`: the same weights in plain ops,
-outputting attention.{layer}) and token ids. Out: weights (layers, heads, seq, seq), each
+outputting attention.{layer}; a decoder or an encoder) and token ids. Out: weights (layers, heads, seq, seq), each
 row a softmax over the keys (sums to 1; zero above the diagonal for causal models), and a
 `View`: one head, one layer's mean over heads, or every layer as a grid.
 """
@@ -45,10 +45,17 @@ class AttentionProbe:
         if tokens.size > self.model.context_length:
             raise InputError(f"{tokens.size} tokens exceed the context length {self.model.context_length}; "
                              "use a shorter text.")
-        feeds = {"input_ids": tokens, "logits_to_keep": np.array(1, dtype=np.int64),
-                 **make_cache(self.inspection.graph.kv, self.model).feeds()}
-        outputs = self.session.run(feeds)
+        outputs = self.session.run(self._feeds(tokens))
         return np.stack([outputs[f"attention.{layer}"][0] for layer in range(self.model.num_layers)])
+
+    def _feeds(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """Decoders: the prompt over an empty KV cache. Encoders: one unpadded sentence."""
+        kv = self.inspection.graph.kv
+        if kv is not None:
+            return {"input_ids": tokens, "logits_to_keep": np.array(1, dtype=np.int64),
+                    **make_cache(kv, self.model).feeds()}
+        arrays = {"input_ids": tokens, "attention_mask": np.ones_like(tokens), "token_type_ids": np.zeros_like(tokens)}
+        return {name: arrays[name] for name in self.inspection.graph.inputs}
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ class Inspector:
         self._probe: AttentionProbe | None = None
 
     def tokens(self, text: str) -> list[Token]:
-        """The tokens of `text` as the model reads a raw prompt (BOS first if it expects one)."""
-        return describe(self.tokenizer, encode(self.tokenizer, self.bundle.manifest.tokenizer, text))
+        """The tokens of `text` as the model reads it (see tokens.encode)."""
+        return describe(self.tokenizer, encode(self.tokenizer, self.bundle.manifest, text))
 
     @property
     def embeddings(self) -> Embeddings:

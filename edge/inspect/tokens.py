@@ -1,7 +1,7 @@
 """Text -> the tokens the model sees: position, id, token string, text piece, bytes.
 
-In: a bundle's tokenizer and its TokenizerSpec (BOS first when the model expects it, as
-for a raw prompt). Out: one `Token` per id. A piece may hold part of a character (byte-
+In: a bundle's tokenizer and manifest (a decoder reads a raw prompt, BOS first when it
+expects one; an encoder a sentence between its special tokens). Out: one `Token` per id. A piece may hold part of a character (byte-
 level BPE splits rare characters into bytes): its `text` then shows U+FFFD, its bytes are exact.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from edge.errors import InputError
-from edge.manifest import TokenizerSpec
+from edge.manifest import Manifest
 from edge.tokenizer import Tokenizer
 
 
@@ -34,10 +34,18 @@ class Token:
         return self.text.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t") or repr(self.token)
 
 
-def encode(tokenizer: Tokenizer, spec: TokenizerSpec, text: str) -> list[int]:
-    """Plain text as the model reads a raw prompt: BOS first when `spec.add_bos`."""
+def encode(tokenizer: Tokenizer, manifest: Manifest, text: str) -> list[int]:
+    """Text as the model reads it: a decoder's raw prompt (BOS first when the bundle says
+    so), an encoder's sentence with its special tokens ([CLS] ... [SEP])."""
     if not text or not text.strip():
         raise InputError("the text is empty: give some text to inspect.")
+    if not manifest.is_decoder:
+        limit = manifest.pooling.max_length if manifest.pooling else manifest.model.context_length
+        encoding = tokenizer.encode_for_model(text, limit)
+        if encoding.truncated:
+            raise InputError(f"the text is longer than this encoder's {limit} tokens; use a shorter text.")
+        return encoding.ids
+    spec = manifest.tokenizer
     bos = [spec.bos_token_id] if spec.add_bos and spec.bos_token_id is not None else []
     return bos + tokenizer.encode(text)
 
