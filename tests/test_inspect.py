@@ -130,8 +130,9 @@ def _hf_ids(bundle_dir, word) -> list[int]:
 
 
 def _numpy_nearest(table, vector, exclude, k):
-    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
-    scores = unit @ (vector / np.linalg.norm(vector))
+    with np.errstate(invalid="ignore"):  # a zero row (BERT's [PAD]) has no direction: NaN, never a hit
+        unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+    scores = np.nan_to_num(unit @ (vector / np.linalg.norm(vector)), nan=-np.inf)
     scores[list(exclude)] = -np.inf
     top = np.argsort(-scores)[:k]
     return top.tolist(), scores[top]

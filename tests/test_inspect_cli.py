@@ -17,20 +17,28 @@ CJK = "日本語のテキストと English words"
 
 @pytest.fixture
 def bundle(tiny_llama_bundle_int8, monkeypatch):
+    """The tiny Llama (int8) as the default bundle ($EDGE_MODEL), so commands need no -m."""
     monkeypatch.setenv("EDGE_MODEL", str(tiny_llama_bundle_int8))
     return tiny_llama_bundle_int8
 
 
-def _error(capsys, args, code=1) -> str:
-    assert main(args) == code
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
+def _run(capsys, args) -> tuple[int, str, list[str]]:
+    """Exit code, standard output and the lines of standard error of one CLI call."""
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip().splitlines()
+
+
+def _error(capsys, args) -> str:
+    code, _, err = _run(capsys, args)
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: "), (code, err)
     return err[0]
 
 
 def _json(capsys, args) -> dict:
-    assert main(args) == 0
-    return json.loads(capsys.readouterr().out)
+    code, out, err = _run(capsys, args)
+    assert code == 0, err
+    return json.loads(out)
 
 
 def _assert_picture(path) -> None:
@@ -133,3 +141,25 @@ def test_encoder_attention_is_bidirectional(tiny_bert_bundle_int8, capsys):
     for i, sources in enumerate(out["top"]):  # every token lists three others, later ones allowed
         assert len(sources) == 3 and i not in {s["position"] for s in sources}
     assert any(s["position"] > i for i, sources in enumerate(out["top"]) for s in sources)
+
+
+INSPECT_PROBE = """
+import json, sys
+from edge.cli import main
+
+for args in (["tokens", "hi"], ["neighbors", "king"], ["positions"], ["attention", "hi there", "--layer", "0"]):
+    assert main(["inspect", *args, "-m", sys.argv[1]]) == 0
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.argv[2])))))
+"""
+
+
+def test_inspect_imports_no_exporter_package(tiny_llama_bundle_int8, tmp_path):
+    import subprocess
+    import sys
+
+    from test_runtime_imports import EXPORTER_ONLY
+
+    result = subprocess.run([sys.executable, "-c", INSPECT_PROBE, str(tiny_llama_bundle_int8), json.dumps(EXPORTER_ONLY)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

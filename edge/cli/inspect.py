@@ -137,7 +137,7 @@ def attention_cmd(text: str = typer.Argument(..., help="The prompt (plain text, 
                   head: int = typer.Option(None, "--head", help="One head (0-based); default: mean over heads."),
                   png: Path = Png, as_json: bool = Json):
     """Attention weights over the prompt; in the terminal, the three most-attended earlier
-    tokens of each token."""
+    tokens of each token (other tokens, for encoders)."""
     from edge.inspect.attention import select, top_sources
 
     inspector = _inspector(model)
@@ -149,13 +149,14 @@ def attention_cmd(text: str = typer.Argument(..., help="The prompt (plain text, 
                      "panels": [{"caption": c, "weights": m.tolist()} for c, m in view.panels],
                      "top": [[{"position": j, "weight": w} for j, w in t] for t in top]})
     else:
-        _print_top(rows, view.title, top)
+        _print_top(rows, view.title, top, inspector.causal)
     labels = [r.label for r in rows]
     _draw(png, lambda plots, path: plots.attention_png(view, labels, path))
 
 
-def _print_top(rows, title: str, top) -> None:
-    print(f"attention over {len(rows)} tokens, {title}; each token's most-attended earlier tokens:")
+def _print_top(rows, title: str, top, causal: bool) -> None:
+    which = "earlier tokens" if causal else "other tokens (an encoder looks both ways)"
+    print(f"attention over {len(rows)} tokens, {title}; each token's most-attended {which}:")
     for r, sources in zip(rows, top):
         listed = ", ".join(f"{rows[j].text!r} {w:.2f}" for j, w in sources) or "(first token: only itself)"
         print(f"{r.position:>4} {r.text!r:<16} <- {listed}")

@@ -38,7 +38,9 @@ class Embeddings:
         self.table = table  # (V, H) float32
         self.tokenizer = tokenizer
         self._norms = np.linalg.norm(table, axis=1)  # (V,)
-        self._known = np.array([tokenizer.id_to_token(i) is not None for i in range(table.shape[0])])  # (V,)
+        # rows a hit can come from: a token the tokenizer knows, with a direction (BERT's [PAD] row is zero)
+        self._candidates = np.array([tokenizer.id_to_token(i) is not None for i in range(table.shape[0])]) \
+            & (self._norms > 0)  # (V,)
         self._unknown = {i for t in UNKNOWN_TOKENS if (i := tokenizer.token_to_id(t)) is not None}
 
     def word(self, text: str) -> Word:
@@ -59,7 +61,7 @@ class Embeddings:
         if k < 1:
             raise InputError(f"-k must be at least 1, got {k}.")
         scores = self.table @ vector / np.maximum(self._norms * np.linalg.norm(vector), 1e-12)  # (V,)
-        scores = np.where(self._known, scores, -np.inf)
+        scores = np.where(self._candidates, scores, -np.inf)
         scores[list(exclude)] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
         return [Hit(int(i), self.tokenizer.token_bytes(int(i)).decode("utf-8", "replace"), float(scores[i]))
