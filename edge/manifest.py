@@ -72,6 +72,31 @@ class GraphSpec:
 
 
 @dataclass(frozen=True)
+class TensorRef:
+    """Where a weight's bytes sit in one of the bundle's files, so numpy can map it directly
+    (the runtime never parses ONNX protobufs)."""
+
+    file: str
+    offset: int  # bytes from the start of `file`
+    shape: tuple[int, ...]
+    dtype: str  # a numpy dtype name: "float32", "int8"
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What `edge inspect` reads beyond the generation graph (bundles exported without it
+    still load; inspecting attention or embeddings then asks for a re-export)."""
+
+    embedding: TensorRef  # (vocab, hidden) float32, or int8 codes when quantized
+    embedding_scales: TensorRef | None = None  # (vocab, hidden / block) float32, int8 only
+    positions: TensorRef | None = None  # learned positions: (context, hidden) float32
+    # The same model in plain ops that also outputs attention.{layer} (batch, heads, seq, total);
+    # its weights point into the generation graph's data file wherever the bytes are equal.
+    graph: GraphSpec | None = None
+    causal: bool = True  # False for encoders: every token sees every other
+
+
+@dataclass(frozen=True)
 class TokenizerSpec:
     file: str = "tokenizer.json"
     bos_token: str | None = None
@@ -125,6 +150,7 @@ class Manifest:
     exporter_version: str = ""
     quality: Quality | None = None
     pooling: Pooling | None = None
+    inspect: Inspection | None = None
     format: str = FORMAT
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -200,6 +226,8 @@ _NESTED = {
     "ModelConfig": ModelConfig,
     "KVLayout": KVLayout,
     "GraphSpec": GraphSpec,
+    "TensorRef": TensorRef,
+    "Inspection": Inspection,
     "TokenizerSpec": TokenizerSpec,
     "Pooling": Pooling,
     "Quantization": Quantization,

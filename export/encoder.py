@@ -19,8 +19,8 @@ from edge.encoder import Encoder
 from edge.errors import ExportError
 from edge.manifest import GraphSpec, Manifest, ModelConfig, Pooling
 from edge.tokenizer import load_tokenizer
-from export import __version__, quality, writer
-from export.graph import MODEL_FILE
+from export import __version__, inspection, quality, writer
+from export.graph import INSPECT_FILE, MODEL_FILE
 from export.graph.bert import build_encoder
 from export.graph.builder import GraphBuilder
 from export.pipeline import QUANTIZE, TOKENIZER_FILE, quantization
@@ -42,6 +42,11 @@ def export_encoder(src: Source, model: ModelConfig, out: Path, stage: Path, quan
     if quant is not None:
         log(f"building the {quant.scheme} graph ({quant.describe()})")
         files, spec = _save(GraphBuilder("encoder", quant), model, src, bundle_dir)
+    log("building the inspection graph (attention weights for `edge inspect`)")
+    g = GraphBuilder("encoder", quant, capture_attention=True)
+    inspect_spec = build_encoder(g, model, src.weights, src.config, INSPECT_FILE)
+    inspect, inspect_files = inspection.save(g.model(), inspect_spec, g.tables, bundle_dir, MODEL_FILE, causal=False)
+    del g
     (bundle_dir / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
     manifest = Manifest(
         model=model,
@@ -52,13 +57,14 @@ def export_encoder(src: Source, model: ModelConfig, out: Path, stage: Path, quan
         source=src.name,
         exporter_version=__version__,
         pooling=pooling,
+        inspect=inspect,
     )
     log("measuring cosine to fp32 on the shipped sentences")
     tokenizer = load_tokenizer(bundle_dir / TOKENIZER_FILE)
     models = [EmbeddingModel(manifest, tokenizer, Encoder.open(Bundle(d, manifest)))
               for d in ((reference_dir if quant else bundle_dir), bundle_dir)]
     manifest = dataclasses.replace(manifest, quality=quality.measure_cosine(*models))
-    return writer.finish(bundle_dir, manifest, files + [TOKENIZER_FILE], out)
+    return writer.finish(bundle_dir, manifest, files + inspect_files + [TOKENIZER_FILE], out)
 
 
 def _save(g: GraphBuilder, model: ModelConfig, src: Source, folder: Path) -> tuple[list[str], GraphSpec]:

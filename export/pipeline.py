@@ -14,8 +14,8 @@ from edge.bundle import Bundle
 from edge.decoder import Decoder
 from edge.errors import ExportError
 from edge.manifest import Manifest, Quantization
-from export import __version__, architectures, quality, writer
-from export.graph import MODEL_FILE, build_decoder
+from export import __version__, architectures, inspection, quality, writer
+from export.graph import MODEL_FILE, build_decoder, build_inspection
 from export.quantize import QuantSpec
 from export.source import Source, load_source
 
@@ -56,6 +56,10 @@ def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec
         proto, spec = build_decoder(model, src.weights, src.config, quant)
         files = writer.save_graph(proto, bundle_dir, MODEL_FILE)
         del proto
+    log("building the inspection graph (attention weights for `edge inspect`)")
+    proto, inspect_spec, inspect_builder = build_inspection(model, src.weights, src.config, quant)
+    inspect, inspect_files = inspection.save(proto, inspect_spec, inspect_builder.tables, bundle_dir, MODEL_FILE)
+    del proto, inspect_builder
     (bundle_dir / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
     manifest = Manifest(
         model=model,
@@ -65,11 +69,12 @@ def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec
         files={},
         source=src.name,
         exporter_version=__version__,
+        inspect=inspect,
     )
     log("measuring quality on the held-out text")
     report = _measure(manifest, bundle_dir, reference_dir if quant else None, src.tokenizer_json)
     manifest = dataclasses.replace(manifest, quality=report)
-    return writer.finish(bundle_dir, manifest, files + [TOKENIZER_FILE], out)
+    return writer.finish(bundle_dir, manifest, files + inspect_files + [TOKENIZER_FILE], out)
 
 
 def quantization(quant: QuantSpec | None) -> Quantization:

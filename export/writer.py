@@ -20,6 +20,7 @@ from edge.errors import ExportError
 from edge.manifest import MANIFEST_FILE, Manifest
 
 DATA_SUFFIX = ".data"
+SIZE_THRESHOLD = 1024  # initializers of at least this many bytes go to the data file
 
 
 @contextlib.contextmanager
@@ -40,7 +41,7 @@ def save_graph(proto: onnx.ModelProto, folder: Path, name: str) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     data = name + DATA_SUFFIX
     onnx.save_model(proto, str(folder / name), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location=data, size_threshold=1024)
+                    all_tensors_to_one_file=True, location=data, size_threshold=SIZE_THRESHOLD)
     return [name, data]
 
 

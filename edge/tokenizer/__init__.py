@@ -45,6 +45,7 @@ def load_tokenizer(path: Path) -> Tokenizer:
         decoder=_optional(decoders.build, config.get("decoder")),
         template=processors.build(config.get("post_processor")),
         may_change=decoders.may_change(config.get("decoder")),
+        token_bytes=decoders.token_bytes(config.get("decoder")),
     )
     return Tokenizer(parts)
 

@@ -12,7 +12,7 @@ from typing import Callable
 import regex
 
 from edge.tokenizer import spec as specs
-from edge.tokenizer.bytelevel import to_text
+from edge.tokenizer.bytelevel import to_bytes, to_text
 from edge.tokenizer.pre_tokenizers import prepend_scheme
 from edge.tokenizer.splitting import compile_pattern
 
@@ -120,6 +120,28 @@ def may_change(spec: dict | None) -> Callable[[str], bool]:
     if "ByteFallback" in _types(spec):
         return lambda token: BYTE_TOKEN.fullmatch(token) is not None
     return lambda token: False
+
+
+def token_bytes(spec: dict | None) -> Callable[[str], bytes]:
+    """The bytes one token string stands for, in the text it decodes into.
+
+    Example (ByteLevel): "ĠhÃ©" -> b" h\\xc3\\xa9";  (ByteFallback) "<0xE6>" -> b"\\xe6";
+    (Metaspace) "▁king" -> b" king";  (WordPiece) "##ing" -> b"ing"
+    """
+    types = _types(spec)
+    if "ByteLevel" in types:
+        return to_bytes
+    prefix = "##" if "WordPiece" in types else None
+
+    def plain(token: str) -> bytes:
+        match = BYTE_TOKEN.fullmatch(token) if "ByteFallback" in types else None
+        if match:
+            return bytes([int(match[1], 16)])
+        if prefix and token.startswith(prefix):
+            token = token[len(prefix):]
+        return token.replace("\u2581", " ").encode("utf-8")
+
+    return plain
 
 
 def _types(spec: dict | None) -> list[str]:

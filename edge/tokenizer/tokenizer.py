@@ -34,6 +34,7 @@ class Parts:
     decoder: Decoder | None
     template: Template
     may_change: Callable[[str], bool]  # see decoders.may_change
+    token_bytes: Callable[[str], bytes]  # see decoders.token_bytes
 
 
 class Tokenizer:
@@ -55,6 +56,14 @@ class Tokenizer:
 
     def id_to_token(self, token_id: int) -> str | None:
         return self._tokens.get(token_id)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token contributes to decoded text (b"" for an unknown id).
+
+        Example (SmolLM2): id of "Ġking" -> b" king"
+        """
+        token = self._tokens.get(token_id)
+        return b"" if token is None else self._parts.token_bytes(token)
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text` without the model's special tokens (no [CLS]/[SEP]).

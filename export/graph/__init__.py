@@ -16,15 +16,26 @@ from export.graph.decoder import can_fuse, graph_spec
 from export.quantize import QuantSpec
 
 MODEL_FILE = "model.onnx"
+INSPECT_FILE = "inspect.onnx"
 _DECODERS = {"llama": llama.build, "qwen2": llama.build, "gpt2": gpt2.build}
 
 
-def build_decoder(
-    model: ModelConfig, weights, config, quant: QuantSpec | None, capture_attention: bool = False
-) -> tuple[onnx.ModelProto, GraphSpec]:
-    """The decoder graph; with `capture_attention`, also outputs attention.{layer} (B, H, S, T)."""
+def build_decoder(model: ModelConfig, weights, config, quant: QuantSpec | None) -> tuple[onnx.ModelProto, GraphSpec]:
+    """The generation graph (fused attention where onnxruntime's kernel allows it)."""
+    g, kv = _decoder(model, weights, config, quant, capture_attention=False)
+    return g.model(), graph_spec(g, kv, MODEL_FILE)
+
+
+def build_inspection(model: ModelConfig, weights, config, quant: QuantSpec | None) -> tuple[onnx.ModelProto, GraphSpec, GraphBuilder]:
+    """The same decoder in plain ops that also outputs attention.{layer} (B, H, S, T); the
+    builder is returned for its `tables` (which initializers hold the embeddings)."""
+    g, kv = _decoder(model, weights, config, quant, capture_attention=True)
+    return g.model(), graph_spec(g, kv, INSPECT_FILE), g
+
+
+def _decoder(model: ModelConfig, weights, config, quant: QuantSpec | None, capture_attention: bool) -> tuple[GraphBuilder, KVLayout]:
     g = GraphBuilder("decoder", quant, capture_attention)
     kv = KVLayout(shared_buffer=can_fuse(g, model))
     _DECODERS[model.architecture](g, model, weights, config, kv)
     g.outputs.sort(key=lambda o: o.name != "logits")  # logits first, then the cache
-    return g.model(), graph_spec(g, kv, MODEL_FILE)
+    return g, kv

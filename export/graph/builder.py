@@ -23,6 +23,8 @@ class GraphBuilder:
         self.name = name
         self.quant = quant
         self.capture_attention = capture_attention  # inspection graphs also output attention weights
+        # role ("tokens", "positions") -> (values, scales or None): initializers `edge inspect` reads
+        self.tables: dict[str, tuple[str, str | None]] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -94,12 +96,18 @@ class GraphBuilder:
             K=k, N=n, bits=spec.bits, block_size=spec.block_size, accuracy_level=spec.accuracy_level,
         )
 
-    def embedding(self, ids: str, table: np.ndarray, name: str) -> str:
+    def table(self, role: str, name: str, array: np.ndarray) -> str:
+        """An fp32 lookup table (e.g. learned positions) that `edge inspect` reads as `role`."""
+        self.tables[role] = (name, None)
+        return self.init(name, array.astype(np.float32))
+
+    def embedding(self, ids: str, table: np.ndarray, name: str, role: str = "tokens") -> str:
         """table[ids]: (…,) int64 -> (…, H); int8 blocks when quantizing (4.5x smaller)."""
         if self.quant is None:
-            return self.op("Gather", self.init(name, table.astype(np.float32)), ids)
+            return self.op("Gather", self.table(role, name, table), ids)
         block = self.quant.block_size
         codes, scales = quantize_embedding(table, block)  # (V, H) int8, (V, H/block)
+        self.tables[role] = (f"{name}.codes", f"{name}.scales")
         rows = self.op("Cast", self.op("Gather", self.init(f"{name}.codes", codes), ids), to=TensorProto.FLOAT)
         row_scales = self.op("Gather", self.init(f"{name}.scales", scales), ids)  # (…, H/block)
         hidden = table.shape[1]

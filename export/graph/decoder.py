@@ -99,12 +99,13 @@ def rotary(g: GraphBuilder, model: ModelConfig, kv: KVLayout, inputs: DecoderInp
     dim = model.positional.rotary_dim
     inv_freq = 1.0 / (model.positional.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
     angles = np.outer(np.arange(model.context_length, dtype=np.float64), inv_freq)  # (ctx, dim/2)
+    cos = g.init("rotary.cos", np.cos(angles).astype(np.float32))
+    sin = g.init("rotary.sin", np.sin(angles).astype(np.float32))
     if kv.shared_buffer:
-        return Rotary(g.init("rotary.cos", np.cos(angles).astype(np.float32)),
-                      g.init("rotary.sin", np.sin(angles).astype(np.float32)))
-    full = np.concatenate([angles, angles], axis=-1)  # (ctx, dim): halves repeated
-    cos = position_rows(g, g.init("rotary.cos", np.cos(full).astype(np.float32)), inputs)  # (S, D)
-    sin = position_rows(g, g.init("rotary.sin", np.sin(full).astype(np.float32)), inputs)
+        return Rotary(cos, sin)
+    # The same (ctx, dim/2) tables as the fused form (an inspection graph shares their bytes),
+    # halves repeated after slicing: (S, dim).
+    cos, sin = (g.op("Concat", rows, rows, axis=-1) for rows in (position_rows(g, t, inputs) for t in (cos, sin)))
     return Rotary(cos, sin, g.init("rotary.rotate_half", _rotate_half_matrix(dim)))
 
 

@@ -18,7 +18,7 @@ def build(g: GraphBuilder, model: ModelConfig, weights: dict[str, np.ndarray], c
     inputs = declare_inputs(g, model, kv)
     table = weights["transformer.wte.weight"]
     tokens = g.embedding(inputs.ids, table, "transformer.wte")  # (B, S, H)
-    wpe = g.init("transformer.wpe", weights["transformer.wpe.weight"][: model.context_length])
+    wpe = g.table("positions", "transformer.wpe", weights["transformer.wpe.weight"][: model.context_length])
     x = g.op("Add", tokens, position_rows(g, wpe, inputs))  # the residual stream
     eps = config.layer_norm_epsilon
     h = _norm(g, x, weights, "transformer.h.0.ln_1", eps)

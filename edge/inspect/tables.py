@@ -1,0 +1,46 @@
+"""The bundle's lookup tables, read straight from its files with numpy.
+
+In: a bundle and a `TensorRef` from its manifest (file, byte offset, shape, dtype, written
+by the exporter). Out: a read-only (memory-mapped) array. Bundles exported before
+inspection existed have no refs: the error says to re-export.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.errors import BundleError
+from edge.manifest import Inspection, TensorRef
+
+
+def inspection(bundle: Bundle) -> Inspection:
+    found = bundle.manifest.inspect
+    if found is None:
+        raise BundleError(
+            f"bundle {bundle.path} has no inspection data (exported by an older edge). "
+            "Re-export it with `edge export SOURCE -o DIR` to inspect embeddings and attention."
+        )
+    return found
+
+
+def read(bundle: Bundle, ref: TensorRef) -> np.ndarray:
+    """The array `ref` points at, mapped read-only from the bundle file."""
+    path = bundle.file(ref.file)
+    dtype = np.dtype(ref.dtype)
+    size = int(np.prod(ref.shape)) * dtype.itemsize
+    if not path.is_file() or path.stat().st_size < ref.offset + size:
+        raise BundleError(f"{ref.file} in bundle {bundle.path} is missing or too short. Re-export the bundle.")
+    return np.memmap(path, dtype=dtype, mode="r", offset=ref.offset, shape=tuple(ref.shape))
+
+
+def token_embeddings(bundle: Bundle) -> np.ndarray:
+    """The input embedding table (vocab, hidden) float32, dequantized as the graph does:
+    int8 codes times one scale per block of each row."""
+    found = inspection(bundle)
+    table = read(bundle, found.embedding)  # (V, H)
+    if found.embedding_scales is None:
+        return np.asarray(table, dtype=np.float32)
+    scales = read(bundle, found.embedding_scales)  # (V, H / block)
+    block = table.shape[1] // scales.shape[1]
+    return (table.reshape(table.shape[0], -1, block) * scales[..., None]).reshape(table.shape).astype(np.float32)
