@@ -87,6 +87,12 @@ def test_rerun_embeds_only_changed_files_and_drops_deleted_ones(docs, tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", *after.meta["data"].values()])
 
 
+def test_an_index_inside_the_indexed_folder_does_not_index_itself(docs, bert):
+    build_index(docs / "idx", [docs], bert)
+    report = build_index(docs / "idx", [docs], bert)
+    assert (report.files, report.reused_files, report.embedded_files) == (3, 3, [])
+
+
 def test_interrupted_run_leaves_the_previous_index(docs, tmp_path, bert, monkeypatch):
     out = tmp_path / "idx"
     build_index(out, [docs], bert)
