@@ -49,3 +49,14 @@ def _resolve(model: Path | None, env: str, default: Path, kind: str, default_nam
         raise BundleError(f"no {kind} given and {default_name} {default} does not exist. Pass -m BUNDLE, "
                           f"set {env}, or {fix}.")
     return default
+
+
+def load_for(path: Path, task: str):
+    """`edge.load(path)`, refusing a bundle made for another task with one clear line."""
+    import edge
+
+    model = edge.load(path)
+    if model.manifest.model.task != task:
+        raise BundleError(f"{path} is a {model.manifest.model.task} bundle; this command needs a {task} one. "
+                          "Pass another bundle with -m.")
+    return model
