@@ -27,7 +27,7 @@ WORKLOADS = {"short": 1000, "paragraphs": 200}
 
 
 def workload(name: str) -> list[str]:
-    """1,000 short sentences, or 200 paragraphs of five to eight sentences (~100-200 tokens),
+    """1,000 short sentences (~13 tokens), or 200 paragraphs of five to eight of them (~75 tokens),
     from the exporter's sentences (read as a file: the children must not import the exporter)."""
     pool = [line for line in SENTENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
     if name == "short":

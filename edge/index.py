@@ -104,7 +104,7 @@ def build_index(
 ) -> IndexReport:
     """Create or update the index at `out` for the text files under `paths`.
     `progress(done, total)` is called as new chunks are embedded."""
-    out = Path(out).expanduser().resolve()
+    out, paths = Path(out).expanduser().resolve(), list(paths)
     chunking = _chunking(model, chunk_tokens, overlap)
     report = IndexReport()
     previous = _previous(out, model, chunking, report)

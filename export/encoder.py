@@ -3,7 +3,7 @@
 In: a loaded `Source` (BERT family) and its `ModelConfig`. Out: a bundle whose manifest
 records how to pool (mean or CLS), whether to L2-normalise and the max sequence length,
 read from the sentence-transformers files beside the model (modules.json,
-1_Pooling/config.json, sentence_bert_config.json); a plain transformers encoder gets mean
+1_Pooling/config.json, sentence_bert_config.json; fetched for a hub id); a plain transformers encoder gets mean
 pooling over at most its context length, and the manifest says it was a default.
 """
 
@@ -13,63 +13,64 @@ import dataclasses
 import json
 from pathlib import Path
 
+import onnx
+
 from edge.bundle import Bundle
 from edge.embed import EmbeddingModel
 from edge.encoder import Encoder
 from edge.errors import ExportError
 from edge.manifest import GraphSpec, Manifest, ModelConfig, Pooling
 from edge.tokenizer import load_tokenizer
-from export import __version__, inspection, quality, writer
+from export import quality, writer
 from export.graph import INSPECT_FILE, MODEL_FILE
 from export.graph.bert import build_encoder
 from export.graph.builder import GraphBuilder
-from export.pipeline import QUANTIZE, TOKENIZER_FILE, quantization
-from export.source import Source
+from export.pipeline import QUANTIZE, TOKENIZER_FILE, stage_graphs
+from export.quantize import QuantSpec
+from export.source import Source, locate
 
 ST_POOLING = "sentence_transformers.models.Pooling"
 ST_NORMALIZE = "sentence_transformers.models.Normalize"
 ST_TRANSFORMER = "sentence_transformers.models.Transformer"
+ST_FILES = ["modules.json", "sentence_bert_config.json", "*/config.json"]
 
 
 def export_encoder(src: Source, model: ModelConfig, out: Path, stage: Path, quantize: str, log) -> Manifest:
-    quant = QUANTIZE[quantize]
-    bundle_dir, reference_dir = stage / "bundle", stage / "reference"
-    pooling = read_pooling(src.folder, model)
+    pooling = read_pooling(sentence_transformers_folder(src), model)
     log(f"pooling: {pooling.mode}{', normalised' if pooling.normalize else ''}, max {pooling.max_length} tokens "
         f"({pooling.source})")
-    log("building the fp32 graph")
-    files, spec = _save(GraphBuilder("encoder"), model, src, reference_dir if quant else bundle_dir)
-    if quant is not None:
-        log(f"building the {quant.scheme} graph ({quant.describe()})")
-        files, spec = _save(GraphBuilder("encoder", quant), model, src, bundle_dir)
-    log("building the inspection graph (attention weights for `edge inspect`)")
-    g = GraphBuilder("encoder", quant, capture_attention=True)
-    inspect_spec = build_encoder(g, model, src.weights, src.config, INSPECT_FILE)
-    inspect, inspect_files = inspection.save(g.model(), inspect_spec, g.tables, bundle_dir, MODEL_FILE, causal=False)
-    del g
-    (bundle_dir / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
-    manifest = Manifest(
-        model=model,
-        graph=spec,
-        tokenizer=src.tokens,
-        quantization=quantization(quant),
-        files={},
-        source=src.name,
-        exporter_version=__version__,
-        pooling=pooling,
-        inspect=inspect,
-    )
+    staged = stage_graphs(src, model, stage, QUANTIZE[quantize], lambda quant: _build(model, src, quant),
+                          lambda quant: _build_inspection(model, src, quant), log,
+                          pooling=pooling)
     log("measuring cosine to fp32 on the shipped sentences")
-    tokenizer = load_tokenizer(bundle_dir / TOKENIZER_FILE)
-    models = [EmbeddingModel(manifest, tokenizer, Encoder.open(Bundle(d, manifest)))
-              for d in ((reference_dir if quant else bundle_dir), bundle_dir)]
-    manifest = dataclasses.replace(manifest, quality=quality.measure_cosine(*models))
-    return writer.finish(bundle_dir, manifest, files + inspect_files + [TOKENIZER_FILE], out)
+    tokenizer = load_tokenizer(staged.bundle / TOKENIZER_FILE)
+    models = [EmbeddingModel(staged.manifest, tokenizer, Encoder.open(Bundle(folder, staged.manifest)))
+              for folder in (staged.reference or staged.bundle, staged.bundle)]
+    manifest = dataclasses.replace(staged.manifest, quality=quality.measure_cosine(*models))
+    return writer.finish(staged.bundle, manifest, staged.files, out)
 
 
-def _save(g: GraphBuilder, model: ModelConfig, src: Source, folder: Path) -> tuple[list[str], GraphSpec]:
+def _build(model: ModelConfig, src: Source, quant: QuantSpec | None) -> tuple[onnx.ModelProto, GraphSpec]:
+    g = GraphBuilder("encoder", quant)
     spec = build_encoder(g, model, src.weights, src.config, MODEL_FILE)
-    return writer.save_graph(g.model(), folder, MODEL_FILE), spec
+    return g.model(), spec
+
+
+def sentence_transformers_folder(src: Source) -> Path | None:
+    """Where the sentence-transformers files are: the source folder, or for a hub id those
+    files alone fetched from the hub (a model without them: None, default pooling)."""
+    if src.folder is not None or locate(src.name).kind != "hub":
+        return src.folder
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(src.name, allow_patterns=ST_FILES))
+
+
+def _build_inspection(model: ModelConfig, src: Source, quant: QuantSpec | None):
+    """The same encoder with plain attention whose probabilities are graph outputs."""
+    g = GraphBuilder("encoder", quant, capture_attention=True)
+    spec = build_encoder(g, model, src.weights, src.config, INSPECT_FILE)
+    return g.model(), spec, g.tables
 
 
 def read_pooling(folder: Path | None, model: ModelConfig) -> Pooling:

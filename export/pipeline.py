@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.bundle import Bundle
@@ -45,39 +46,52 @@ def export_model(
         return _export_decoder(src, model, out, stage, QUANTIZE[quantize], log)
 
 
-def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec | None, log) -> Manifest:
+@dataclass(frozen=True)
+class Staged:
+    """Graphs and tokenizer written to the staging folder, the manifest still without quality."""
+
+    bundle: Path  # the bundle's folder: the quantized graph (fp32 with --quantize none)
+    reference: Path | None  # the fp32 graph to measure against, when quantizing
+    files: list[str]
+    manifest: Manifest
+
+
+def stage_graphs(src: Source, model, stage: Path, quant: QuantSpec | None, build, build_inspect, log,
+                 **fields) -> Staged:
+    """`build(quant) -> (onnx proto, GraphSpec)` run for fp32 and, if quantizing, for `quant`;
+    `build_inspect(quant) -> (proto, GraphSpec, tables)` makes the inspection graph, which
+    shares the bundle graph's weight bytes; `fields`: extra Manifest fields (an encoder's pooling)."""
     bundle_dir, reference_dir = stage / "bundle", stage / "reference"
     log("building the fp32 graph")
-    proto, spec = build_decoder(model, src.weights, src.config, None)
+    proto, spec = build(None)
     files = writer.save_graph(proto, reference_dir if quant else bundle_dir, MODEL_FILE)
     del proto
     if quant is not None:
         log(f"building the {quant.scheme} graph ({quant.describe()})")
-        proto, spec = build_decoder(model, src.weights, src.config, quant)
+        proto, spec = build(quant)
         files = writer.save_graph(proto, bundle_dir, MODEL_FILE)
         del proto
     log("building the inspection graph (attention weights for `edge inspect`)")
-    proto, inspect_spec, inspect_builder = build_inspection(model, src.weights, src.config, quant)
-    inspect, inspect_files = inspection.save(proto, inspect_spec, inspect_builder.tables, bundle_dir, MODEL_FILE)
-    del proto, inspect_builder
+    proto, inspect_spec, tables = build_inspect(quant)
+    inspect, inspect_files = inspection.save(proto, inspect_spec, tables, bundle_dir, MODEL_FILE,
+                                             causal=model.task == "text-generation")
+    del proto
     (bundle_dir / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
-    manifest = Manifest(
-        model=model,
-        graph=spec,
-        tokenizer=src.tokens,
-        quantization=quantization(quant),
-        files={},
-        source=src.name,
-        exporter_version=__version__,
-        inspect=inspect,
-    )
+    manifest = Manifest(model=model, graph=spec, tokenizer=src.tokens, quantization=_quantization(quant), files={},
+                        source=src.name, exporter_version=__version__, inspect=inspect, **fields)
+    return Staged(bundle_dir, reference_dir if quant else None, files + inspect_files + [TOKENIZER_FILE], manifest)
+
+
+def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec | None, log) -> Manifest:
+    staged = stage_graphs(src, model, stage, quant, lambda q: build_decoder(model, src.weights, src.config, q),
+                          lambda q: build_inspection(model, src.weights, src.config, q), log)
     log("measuring quality on the held-out text")
-    report = _measure(manifest, bundle_dir, reference_dir if quant else None, src.tokenizer_json)
-    manifest = dataclasses.replace(manifest, quality=report)
-    return writer.finish(bundle_dir, manifest, files + inspect_files + [TOKENIZER_FILE], out)
+    report = _measure(staged.manifest, staged.bundle, staged.reference, src.tokenizer_json)
+    manifest = dataclasses.replace(staged.manifest, quality=report)
+    return writer.finish(staged.bundle, manifest, staged.files, out)
 
 
-def quantization(quant: QuantSpec | None) -> Quantization:
+def _quantization(quant: QuantSpec | None) -> Quantization:
     if quant is None:
         return Quantization(scheme="none", method="float32 weights")
     return Quantization(scheme=quant.scheme, method=quant.describe(), block_size=quant.block_size)

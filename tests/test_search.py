@@ -87,6 +87,12 @@ def test_rerun_embeds_only_changed_files_and_drops_deleted_ones(docs, tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", *after.meta["data"].values()])
 
 
+def test_an_index_inside_the_indexed_folder_does_not_index_itself(docs, bert):
+    build_index(docs / "idx", [docs], bert)
+    report = build_index(docs / "idx", [docs], bert)
+    assert (report.files, report.reused_files, report.embedded_files) == (3, 3, [])
+
+
 def test_interrupted_run_leaves_the_previous_index(docs, tmp_path, bert, monkeypatch):
     out = tmp_path / "idx"
     build_index(out, [docs], bert)
@@ -201,9 +207,12 @@ def test_cli_embed_index_search(docs, tmp_path, tiny_bert_bundle_int8, bert, cap
     assert capsys.readouterr().out.startswith("1. ")
 
 
-def test_cli_refuses_a_decoder_bundle_and_a_missing_default(tiny_gpt2_bundle_fp32, tmp_path, capsys, monkeypatch):
+def test_cli_refuses_a_bundle_of_the_other_task_and_a_missing_default(tiny_gpt2_bundle_fp32, tiny_bert_bundle_int8,
+                                                                        tmp_path, capsys, monkeypatch):
+    assert main(["generate", "-m", str(tiny_bert_bundle_int8), "hi"]) == 1
+    assert "is a feature-extraction bundle; this command needs a text-generation one" in capsys.readouterr().err
     assert main(["embed", "-m", str(tiny_gpt2_bundle_fp32), "hi"]) == 1
-    assert "is a text-generation bundle; this command needs an encoder" in capsys.readouterr().err
+    assert "is a text-generation bundle; this command needs a feature-extraction one" in capsys.readouterr().err
     monkeypatch.setenv("EDGE_HOME", str(tmp_path / "empty"))
     monkeypatch.delenv("EDGE_EMBEDDING_MODEL", raising=False)
     assert main(["embed", "hi"]) == 1

@@ -25,6 +25,17 @@ def test_encode_matches_oracle_on_corpus(pair):
     assert_encodes_alike(*pair[:2], LINES)
 
 
+def test_corpus_reaches_unknown_and_overlong_words(pair):
+    """The parity corpus really exercises [UNK]: pieces outside the vocab and words over
+    max_input_chars_per_word (100), which become one [UNK] whatever they contain."""
+    ours, oracle, id_lists = pair
+    unk = ours.token_to_id("[UNK]")
+    assert sum(unk in ids for ids in id_lists) >= 10
+    for word in ("a" * 100, "a" * 101, "hello" * 21):
+        assert ours.encode(word) == oracle.encode(word, add_special_tokens=False).ids
+    assert ours.encode("a" * 101) == [unk] and ours.encode("a" * 100) != [unk]
+
+
 @pytest.mark.parametrize("max_length", [8, 128, 256])
 def test_encode_for_model_matches_oracle(minilm_json, max_length):
     ours, oracle = load_tokenizer(minilm_json), hf(minilm_json)

@@ -30,28 +30,33 @@ EmbeddingModelOption = typer.Option(
 
 
 def resolve_bundle(model: Path | None) -> Path:
-    if model is not None:
-        return model
-    if os.environ.get("EDGE_MODEL"):
-        return Path(os.environ["EDGE_MODEL"])
-    path = default_bundle()
-    if not path.exists():
-        raise BundleError(
-            f"no bundle given and the default bundle {path} does not exist. Pass -m BUNDLE, set "
-            "EDGE_MODEL, or run the README's set-up command (make demo) to export it."
-        )
-    return path
+    return _resolve(model, "EDGE_MODEL", default_bundle(), "bundle", "the default bundle",
+                    "run the README's set-up command (make demo) to export it")
 
 
 def resolve_embedding_bundle(model: Path | None) -> Path:
+    return _resolve(model, "EDGE_EMBEDDING_MODEL", default_embedding_bundle(), "encoder bundle",
+                    "the default embedding bundle", "export it once with `python -m export.default embeddings`")
+
+
+def _resolve(model: Path | None, env: str, default: Path, kind: str, default_name: str, fix: str) -> Path:
+    """-m, else $env, else the default bundle if it was exported."""
     if model is not None:
         return model
-    if os.environ.get("EDGE_EMBEDDING_MODEL"):
-        return Path(os.environ["EDGE_EMBEDDING_MODEL"])
-    path = default_embedding_bundle()
-    if not path.exists():
-        raise BundleError(
-            f"no encoder bundle given and the default embedding bundle {path} does not exist. Pass -m BUNDLE, "
-            "set EDGE_EMBEDDING_MODEL, or export it once with `python -m export.default embeddings`."
-        )
-    return path
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    if not default.exists():
+        raise BundleError(f"no {kind} given and {default_name} {default} does not exist. Pass -m BUNDLE, "
+                          f"set {env}, or {fix}.")
+    return default
+
+
+def load_for(path: Path, task: str):
+    """`edge.load(path)`, refusing a bundle made for another task with one clear line."""
+    import edge
+
+    model = edge.load(path)
+    if model.manifest.model.task != task:
+        raise BundleError(f"{path} is a {model.manifest.model.task} bundle; this command needs a {task} one. "
+                          "Pass another bundle with -m.")
+    return model

@@ -9,22 +9,14 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import EmbeddingModelOption, app, resolve_embedding_bundle
+from edge.cli.app import EmbeddingModelOption, app, load_for, resolve_embedding_bundle
 from edge.errors import BundleError, InputError
 
 BatchSize = typer.Option(32, "--batch-size", help="Texts per encoder run.")
 
 
 def load_encoder(path: Path):
-    """An EmbeddingModel, or a one-line error when the bundle is a decoder."""
-    import edge
-    from edge.embed import EmbeddingModel
-
-    model = edge.load(path)
-    if not isinstance(model, EmbeddingModel):
-        raise BundleError(f"{path} is a {model.manifest.model.task} bundle; this command needs an encoder. "
-                          "Export one with `edge export SOURCE -o OUT --task feature-extraction`.")
-    return model
+    return load_for(path, "feature-extraction")
 
 
 @app.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import ModelOption, app, resolve_bundle
+from edge.cli.app import ModelOption, app, load_for, resolve_bundle
 from edge.errors import InputError
 
 
@@ -43,13 +43,11 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
 ):
     """Generate a reply to PROMPT (through the bundle's chat template unless --raw), streamed."""
-    import edge
-
     text = sys.stdin.read() if prompt == "-" else prompt
     if not text.strip():
         raise InputError("the prompt is empty: give some text (or pipe it in with -).")
     options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop)
-    lm = edge.load(resolve_bundle(model))
+    lm = load_for(resolve_bundle(model), "text-generation")
     chunks = lm.stream(text, raw=raw, **options)
     if as_json:
         _print_json([*chunks])
@@ -87,10 +85,8 @@ def chat(
 ):
     """Chat in the terminal. /reset forgets the conversation, /exit or Ctrl-D quits;
     Ctrl-C stops a reply and keeps the conversation."""
-    import edge
-
     options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop)
-    session = edge.load(resolve_bundle(model)).chat_session(system, **options)
+    session = load_for(resolve_bundle(model), "text-generation").chat_session(system, **options)
     print("edge chat: /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.", file=sys.stderr)
     while (line := _read_line()) is not None:
         if line.strip() in ("/exit", "/quit"):
@@ -133,13 +129,11 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ):
     """Perplexity of the model on a text file (lower is better)."""
-    import edge
-
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {file} as UTF-8 text ({exc.__class__.__name__}). Give a text file.") from None
-    lm = edge.load(resolve_bundle(model))
+    lm = load_for(resolve_bundle(model), "text-generation")
     ppl = lm.perplexity(text)
     tokens = len(lm.encode_text(text))
     if as_json:

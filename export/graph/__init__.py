@@ -26,11 +26,11 @@ def build_decoder(model: ModelConfig, weights, config, quant: QuantSpec | None) 
     return g.model(), graph_spec(g, kv, MODEL_FILE)
 
 
-def build_inspection(model: ModelConfig, weights, config, quant: QuantSpec | None) -> tuple[onnx.ModelProto, GraphSpec, GraphBuilder]:
-    """The same decoder in plain ops that also outputs attention.{layer} (B, H, S, T); the
-    builder is returned for its `tables` (which initializers hold the embeddings)."""
+def build_inspection(model: ModelConfig, weights, config, quant: QuantSpec | None) -> tuple[onnx.ModelProto, GraphSpec, dict]:
+    """The same decoder in plain ops that also outputs attention.{layer} (B, H, S, T), and
+    the builder's `tables` (which initializers hold the embeddings)."""
     g, kv = _decoder(model, weights, config, quant, capture_attention=True)
-    return g.model(), graph_spec(g, kv, INSPECT_FILE), g
+    return g.model(), graph_spec(g, kv, INSPECT_FILE), g.tables
 
 
 def _decoder(model: ModelConfig, weights, config, quant: QuantSpec | None, capture_attention: bool) -> tuple[GraphBuilder, KVLayout]:
