@@ -88,20 +88,44 @@ def test_learned_positions_equal_the_hf_weights(family, request):
     assert found.similarity[3] == pytest.approx(np.mean([unit[p] @ unit[p + 3] for p in range(37)]), abs=1e-5)
 
 
-def test_rotary_angles_match_the_models_rotary_embedding(tiny_llama_bundle_int8, tiny_llama_dir):
+def _with_positional(bundle, **changes):
+    """The same bundle under a manifest whose positional encoding says otherwise."""
+    import dataclasses
+
+    model = bundle.manifest.model
+    positional = dataclasses.replace(model.positional, **changes)
+    manifest = dataclasses.replace(bundle.manifest, model=dataclasses.replace(model, positional=positional))
+    return dataclasses.replace(bundle, manifest=manifest)
+
+
+@pytest.mark.parametrize("base", [None, 500000.0])  # the model's own (10000), and another one
+def test_rotary_angles_match_the_models_rotary_embedding(tiny_llama_bundle_int8, tiny_llama_dir, base):
     import torch
     from transformers import AutoConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    found = positions(open_bundle(tiny_llama_bundle_int8), 64)
-    rope = LlamaRotaryEmbedding(AutoConfig.from_pretrained(tiny_llama_dir))
-    x = torch.zeros(1, 64, 8)
-    cos, sin = rope(x, torch.arange(64)[None])  # (1, 64, head_dim): halves repeated
+    config = AutoConfig.from_pretrained(tiny_llama_dir)
+    bundle = open_bundle(tiny_llama_bundle_int8)
+    if base is not None:
+        config.rope_parameters["rope_theta"] = base
+        bundle = _with_positional(bundle, rope_theta=base)
+    found = positions(bundle, 64)
+    cos, sin = LlamaRotaryEmbedding(config)(torch.zeros(1, 64, 8), torch.arange(64)[None])  # (1, 64, head_dim)
     half = found.table.shape[1]
     np.testing.assert_allclose(np.cos(found.table), cos[0, :, :half].numpy(), atol=1e-5)
     np.testing.assert_allclose(np.sin(found.table), sin[0, :, :half].numpy(), atol=1e-5)
-    assert found.base == AutoConfig.from_pretrained(tiny_llama_dir).rope_parameters["rope_theta"]
+    assert found.base == config.rope_parameters["rope_theta"]
     np.testing.assert_allclose(found.similarity, np.cos(found.table).mean(axis=1), atol=1e-6)
+
+
+def test_a_sinusoidal_bundle_gets_the_formula(tiny_gpt2_bundle_int8):
+    bundle = _with_positional(open_bundle(tiny_gpt2_bundle_int8), kind="sinusoidal")
+    found = positions(bundle, 32)
+    hidden = bundle.manifest.model.hidden_size
+    assert found.kind == "sinusoidal" and found.table.shape == (32, hidden)
+    np.testing.assert_allclose(found.table, sinusoidal(32, hidden))
+    unit = found.table / np.linalg.norm(found.table, axis=1, keepdims=True)
+    assert found.similarity[5] == pytest.approx(np.mean([unit[p] @ unit[p + 5] for p in range(27)]), abs=1e-5)
 
 
 # --- embeddings: the table and its geometry ----------------------------------------------

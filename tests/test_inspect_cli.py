@@ -123,6 +123,11 @@ def test_bad_input_is_one_line(bundle, capsys, args, message):
     assert message in _error(capsys, args)
 
 
+def test_unknown_word_is_one_line(tiny_bert_bundle_int8, capsys):
+    message = _error(capsys, ["inspect", "neighbors", "\U00013000", "-m", str(tiny_bert_bundle_int8)])
+    assert "not in this model's vocabulary" in message
+
+
 def test_old_bundle_without_inspection_asks_for_a_re_export(bundle, capsys, tmp_path):
     old = shutil.copytree(bundle, tmp_path / "old")
     manifest = json.loads((old / "manifest.json").read_text())

@@ -104,8 +104,7 @@ def analogy_cmd(a: str = typer.Argument(..., help="A, e.g. king"), b: str = type
 @inspect_app.command("positions")
 def positions_cmd(model: Path = ModelOption, n: int = typer.Option(64, "-n", help="How many positions."),
                   png: Path = Png, as_json: bool = Json):
-    """The positional encoding: learned table, sinusoidal formula or rotary angles; how
-    similar two positions are as a function of their distance."""
+    """The positional encoding (learned, sinusoidal or rotary) and similarity by distance."""
     found = _inspector(model).positions(n)
     if as_json:
         _print_json({"kind": found.kind, "base": found.base, "shape": list(found.table.shape),
@@ -136,8 +135,7 @@ def attention_cmd(text: str = typer.Argument(..., help="The prompt (plain text, 
                   layer: int = typer.Option(None, "--layer", help="One layer (0-based); default: every layer."),
                   head: int = typer.Option(None, "--head", help="One head (0-based); default: mean over heads."),
                   png: Path = Png, as_json: bool = Json):
-    """Attention weights over the prompt; in the terminal, the three most-attended earlier
-    tokens of each token (other tokens, for encoders)."""
+    """Attention weights over the prompt, and each token's three most-attended tokens."""
     from edge.inspect.attention import select, top_sources
 
     inspector = _inspector(model)
