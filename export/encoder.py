@@ -3,7 +3,7 @@
 In: a loaded `Source` (BERT family) and its `ModelConfig`. Out: a bundle whose manifest
 records how to pool (mean or CLS), whether to L2-normalise and the max sequence length,
 read from the sentence-transformers files beside the model (modules.json,
-1_Pooling/config.json, sentence_bert_config.json); a plain transformers encoder gets mean
+1_Pooling/config.json, sentence_bert_config.json; fetched for a hub id); a plain transformers encoder gets mean
 pooling over at most its context length, and the manifest says it was a default.
 """
 
@@ -27,15 +27,16 @@ from export.graph.bert import build_encoder
 from export.graph.builder import GraphBuilder
 from export.pipeline import QUANTIZE, TOKENIZER_FILE, stage_graphs
 from export.quantize import QuantSpec
-from export.source import Source
+from export.source import Source, locate
 
 ST_POOLING = "sentence_transformers.models.Pooling"
 ST_NORMALIZE = "sentence_transformers.models.Normalize"
 ST_TRANSFORMER = "sentence_transformers.models.Transformer"
+ST_FILES = ["modules.json", "sentence_bert_config.json", "*/config.json"]
 
 
 def export_encoder(src: Source, model: ModelConfig, out: Path, stage: Path, quantize: str, log) -> Manifest:
-    pooling = read_pooling(src.folder, model)
+    pooling = read_pooling(sentence_transformers_folder(src), model)
     log(f"pooling: {pooling.mode}{', normalised' if pooling.normalize else ''}, max {pooling.max_length} tokens "
         f"({pooling.source})")
     staged = stage_graphs(src, model, stage, QUANTIZE[quantize], lambda quant: _build(model, src, quant), log,
@@ -52,6 +53,16 @@ def _build(model: ModelConfig, src: Source, quant: QuantSpec | None) -> tuple[on
     g = GraphBuilder("encoder", quant)
     spec = build_encoder(g, model, src.weights, src.config, MODEL_FILE)
     return g.model(), spec
+
+
+def sentence_transformers_folder(src: Source) -> Path | None:
+    """Where the sentence-transformers files are: the source folder, or for a hub id those
+    files alone fetched from the hub (a model without them: None, default pooling)."""
+    if src.folder is not None or locate(src.name).kind != "hub":
+        return src.folder
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(src.name, allow_patterns=ST_FILES))
 
 
 def read_pooling(folder: Path | None, model: ModelConfig) -> Pooling:
