@@ -3,6 +3,7 @@
     import edge
     model = edge.load("path/to/bundle")
     print(model.generate("Why is the sky blue?", max_tokens=64))
+    vectors = edge.load("path/to/encoder-bundle").embed(["a cat", "a dog"])   # (2, dim)
 
 Heavy parts (onnxruntime, the tokenizer) load inside `load`, so `import edge` stays cheap.
 """

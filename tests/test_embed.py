@@ -127,3 +127,23 @@ def test_unsupported_pooling_is_refused(tiny_bert_dir, tmp_path):
 def test_task_is_detected_and_checked(tiny_bert_dir, tmp_path):
     with pytest.raises(ExportError, match="bert models export as --task feature-extraction"):
         export_model(str(tiny_bert_dir), tmp_path / "out", task="text-generation")
+
+
+def test_hub_source_reads_sentence_transformers_files_from_the_hub(tiny_bert_dir, tmp_path, monkeypatch):
+    """For a hub id only those small files are fetched (the weights came through transformers)."""
+    import huggingface_hub
+    from transformers import AutoConfig
+
+    from export.architectures import model_config
+    from export.encoder import ST_FILES, read_pooling, sentence_transformers_folder
+    from export.source import Source
+
+    folder = _with_sentence_transformers_files(tiny_bert_dir, tmp_path, {"pooling_mode_cls_token": True}, True, 16)
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, allow_patterns: asked.append((repo, allow_patterns)) or str(folder))
+    src = Source("someone/tiny-bert", "feature-extraction", AutoConfig.from_pretrained(folder), {}, "", None)
+    found = sentence_transformers_folder(src)
+    assert asked == [("someone/tiny-bert", ST_FILES)] and found == folder
+    pooling = read_pooling(found, model_config(src.config, src.task))
+    assert (pooling.mode, pooling.normalize, pooling.max_length) == ("cls", True, 16)
