@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.bundle import Bundle
 from edge.decoder import Decoder
 from edge.errors import ExportError
-from edge.manifest import Manifest, Quantization
+from edge.manifest import GraphSpec, Manifest, Quantization
 from export import __version__, architectures, quality, writer
 from export.graph import MODEL_FILE, build_decoder
 from export.quantize import QuantSpec
@@ -46,20 +47,36 @@ def export_model(
 
 
 def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec | None, log) -> Manifest:
-    bundle_dir, reference_dir = stage / "bundle", stage / "reference"
     log("building the fp32 graph")
-    proto, spec = build_decoder(model, src.weights, src.config, None)
-    files = writer.save_graph(proto, reference_dir if quant else bundle_dir, MODEL_FILE)
-    del proto
+    reference = save_decoder(src, model, None, stage / ("reference" if quant else "bundle"))
+    return write_decoder_bundle(src, model, out, stage / "bundle", reference, quant, log)
+
+
+@dataclass(frozen=True)
+class SavedGraph:
+    folder: Path
+    files: list[str]
+    spec: GraphSpec
+
+
+def save_decoder(src: Source, model, quant: QuantSpec | None, folder: Path) -> SavedGraph:
+    proto, spec = build_decoder(model, src.weights, src.config, quant)
+    return SavedGraph(folder, writer.save_graph(proto, folder, MODEL_FILE), spec)
+
+
+def write_decoder_bundle(src: Source, model, out: Path, bundle_dir: Path, reference: SavedGraph,
+                         quant: QuantSpec | None, log) -> Manifest:
+    """The bundle at `out`: with `quant`, built in `bundle_dir` and measured against the
+    fp32 `reference` graph (which stays where it is, for the next variant); without, the
+    reference itself."""
+    bundle = reference
     if quant is not None:
         log(f"building the {quant.scheme} graph ({quant.describe()})")
-        proto, spec = build_decoder(model, src.weights, src.config, quant)
-        files = writer.save_graph(proto, bundle_dir, MODEL_FILE)
-        del proto
-    (bundle_dir / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
+        bundle = save_decoder(src, model, quant, bundle_dir)
+    (bundle.folder / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
     manifest = Manifest(
         model=model,
-        graph=spec,
+        graph=bundle.spec,
         tokenizer=src.tokens,
         quantization=_quantization(quant),
         files={},
@@ -67,9 +84,9 @@ def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec
         exporter_version=__version__,
     )
     log("measuring quality on the held-out text")
-    report = _measure(manifest, bundle_dir, reference_dir if quant else None, src.tokenizer_json)
+    report = _measure(manifest, bundle.folder, reference.folder if quant else None, src.tokenizer_json)
     manifest = dataclasses.replace(manifest, quality=report)
-    return writer.finish(bundle_dir, manifest, files + [TOKENIZER_FILE], out)
+    return writer.finish(bundle.folder, manifest, bundle.files + [TOKENIZER_FILE], out)
 
 
 def _quantization(quant: QuantSpec | None) -> Quantization:

@@ -83,16 +83,22 @@ class GraphBuilder:
         return y
 
     def _matmul_nbits(self, x: str, weight: np.ndarray, name: str) -> str:
-        spec = self.quant
+        spec = self.quant.for_weight(name)
         q = quantize_matmul_weight(weight, spec)
         inputs = [x, self.init(f"{name}.qweight", q.packed), self.init(f"{name}.scales", q.scales)]
         if q.zero_points is not None:
             inputs.append(self.init(f"{name}.zero_points", q.zero_points))
         n, k = weight.shape
-        return self.op(
+        y = self.op(
             "MatMulNBits", *inputs, domain=MS_DOMAIN,
             K=k, N=n, bits=spec.bits, block_size=spec.block_size, accuracy_level=spec.accuracy_level,
         )
+        if q.offsets is None:
+            return y
+        # the blocks' float minimum: sum_b offset[n, b] * sum(x in block b), one small MatMul
+        blocked = self.op("Reshape", x, self.const([0, 0, k // spec.block_size, spec.block_size]))
+        sums = self.op("ReduceSum", blocked, self.const([-1]), keepdims=0)  # (B, S, K / block)
+        return self.op("Add", y, self.op("MatMul", sums, self.init(f"{name}.offsets", q.offsets.T)))
 
     def embedding(self, ids: str, table: np.ndarray, name: str) -> str:
         """table[ids]: (…,) int64 -> (…, H); int8 blocks when quantizing (4.5x smaller)."""
