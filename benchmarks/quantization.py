@@ -38,6 +38,8 @@ def variants(num_layers: int) -> dict[str, QuantSpec]:
         "int4-head8-down8": QuantSpec(bits=4, head_symmetric=True, keep_8bit=("down_proj",)),
         "int4-head8-edges8": QuantSpec(bits=4, head_symmetric=True, keep_8bit=edges),
         "int4-min-head8": QuantSpec(bits=4, block_min=True, head_symmetric=True),
+        "int4-min-head8-f32": QuantSpec(bits=4, block_min=True, head_symmetric=True, accuracy_level=0),
+        "int4-head8-f32": QuantSpec(bits=4, head_symmetric=True, accuracy_level=0),
     }
 
 

@@ -16,7 +16,7 @@ from edge.decoder import Decoder
 from edge.errors import ExportError
 from edge.manifest import GraphSpec, Manifest, Quantization
 from export import __version__, architectures, quality, writer
-from export.graph import MODEL_FILE, build_decoder
+from export.graph import MODEL_FILE, build_decoder, traced
 from export.quantize import QuantSpec
 from export.source import Source, load_source
 
@@ -43,7 +43,11 @@ def export_model(
             from export.encoder import export_encoder  # encoders: the embeddings pipeline
 
             return export_encoder(src, model, out, stage, quantize, log)
-        return _export_decoder(src, model, out, stage, QUANTIZE[quantize], log)
+        quant = QUANTIZE[quantize]
+        if architectures.family(src.config) == architectures.TRACED:
+            log(f"{model.architecture} has no native graph builder: tracing the transformers model")
+            model, quant = traced.with_cache_shape(model, src.module), traced.plain_spec(quant)
+        return _export_decoder(src, model, out, stage, quant, log)
 
 
 def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec | None, log) -> Manifest:
@@ -60,7 +64,10 @@ class SavedGraph:
 
 
 def save_decoder(src: Source, model, quant: QuantSpec | None, folder: Path) -> SavedGraph:
-    proto, spec = build_decoder(model, src.weights, src.config, quant)
+    if architectures.family(src.config) == architectures.TRACED:
+        proto, spec = traced.build_traced(src.module, quant, MODEL_FILE)
+    else:
+        proto, spec = build_decoder(model, src.weights, src.config, quant)
     return SavedGraph(folder, writer.save_graph(proto, folder, MODEL_FILE), spec)
 
 

@@ -20,13 +20,14 @@ class QuantSpec:
     bits: int = 8
     block_size: int = 32
     symmetric: bool = False  # asymmetric blocks keep a zero point: better on skewed weights
-    accuracy_level: int = 4  # MatMulNBits: 4 = int8 activations, per block (the fast path)
+    accuracy_level: int = 4  # MatMulNBits: 4 = int8 activations per block (fast); 0 = float activations
     # Each block spans exactly its own [min, max] and the minimum is added back in float
     # (one small MatMul of per-block input sums): integer zero points cannot hold it, float
     # ones run ~27x slower on CPU (4-bit) or are refused (8-bit). Reproduces Q4_1 blocks exactly.
     block_min: bool = False
     head_symmetric: bool = False  # LM head as 8-bit symmetric blocks (Q8_0's grid: exact on it)
     keep_8bit: tuple[str, ...] = ()  # weights whose name contains one of these stay 8-bit
+    embeddings: bool = True  # int8 embedding table (False: the graph keeps its float table)
 
     @property
     def scheme(self) -> str:
@@ -35,10 +36,12 @@ class QuantSpec:
     def for_weight(self, name: str) -> QuantSpec:
         """The spec one weight is stored with. Example: keep_8bit=("down_proj",) ->
         "model.layers.3.mlp.down_proj" gets bits=8, without the float block minimum."""
+        # 8-bit weights keep int8 activations: without them the CPU kernel dequantizes the
+        # whole weight every call (~17x slower than accuracy_level 4)
         if name == "lm_head" and self.head_symmetric:
-            return replace(self, bits=8, symmetric=True, block_min=False)
+            return replace(self, bits=8, symmetric=True, block_min=False, accuracy_level=4)
         if any(part in name for part in self.keep_8bit):
-            return replace(self, bits=8, block_min=False)
+            return replace(self, bits=8, block_min=False, accuracy_level=4)
         return self
 
     def describe(self) -> str:
@@ -49,7 +52,7 @@ class QuantSpec:
             text += "; LM head 8-bit symmetric"
         if self.keep_8bit:
             text += f"; 8-bit: {', '.join(self.keep_8bit)}"
-        return text + f"; embeddings int8 per block of {self.block_size}"
+        return text + (f"; embeddings int8 per block of {self.block_size}" if self.embeddings else "; embeddings float32")
 
 
 @dataclass(frozen=True)
