@@ -20,7 +20,12 @@ from export.graph import MODEL_FILE, build_decoder, traced
 from export.quantize import QuantSpec
 from export.source import Source, load_source
 
-QUANTIZE = {"int8": QuantSpec(bits=8), "int4": QuantSpec(bits=4), "none": None}
+# why these two: README "Quantization: why this scheme", figures in benchmarks/quantization.md
+QUANTIZE = {
+    "int8": QuantSpec(bits=8),
+    "int4": QuantSpec(bits=4, block_min=True, head_symmetric=True),
+    "none": None,
+}
 TOKENIZER_FILE = "tokenizer.json"
 
 

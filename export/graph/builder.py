@@ -95,9 +95,12 @@ class GraphBuilder:
         )
         if q.offsets is None:
             return y
-        # the blocks' float minimum: sum_b offset[n, b] * sum(x in block b), one small MatMul
-        blocked = self.op("Reshape", x, self.const([0, 0, k // spec.block_size, spec.block_size]))
-        sums = self.op("ReduceSum", blocked, self.const([-1]), keepdims=0)  # (B, S, K / block)
+        # the blocks' float minimum: sum_b offset[n, b] * sum(x in block b). Block sums as a
+        # MatMul with a 0/1 matrix: one op where Reshape + ReduceSum are two (ops, not
+        # arithmetic, are what a decode step of a small model pays for)
+        blocks = k // spec.block_size
+        ones = np.repeat(np.eye(blocks, dtype=np.float32), spec.block_size, axis=0)  # (K, K / block)
+        sums = self.op("MatMul", x, self.const(ones, np.float32))  # (B, S, K / block)
         return self.op("Add", y, self.op("MatMul", sums, self.init(f"{name}.offsets", q.offsets.T)))
 
     def embedding(self, ids: str, table: np.ndarray, name: str) -> str:
