@@ -69,6 +69,7 @@ class GraphSpec:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     kv: KVLayout | None = None  # decoders only
+    builder: str = "edge"  # who made the graph: edge's own builder, or the traced fallback
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Which architectures edge exports, and how their configs map onto the manifest.
 
 In: a transformers config. Out: the task it implies and an `edge.manifest.ModelConfig`.
-Anything else fails here, before any weights are loaded.
+Llama, Qwen2, GPT-2 and BERT have graphs built op by op (export/graph/); any other causal
+LM transformers knows goes through the traced fallback (export/graph/traced.py). Anything
+else fails here, before any weights are loaded.
 """
 
 from __future__ import annotations
@@ -11,15 +13,25 @@ from edge.manifest import ModelConfig, Positional
 
 DECODERS = {"llama": "llama", "qwen2": "llama", "gpt2": "gpt2"}  # model_type -> graph family
 ENCODERS = {"bert": "bert"}
-SUPPORTED = "Llama family (llama, qwen2: SmolLM2, TinyLlama, Qwen2/2.5), GPT-2 (gpt2), BERT encoders (bert)"
+TRACED = "traced"  # the family of causal LMs without a native graph builder
+SUPPORTED = ("Llama family (llama, qwen2: SmolLM2, TinyLlama, Qwen2/2.5), GPT-2 (gpt2), BERT encoders (bert), "
+             "and other transformers causal LMs through a traced graph")
 
 
 def family(config) -> str:
     model_type = getattr(config, "model_type", None)
     found = DECODERS.get(model_type) or ENCODERS.get(model_type)
+    if found is None and _is_causal_lm(model_type):
+        return TRACED
     if found is None:
         raise ExportError(f"architecture {model_type!r} is not supported. edge exports: {SUPPORTED}.")
     return found
+
+
+def _is_causal_lm(model_type: str | None) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
 def check(config, task: str | None) -> str:
@@ -28,13 +40,14 @@ def check(config, task: str | None) -> str:
     implied = "feature-extraction" if kind in ENCODERS.values() else "text-generation"
     if task is not None and task != implied:
         raise ExportError(f"{config.model_type} models export as --task {implied}, not {task}.")
-    _check_rope(config)
+    if kind != TRACED:  # the traced model computes its own rotary variant
+        _check_rope(config)
     return implied
 
 
 def model_config(config, task: str, max_context: int | None = None) -> ModelConfig:
     kind = family(config)
-    builders = {"llama": _llama, "gpt2": _gpt2, "bert": _bert}
+    builders = {"llama": _llama, "gpt2": _gpt2, "bert": _bert, TRACED: _traced}
     model = builders[kind](config, task)
     if max_context is not None:
         if max_context < 1:
@@ -112,3 +125,38 @@ def _bert(config, task: str) -> ModelConfig:
         context_length=config.max_position_embeddings,
         positional=Positional("learned"),
     )
+
+
+def _traced(config, task: str) -> ModelConfig:
+    """Shapes as the config names them; the traced pipeline replaces kv_heads and head_dim
+    with the ones the model's cache really has."""
+    heads = _first(config, "num_attention_heads", "n_head", "num_heads")
+    hidden = _first(config, "hidden_size", "n_embd", "d_model")
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    params = config.to_dict()
+    positional = Positional("learned")
+    if any(key in params for key in ("rope_theta", "rope_parameters", "rotary_pct", "rotary_dim")):
+        rope = getattr(config, "rope_parameters", None) or {}
+        share = rope.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) \
+            or getattr(config, "rotary_pct", None) or 1.0
+        positional = Positional("rotary", rope_theta=rope_theta(config), rotary_dim=int(head_dim * share))
+    return ModelConfig(
+        architecture=config.model_type,
+        task=task,
+        num_layers=_first(config, "num_hidden_layers", "n_layer", "num_layers"),
+        num_heads=heads,
+        num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=head_dim,
+        hidden_size=hidden,
+        vocab_size=config.vocab_size,
+        context_length=_first(config, "max_position_embeddings", "n_positions", "max_sequence_length"),
+        positional=positional,
+    )
+
+
+def _first(config, *names: str) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ExportError(f"{config.model_type} config has none of {', '.join(names)}; edge cannot size its graph.")

@@ -1,14 +1,15 @@
 """Block-wise weight quantization in numpy, in the layouts onnxruntime's kernels read.
 
 Why blocks: one scale per 32 weights follows the weights' local range, so 8-bit blocks
-are near lossless (SmolLM2: perplexity 25.45 vs 25.15 fp32), where one scale per tensor
-or per channel is not. Activations are never quantized ahead of time here: MatMulNBits
+are near lossless (SmolLM2: perplexity +0.5%), where one scale per tensor or per channel
+is not; 4-bit blocks with a float block minimum (`block_min`) reproduce a GGUF's Q4_1
+blocks exactly. Figures: benchmarks/quantization.md. Activations are never quantized ahead of time here: MatMulNBits
 quantizes them per block at run time, so a long prompt keeps per-token precision.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,18 +21,39 @@ class QuantSpec:
     bits: int = 8
     block_size: int = 32
     symmetric: bool = False  # asymmetric blocks keep a zero point: better on skewed weights
-    accuracy_level: int = 4  # MatMulNBits: 4 = int8 activations, per block (the fast path)
+    accuracy_level: int = 4  # MatMulNBits: 4 = int8 activations per block (fast); 0 = float activations
+    # Each block spans exactly its own [min, max] and the minimum is added back in float
+    # (one small MatMul of per-block input sums): integer zero points cannot hold it, float
+    # ones run ~27x slower on CPU (4-bit) or are refused (8-bit). Reproduces Q4_1 blocks exactly.
+    block_min: bool = False
+    head_symmetric: bool = False  # LM head as 8-bit symmetric blocks (Q8_0's grid: exact on it)
+    keep_8bit: tuple[str, ...] = ()  # weights whose name contains one of these stay 8-bit
+    embeddings: bool = True  # int8 embedding table (False: the graph keeps its float table)
 
     @property
     def scheme(self) -> str:
         return f"int{self.bits}"
 
+    def for_weight(self, name: str) -> QuantSpec:
+        """The spec one weight is stored with. Example: keep_8bit=("down_proj",) ->
+        "model.layers.3.mlp.down_proj" gets bits=8, without the float block minimum."""
+        # 8-bit weights keep int8 activations: without them the CPU kernel dequantizes the
+        # whole weight every call (~17x slower than accuracy_level 4)
+        if name == "lm_head" and self.head_symmetric:
+            return replace(self, bits=8, symmetric=True, block_min=False, accuracy_level=4)
+        if any(part in name for part in self.keep_8bit):
+            return replace(self, bits=8, block_min=False, accuracy_level=4)
+        return self
+
     def describe(self) -> str:
-        kind = "symmetric" if self.symmetric else "asymmetric"
-        return (
-            f"MatMulNBits {self.bits}-bit {kind} weights, blocks of {self.block_size}, "
-            f"accuracy_level {self.accuracy_level}; embeddings int8 per block of {self.block_size}"
-        )
+        kind = "min-max blocks, float minimum" if self.block_min else "symmetric" if self.symmetric else "asymmetric"
+        text = (f"MatMulNBits {self.bits}-bit {kind} weights, blocks of {self.block_size}, "
+                f"accuracy_level {self.accuracy_level}")
+        if self.head_symmetric:
+            text += "; LM head 8-bit symmetric"
+        if self.keep_8bit:
+            text += f"; 8-bit: {', '.join(self.keep_8bit)}"
+        return text + (f"; embeddings int8 per block of {self.block_size}" if self.embeddings else "; embeddings float32")
 
 
 @dataclass(frozen=True)
@@ -41,6 +63,7 @@ class BlockQuantized:
     packed: np.ndarray  # (N, blocks, block_size * bits / 8) uint8
     scales: np.ndarray  # (N * blocks,) float32
     zero_points: np.ndarray | None  # (N * ceil(blocks * bits / 8),) uint8, packed like `packed`
+    offsets: np.ndarray | None = None  # (N, blocks) float32: block_min's minimum, weight = kernel's + offset
 
 
 def quantize_matmul_weight(weight: np.ndarray, spec: QuantSpec) -> BlockQuantized:
@@ -49,6 +72,8 @@ def quantize_matmul_weight(weight: np.ndarray, spec: QuantSpec) -> BlockQuantize
     Example (bits=8, symmetric): a block [-1.0, 0.5] gets scale 1/127, codes [1, 192]
     with the implicit zero point 128.
     """
+    if spec.block_min and weight.shape[1] % spec.block_size == 0:
+        return _quantize_block_min(weight, spec)
     levels = (1 << spec.bits) - 1
     blocks = _blocks(weight, spec.block_size)  # (N, n_blocks, block_size)
     if spec.symmetric:
@@ -68,8 +93,23 @@ def quantize_matmul_weight(weight: np.ndarray, spec: QuantSpec) -> BlockQuantize
     return BlockQuantized(packed, scale.reshape(-1), zero_points)
 
 
+def _quantize_block_min(weight: np.ndarray, spec: QuantSpec) -> BlockQuantized:
+    """Codes c over each block's own range: w = (c - half) * scale + offset, the implicit
+    zero point `half` absorbed into the float offset. Example (bits=4): a Q4_1 block
+    d * q + m gives scale d, codes q, offset m + 8 d (exact)."""
+    levels, half = (1 << spec.bits) - 1, 1 << (spec.bits - 1)
+    blocks = _blocks(weight, spec.block_size)  # (N, n_blocks, block_size)
+    low = blocks.min(axis=-1, keepdims=True)
+    scale = (blocks.max(axis=-1, keepdims=True) - low) / levels
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    codes = np.clip(np.round((blocks - low) / scale), 0, levels).astype(np.uint8)
+    offsets = (low + half * scale)[..., 0].astype(np.float32)  # (N, n_blocks)
+    return BlockQuantized(_pack(codes, spec.bits), scale.reshape(-1), None, offsets)
+
+
 def dequantize_matmul_weight(q: BlockQuantized, shape: tuple[int, int], spec: QuantSpec) -> np.ndarray:
-    """The (N, K) float weight the kernel sees: the oracle for tests and quality checks."""
+    """The (N, K) float weight the kernel (plus the float block offsets) sees: the oracle
+    for tests and quality checks."""
     n, k = shape
     codes = _unpack(q.packed, spec.bits).astype(np.float32)  # (N, blocks, block_size)
     blocks = codes.shape[1]
@@ -79,7 +119,10 @@ def dequantize_matmul_weight(q: BlockQuantized, shape: tuple[int, int], spec: Qu
         per_row = -(-blocks * spec.bits // 8)
         zero = _unpack(q.zero_points.reshape(n, per_row), spec.bits)[:, :blocks, None]
     scales = q.scales.reshape(n, blocks, 1)
-    return ((codes - zero) * scales).reshape(n, -1)[:, :k]
+    weight = (codes - zero) * scales
+    if q.offsets is not None:
+        weight = weight + q.offsets[..., None]
+    return weight.reshape(n, -1)[:, :k]
 
 
 def quantize_embedding(table: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ class Source:
     tokenizer_json: str
     tokens: TokenizerSpec
     folder: Path | None = None  # local folder, for sentence-transformers files
+    module: Any = None  # the transformers model itself, for the traced fallback
     extra_files: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,7 +67,7 @@ def load_source(spec: str, task: str | None = None) -> Source:
     weights = {name: t.detach().to("cpu").float().numpy() for name, t in model.state_dict().items()}
     tokenizer_json, tokens = _hub_call(where, _load_tokenizer, where)
     folder = Path(where.path) if where.kind == "folder" else None
-    return Source(spec, task, config, weights, tokenizer_json, tokens, folder)
+    return Source(spec, task, config, weights, tokenizer_json, tokens, folder, module=model)
 
 
 def gguf_tokenizer_json(path: Path) -> str:

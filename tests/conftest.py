@@ -164,6 +164,11 @@ def tiny_llama_bundle_int8(tiny_llama_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_bundle_int4(tiny_llama_dir, tmp_path_factory) -> Path:
+    return _export(tiny_llama_dir, tmp_path_factory.mktemp("bundles") / "llama-int4", "int4")
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2_bundle_fp32(tiny_gpt2_dir, tmp_path_factory) -> Path:
     return _export(tiny_gpt2_dir, tmp_path_factory.mktemp("bundles") / "gpt2-fp32", "none")
 
@@ -210,6 +215,11 @@ def smollm2_bundle_int8(smollm2_gguf) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_bundle_int4(smollm2_gguf) -> Path:
+    return _cached_export(smollm2_gguf, "smollm2-int4", "int4")
+
+
+@pytest.fixture(scope="session")
 def smollm2_bundle_fp32(smollm2_gguf) -> Path:
     return _cached_export(smollm2_gguf, "smollm2-fp32", "none")
 
@@ -228,8 +238,8 @@ def minilm_bundle_int8(minilm_dir) -> Path:
 EXPORTER_IMPORTS = frozenset({"torch", "transformers", "tokenizers", "onnx", "gguf", "sentence_transformers",
                               "huggingface_hub", "export", "tokenizer_oracle"})
 EXPORTER_FIXTURES = frozenset({"smollm2_tokenizer_json", "gpt2_style_tokenizer_json", "tiny_llama_dir",
-                               "tiny_gpt2_dir", "smollm2_bundle_int8", "smollm2_bundle_fp32", "tiny_bert_dir",
-                               "minilm_bundle_int8"})
+                               "tiny_gpt2_dir", "smollm2_bundle_int8", "smollm2_bundle_int4", "smollm2_bundle_fp32",
+                               "tiny_bert_dir", "minilm_bundle_int8"})
 
 
 def pytest_configure(config):

@@ -27,7 +27,8 @@ def test_asymmetric_8bit_block_by_hand():
     assert q.zero_points.tolist() == [0]
 
 
-@pytest.mark.parametrize("spec", [QuantSpec(bits=8), QuantSpec(bits=8, symmetric=True), QuantSpec(bits=4)])
+@pytest.mark.parametrize("spec", [QuantSpec(bits=8), QuantSpec(bits=8, symmetric=True), QuantSpec(bits=4),
+                                  QuantSpec(bits=4, block_min=True)])
 def test_round_trip_error_is_at_most_half_a_step(spec):
     w = np.random.default_rng(0).normal(size=(48, 100)).astype(np.float32)  # K not a multiple of 32
     q = quantize_matmul_weight(w, spec)
@@ -36,7 +37,32 @@ def test_round_trip_error_is_at_most_half_a_step(spec):
     assert np.all(np.abs(back - w) <= step / 2 + 1e-6)
 
 
-@pytest.mark.parametrize("spec", [QuantSpec(bits=8, accuracy_level=0), QuantSpec(bits=4, accuracy_level=0)])
+def test_block_min_reproduces_q4_1_blocks_exactly():
+    # GGUF Q4_1: each block of 32 is d * q + m with q in 0..15 (0 and 15 both occur)
+    rng = np.random.default_rng(3)
+    q = rng.integers(0, 16, size=(8, 4, 32)).astype(np.float32)
+    q[..., 0], q[..., 1] = 0, 15
+    d, m = rng.uniform(0.001, 0.02, size=(8, 4, 1)), rng.uniform(-0.2, 0.0, size=(8, 4, 1))
+    w = (d * q + m).astype(np.float32).reshape(8, 128)
+    spec = QuantSpec(bits=4, block_min=True)
+    quantized = quantize_matmul_weight(w, spec)
+    np.testing.assert_array_equal(quantized.packed & 0x0F, q[..., 0::2].astype(np.uint8))
+    np.testing.assert_allclose(dequantize_matmul_weight(quantized, w.shape, spec), w, rtol=0, atol=1e-7)
+
+
+def test_for_weight_keeps_named_weights_at_8_bits():
+    spec = QuantSpec(bits=4, block_min=True, head_symmetric=True, keep_8bit=("down_proj", "layers.0."))
+    assert spec.for_weight("model.layers.3.mlp.down_proj") == QuantSpec(
+        bits=8, head_symmetric=True, keep_8bit=("down_proj", "layers.0."))
+    assert spec.for_weight("model.layers.0.self_attn.qkv_proj").bits == 8
+    assert spec.for_weight("model.layers.10.self_attn.qkv_proj") is spec
+    head = spec.for_weight("lm_head")
+    assert (head.bits, head.symmetric, head.block_min) == (8, True, False)
+
+
+@pytest.mark.parametrize("spec", [QuantSpec(bits=8, accuracy_level=0), QuantSpec(bits=4, accuracy_level=0),
+                                  QuantSpec(bits=4, accuracy_level=0, block_min=True),
+                                  QuantSpec(bits=8, accuracy_level=0, block_min=True)])
 def test_matmulnbits_layout_matches_numpy(spec):
     """onnxruntime's kernel reads our packed layout as the weights we meant."""
     rng = np.random.default_rng(1)

@@ -56,6 +56,14 @@ def test_int8_perplexity_within_2_percent_of_fp32(int8, reference_perplexity, sm
     assert quality.perplexity_fp32 == pytest.approx(reference_perplexity, rel=1e-3)
 
 
+def test_int4_perplexity_within_2_percent_of_fp32(smollm2_bundle_int4, reference_perplexity):
+    """The issue asks for 10%; int4's blocks reproduce this GGUF's Q4_1 blocks exactly, so
+    only int8 activations cost anything, as in int8."""
+    ppl = edge.load(smollm2_bundle_int4).perplexity(heldout_text())
+    print(f"int4 perplexity {ppl:.3f} vs fp32 {reference_perplexity:.3f}")
+    assert ppl <= reference_perplexity * 1.02
+
+
 def test_int8_bundle_is_at_most_45_percent_of_fp32(smollm2_bundle_int8, smollm2_bundle_fp32):
     def size(bundle):
         return sum(f.stat().st_size for f in bundle.iterdir())

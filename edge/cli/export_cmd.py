@@ -54,7 +54,8 @@ def info(
         ("context", f"{m.context_length} tokens"),
         ("positions", pos.kind + (f" (theta {pos.rope_theta:g}, {pos.rotary_dim} dims)" if pos.kind == "rotary" else "")),
         ("quantization", f"{manifest.quantization.scheme}: {manifest.quantization.method}"),
-        ("graph", f"{manifest.graph.file}, {len(manifest.graph.inputs)} inputs, {len(manifest.graph.outputs)} outputs"),
+        ("graph", f"{manifest.graph.file}, {len(manifest.graph.inputs)} inputs, {len(manifest.graph.outputs)} outputs, "
+                  f"built by {manifest.graph.builder}"),
         ("tokenizer", _tokens(manifest)),
         ("files", ", ".join(f"{name} ({_size(bundle / name)})" for name in manifest.files) + "; checksums ok"),
         ("exporter", f"edge {manifest.exporter_version}, schema {manifest.schema_version}"),

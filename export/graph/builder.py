@@ -85,16 +85,25 @@ class GraphBuilder:
         return y
 
     def _matmul_nbits(self, x: str, weight: np.ndarray, name: str) -> str:
-        spec = self.quant
+        spec = self.quant.for_weight(name)
         q = quantize_matmul_weight(weight, spec)
         inputs = [x, self.init(f"{name}.qweight", q.packed), self.init(f"{name}.scales", q.scales)]
         if q.zero_points is not None:
             inputs.append(self.init(f"{name}.zero_points", q.zero_points))
         n, k = weight.shape
-        return self.op(
+        y = self.op(
             "MatMulNBits", *inputs, domain=MS_DOMAIN,
             K=k, N=n, bits=spec.bits, block_size=spec.block_size, accuracy_level=spec.accuracy_level,
         )
+        if q.offsets is None:
+            return y
+        # the blocks' float minimum: sum_b offset[n, b] * sum(x in block b). Block sums as a
+        # MatMul with a 0/1 matrix: one op where Reshape + ReduceSum are two (ops, not
+        # arithmetic, are what a decode step of a small model pays for)
+        blocks = k // spec.block_size
+        ones = np.repeat(np.eye(blocks, dtype=np.float32), spec.block_size, axis=0)  # (K, K / block)
+        sums = self.op("MatMul", x, self.const(ones, np.float32))  # (B, S, K / block)
+        return self.op("Add", y, self.op("MatMul", sums, self.init(f"{name}.offsets", q.offsets.T)))
 
     def table(self, role: str, name: str, array: np.ndarray) -> str:
         """An fp32 lookup table (e.g. learned positions) that `edge inspect` reads as `role`."""
