@@ -7,7 +7,8 @@
 # here. Then, emulating a Raspberry Pi 4 core (Cortex-A72: no int8 dot product) and a Pi 5
 # core (Cortex-A76: with it), it runs `edge info` (verifies the checksums), `edge generate`
 # (greedy, 32 tokens), `edge embed` (when an encoder bundle and the command exist) and `edge
-# doctor`, compares the tokens and embeddings with this machine's, and runs the runtime's
+# doctor`. It compares the tokens, the logits fed this machine's tokens (teacher forcing) and
+# the embeddings with this machine's (scripts/portability_probe.py), and runs the runtime's
 # tests (-m "not exporter"). Correctness only: emulated speed says nothing about a Pi.
 #
 #   sudo nice -n 10 scripts/check-aarch64.sh
@@ -35,12 +36,14 @@ declare -A CORE=([pi4]=cortex-a72 [pi5]=cortex-a76)
 declare -A CPUINFO=([pi4]=rpi4-cortex-a72 [pi5]=rpi5-cortex-a76)
 read -r -a BOARDS <<<"${EDGE_AARCH64_BOARDS:-pi4 pi5}"
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}  # this machine runs the repository's code
-WORK=$(mktemp -d)
+WORK=$ROOTFS/work  # outputs of both machines, seen as /work inside the root; removed at the end
+PROBE=scripts/portability_probe.py
 STARTED=$SECONDS
 CHECKS=()
 FAILED=0
 QEMU_CPU=
 ENCODER=
+EMBED_SKIPPED=
 
 log() { echo "== $*" >&2; }
 
@@ -101,6 +104,11 @@ build_rootfs() {
   touch "$ROOTFS/.edge-rootfs-ok"
 }
 
+make_work() {
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+}
+
 mount_rootfs() {
   mountpoint -q "$ROOTFS/proc" || mount -t proc proc "$ROOTFS/proc"
   mountpoint -q "$ROOTFS/sys" || mount -t sysfs sysfs "$ROOTFS/sys"
@@ -139,7 +147,7 @@ install_runtime() {
              pip install --quiet --no-index --no-deps --force-reinstall /wheels/project/*.whl'
   arm python -c 'import importlib.util as u, sys
 found = [n for n in ("torch", "transformers", "tokenizers", "onnx", "gguf") if u.find_spec(n)]
-sys.exit(found and f"exporter packages in the runtime venv: {found}")'
+sys.exit(f"exporter packages in the runtime venv: {found}" if found else 0)'
   log "arm64 runtime: $(arm python -c 'import platform, numpy, onnxruntime; print(platform.machine(), "numpy", numpy.__version__, "onnxruntime", onnxruntime.__version__)')"
   rm -rf "$ROOTFS/src"
   mkdir -p "$ROOTFS/src"
@@ -151,35 +159,49 @@ sys.exit(found and f"exporter packages in the runtime venv: {found}")'
 host_bundles() {
   local llm
   llm=${EDGE_AARCH64_BUNDLE:-$("$HOST_PY" -m export.default)}
-  ENCODER=${EDGE_ENCODER_BUNDLE:-$("$HOST_PY" "$REPO/scripts/portability_probe.py" encoder)}
+  ENCODER=${EDGE_ENCODER_BUNDLE:-$("$HOST_PY" "$REPO/$PROBE" encoder)}
+  if [[ -z $ENCODER ]]; then
+    EMBED_SKIPPED="no encoder bundle"
+  elif ! host_edge embed --help >/dev/null 2>&1; then  # the same code as the arm64 wheel's
+    EMBED_SKIPPED="no edge embed command"
+    ENCODER=
+EMBED_SKIPPED=
+  fi
   rm -rf "$ROOTFS/bundles"
   mkdir -p "$ROOTFS/bundles"
   cp -r "$llm" "$ROOTFS/bundles/llm"
   if [[ -n $ENCODER ]]; then cp -r "$ENCODER" "$ROOTFS/bundles/encoder"; fi
   log "x86_64 reference outputs of $llm${ENCODER:+ and $ENCODER}"
   host_edge generate --json -m "$ROOTFS/bundles/llm" --max-tokens 32 "$PROMPT" >"$WORK/x86_64.generate.json"
-  if [[ -n $ENCODER ]]; then "$HOST_PY" "$REPO/scripts/portability_probe.py" embed "$ROOTFS/bundles/encoder" >"$WORK/x86_64.embed.json"; fi
+  "$HOST_PY" "$REPO/$PROBE" logits "$ROOTFS/bundles/llm" "$PROMPT" "$WORK/x86_64.generate.json" "$WORK/x86_64.logits.npy"
+  if [[ -n $ENCODER ]]; then "$HOST_PY" "$REPO/$PROBE" embed "$ROOTFS/bundles/encoder" >"$WORK/x86_64.embed.json"; fi
 }
 
-# same_as_x86 BOARD KIND: compare BOARD's outputs of KIND (generate, embed) with x86_64's.
+# same_as_x86 BOARD COMPARISON FILE...: compare BOARD's outputs with x86_64's (x86 first).
 same_as_x86() {
-  local line code=0
-  line=$("$HOST_PY" "$REPO/scripts/portability_probe.py" compare "$WORK/x86_64.$2.json" "$WORK/$1.$2.json") || code=$?
+  local board=$1 line code=0
+  shift
+  line=$("$HOST_PY" "$REPO/$PROBE" "$@") || code=$?
   echo "$line" >&2
-  CHECKS+=("$1 $line")
+  CHECKS+=("$board $line")
   return $code
 }
 
 generate_on() {
   arm edge generate --json -m /bundles/llm --max-tokens 32 "$PROMPT" >"$WORK/$1.generate.json" &&
     "$HOST_PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["text"])' "$WORK/$1.generate.json" >&2 &&
-    same_as_x86 "$1" generate
+    same_as_x86 "$1" compare "$WORK/x86_64.generate.json" "$WORK/$1.generate.json"
+}
+
+logits_on() {
+  arm python "/src/$PROBE" logits /bundles/llm "$PROMPT" /work/x86_64.generate.json "/work/$1.logits.npy" &&
+    same_as_x86 "$1" compare-logits "$WORK/x86_64.logits.npy" "$WORK/$1.logits.npy" "$WORK/x86_64.generate.json"
 }
 
 embed_on() {
   arm edge embed -m /bundles/encoder "A cat sat on the mat." "Quantized models run on small computers." >&2 &&
-    arm python /src/scripts/portability_probe.py embed /bundles/encoder >"$WORK/$1.embed.json" &&
-    same_as_x86 "$1" embed
+    arm python "/src/$PROBE" embed /bundles/encoder >"$WORK/$1.embed.json" &&
+    same_as_x86 "$1" compare "$WORK/x86_64.embed.json" "$WORK/$1.embed.json"
 }
 
 runtime_tests() {
@@ -192,19 +214,20 @@ runtime_tests() {
 
 host_tools
 build_rootfs
+make_work
 mount_rootfs
 emulate "${BOARDS[0]}"
 host_wheels
 install_runtime
 host_bundles
-can_embed=$([[ -n $ENCODER ]] && arm edge embed --help >/dev/null 2>&1 && echo yes || true)
 for board in "${BOARDS[@]}"; do
   emulate "$board"
   check "$board info" arm edge info /bundles/llm
   check "$board generate" generate_on "$board"
-  if [[ -n $can_embed ]]; then check "$board embed" embed_on "$board"; fi
+  check "$board logits" logits_on "$board"
+  if [[ -n $ENCODER ]]; then check "$board embed" embed_on "$board"; fi
   check "$board doctor" arm edge doctor
 done
-if [[ -z $can_embed ]]; then CHECKS+=("embed skipped (${ENCODER:+no edge embed command}${ENCODER:-no encoder bundle})"); fi
+if [[ -n $EMBED_SKIPPED ]]; then CHECKS+=("embed skipped ($EMBED_SKIPPED)"); fi
 emulate "${BOARDS[0]}"
 check "${BOARDS[0]} tests" runtime_tests "${BOARDS[0]}"

@@ -1,14 +1,19 @@
-"""What check-aarch64.sh compares across machines: greedy tokens and embeddings.
+"""What check-aarch64.sh compares across machines: greedy tokens, logits and embeddings.
 
 `encoder` prints the first int8 encoder bundle in the edge cache (or nothing). `embed`
-prints the embeddings of fixed texts as JSON (public API). `compare` reads two
-`edge generate --json` outputs, or two `embed` outputs, the x86 one first, prints token
-agreement or cosine, and exits 1 when they disagree beyond what different int8 kernels can
-explain. Runtime dependencies only (numpy + edge), so it runs inside the arm64 root too.
+prints the embeddings of fixed texts as JSON. `logits` feeds the prompt and the tokens an
+`edge generate --json` output holds (the x86 one, on every machine: teacher forcing) and
+saves the logits that chose each generated token, (tokens, vocab), as .npy. `compare` reads
+two `edge generate --json` outputs or two `embed` outputs, `compare-logits` two `logits`
+files, the x86 one first; each prints one line and exits 1 when they disagree beyond what
+different int8 kernels explain. Runtime dependencies only (numpy + edge), so it runs inside
+the arm64 root too.
 
     python scripts/portability_probe.py encoder
     python scripts/portability_probe.py embed BUNDLE > x86.json
+    python scripts/portability_probe.py logits BUNDLE PROMPT x86.generate.json out.npy
     python scripts/portability_probe.py compare x86.json aarch64.json
+    python scripts/portability_probe.py compare-logits x86.npy aarch64.npy x86.generate.json
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ import numpy as np
 
 TEXTS = ["A cat sat on the mat.", "Quantized models run on small computers.", "Der Himmel ist blau. 空は青い。"]
 # Different CPUs run different int8 kernels (AVX-512 VNNI, NEON dot product, a float
-# fallback), so logits differ in the last bits and a near-tie may flip one greedy token,
-# after which the texts part ways. The first tokens must agree; embeddings must be the same
-# vectors up to float noise.
+# fallback), so logits differ slightly and a near-tie may flip one greedy token, after which
+# the texts part ways. So: the first greedy tokens must agree; fed the same tokens, the
+# logits must be the same vectors up to kernel noise, and wherever the two machines' top
+# tokens differ, it must be a near-tie (the x86 token within NEAR_TIE logits of the top one);
+# embeddings must be the same vectors up to float noise.
 MIN_LEADING_AGREEMENT = 8
+MIN_LOGITS_COSINE = 0.995
+NEAR_TIE = 1.0
 MIN_COSINE = 0.999
 
 
@@ -45,23 +54,29 @@ def embed(bundle: str) -> dict:
     return {"texts": TEXTS, "embeddings": np.asarray(edge.load(bundle).embed(TEXTS), np.float64).tolist()}
 
 
-def leading_agreement(a: list[int], b: list[int]) -> int:
-    """How many tokens agree before the first difference. Example: [1, 2, 3], [1, 2, 4] -> 2."""
-    count = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        count += 1
-    return count
+def teacher_forced_logits(bundle: str, prompt: str, generated: dict) -> np.ndarray:
+    """(tokens, vocab) logits at the positions that chose each of `generated`'s tokens, fed the
+    prompt as `edge generate` encodes it and then those tokens."""
+    import edge
+
+    model = edge.load(bundle)
+    prompt_ids = model.encode_prompt(prompt)
+    if len(prompt_ids) != generated["prompt_tokens"]:
+        sys.exit(f"the prompt encodes to {len(prompt_ids)} tokens here, {generated['prompt_tokens']} in the reference")
+    tokens = generated["token_ids"]
+    logits = model.decoder.logits(prompt_ids + tokens[:-1])  # (prompt + tokens - 1, vocab)
+    return logits[len(prompt_ids) - 1:]
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of two (texts, dim) arrays."""
+    """Row-wise cosine of two (rows, dim) arrays."""
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def compare_tokens(a: list[int], b: list[int]) -> tuple[bool, str]:
-    lead = leading_agreement(a, b)
+    from edge.chat import common_prefix
+
+    lead = common_prefix(a, b)  # tokens that agree before the first difference
     same = sum(x == y for x, y in zip(a, b))
     line = f"greedy tokens {lead}/{len(a)} agree before the first difference, {same}/{len(a)} by position"
     return len(a) == len(b) and lead >= min(MIN_LEADING_AGREEMENT, len(a)), line
@@ -82,14 +97,33 @@ def compare(reference: dict, other: dict) -> tuple[bool, str]:
     return compare_embeddings(reference["embeddings"], other.get("embeddings", []))
 
 
+def compare_logits(reference: np.ndarray, other: np.ndarray, tokens: list[int]) -> tuple[bool, str]:
+    """Both (tokens, vocab), fed the same tokens; `tokens` are the reference's greedy choices."""
+    if reference.shape != other.shape:
+        return False, f"logits of shapes {reference.shape} and {other.shape}"
+    rows = np.arange(len(tokens))
+    top = other.argmax(axis=1)  # (tokens,)
+    gaps = other[rows, top] - other[rows, tokens]  # (tokens,) 0 where the machines agree
+    cos = cosines(reference.astype(np.float64), other.astype(np.float64))
+    line = (f"teacher-forced top-1 {int((top == tokens).sum())}/{len(tokens)} (largest gap to the x86 token "
+            f"{gaps.max():.3f}), logits cosine min {cos.min():.6f}, max |diff| {np.abs(reference - other).max():.3f}")
+    return bool(cos.min() >= MIN_LOGITS_COSINE and gaps.max() <= NEAR_TIE), line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("encoder")
     sub.add_parser("embed").add_argument("bundle")
+    logits_parser = sub.add_parser("logits")
+    for name in ("bundle", "prompt", "generated", "out"):
+        logits_parser.add_argument(name)
     compare_parser = sub.add_parser("compare")
     compare_parser.add_argument("reference")
     compare_parser.add_argument("other")
+    compare_logits_parser = sub.add_parser("compare-logits")
+    for name in ("reference", "other", "generated"):
+        compare_logits_parser.add_argument(name)
     args = parser.parse_args(argv)
     if args.command == "encoder":
         print(encoder_bundle())
@@ -97,8 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "embed":
         print(json.dumps(embed(args.bundle)))
         return 0
-    with open(args.reference, encoding="utf-8") as f, open(args.other, encoding="utf-8") as g:
-        ok, line = compare(json.load(f), json.load(g))
+    if args.command == "logits":
+        with open(args.generated, encoding="utf-8") as f:
+            np.save(args.out, teacher_forced_logits(args.bundle, args.prompt, json.load(f)))
+        return 0
+    if args.command == "compare-logits":
+        with open(args.generated, encoding="utf-8") as f:
+            tokens = json.load(f)["token_ids"]
+        ok, line = compare_logits(np.load(args.reference), np.load(args.other), tokens)
+    else:
+        with open(args.reference, encoding="utf-8") as f, open(args.other, encoding="utf-8") as g:
+            ok, line = compare(json.load(f), json.load(g))
     print(line)
     return 0 if ok else 1
 
