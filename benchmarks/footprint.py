@@ -3,7 +3,7 @@
 Four figures against the README's targets ("Raspberry Pi"): the installed size of the
 runtime and its dependencies, `python -c "import edge"` time, peak RSS while generating 32
 greedy tokens with the int8 SmolLM2 bundle, and load to first token. Everything runs in a
-fresh venv made with `pip install REPO` (the runtime alone: no exporter, no torch), each
+fresh venv made with `pip install REPO` (the runtime alone: no exporter dependencies, no torch), each
 measurement in its own child process; times are medians over --runs. The machine's load
 average and the CPU seconds are printed beside them: on a busy machine the wall times are
 upper bounds, and CPU time (all threads) shows the work itself.

@@ -3,7 +3,7 @@
 #
 # Builds once, cached outside the repository, an arm64 Debian root filesystem (debootstrap)
 # and a venv in it with the runtime alone, installed offline from PyPI's aarch64 wheels that
-# pip downloads on this machine (no exporter, no torch). Copies in the int8 bundles exported
+# pip downloads on this machine (none of the exporter's dependencies: no torch). Copies in the int8 bundles exported
 # here. Then, emulating a Raspberry Pi 4 core (Cortex-A72: no int8 dot product) and a Pi 5
 # core (Cortex-A76: with it), it runs `edge info` (verifies the checksums), `edge generate`
 # (greedy, 32 tokens), `edge embed` (when an encoder bundle and the command exist) and `edge
@@ -36,7 +36,7 @@ declare -A CORE=([pi4]=cortex-a72 [pi5]=cortex-a76)
 declare -A CPUINFO=([pi4]=rpi4-cortex-a72 [pi5]=rpi5-cortex-a76)
 read -r -a BOARDS <<<"${EDGE_AARCH64_BOARDS:-pi4 pi5}"
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}  # this machine runs the repository's code
-WORK=$ROOTFS/work  # outputs of both machines, seen as /work inside the root; removed at the end
+WORK=$ROOTFS/work  # outputs of both machines, seen as /work inside the root; then in $CACHE/last-run
 PROBE=scripts/portability_probe.py
 STARTED=$SECONDS
 CHECKS=()
@@ -56,7 +56,7 @@ unmount_all() {
 finish() {
   local code=$? status=ok joined
   unmount_all
-  rm -rf "$WORK"
+  if [[ -d $WORK ]]; then rm -rf "$CACHE/last-run" && mv "$WORK" "$CACHE/last-run"; fi  # kept for a look
   if ((code != 0 || FAILED)); then status=FAILED; fi
   joined=$(IFS=';'; echo "${CHECKS[*]:-setup did not finish}")
   echo "check-aarch64: $status in $(((SECONDS - STARTED) / 60))m$(((SECONDS - STARTED) % 60))s: ${joined//;/, }"

@@ -28,11 +28,13 @@ TEXTS = ["A cat sat on the mat.", "Quantized models run on small computers.", "D
 # Different CPUs run different int8 kernels (AVX-512 VNNI, NEON dot product, a float
 # fallback), so logits differ slightly and a near-tie may flip one greedy token, after which
 # the texts part ways. So: the first greedy tokens must agree; fed the same tokens, the
-# logits must be the same vectors up to kernel noise, and wherever the two machines' top
-# tokens differ, it must be a near-tie (the x86 token within NEAR_TIE logits of the top one);
-# embeddings must be the same vectors up to float noise.
+# next-token distributions must stay close (KL divergence; for scale, this x86 machine's
+# own int8 and fp32 SmolLM2 bundles differ by 0.005 nats on average, 0.013 at most), and
+# wherever the machines' top tokens differ it must be a near-tie (the x86 token within
+# NEAR_TIE logits of the top one). A broken kernel or graph gives KL far above 1 nat.
+# Embeddings must be the same vectors up to float noise.
 MIN_LEADING_AGREEMENT = 8
-MIN_LOGITS_COSINE = 0.995
+MAX_KL = 0.1
 NEAR_TIE = 1.0
 MIN_COSINE = 0.999
 
@@ -97,17 +99,26 @@ def compare(reference: dict, other: dict) -> tuple[bool, str]:
     return compare_embeddings(reference["embeddings"], other.get("embeddings", []))
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise, (rows, vocab) -> (rows, vocab). Example: [[0, 0]] -> [[-0.693, -0.693]]."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
 def compare_logits(reference: np.ndarray, other: np.ndarray, tokens: list[int]) -> tuple[bool, str]:
     """Both (tokens, vocab), fed the same tokens; `tokens` are the reference's greedy choices."""
     if reference.shape != other.shape:
         return False, f"logits of shapes {reference.shape} and {other.shape}"
+    reference, other = reference.astype(np.float64), other.astype(np.float64)
     rows = np.arange(len(tokens))
     top = other.argmax(axis=1)  # (tokens,)
     gaps = other[rows, top] - other[rows, tokens]  # (tokens,) 0 where the machines agree
-    cos = cosines(reference.astype(np.float64), other.astype(np.float64))
+    log_p, log_q = log_softmax(reference), log_softmax(other)
+    kl = (np.exp(log_p) * (log_p - log_q)).sum(axis=1)  # (tokens,) KL(x86 || other) in nats
+    cos = cosines(reference, other)
     line = (f"teacher-forced top-1 {int((top == tokens).sum())}/{len(tokens)} (largest gap to the x86 token "
-            f"{gaps.max():.3f}), logits cosine min {cos.min():.6f}, max |diff| {np.abs(reference - other).max():.3f}")
-    return bool(cos.min() >= MIN_LOGITS_COSINE and gaps.max() <= NEAR_TIE), line
+            f"{gaps.max():.3f}), KL mean {kl.mean():.4f} max {kl.max():.4f} nats, logits cosine min {cos.min():.4f}")
+    return bool(kl.max() <= MAX_KL and gaps.max() <= NEAR_TIE), line
 
 
 def main(argv: list[str] | None = None) -> int:
