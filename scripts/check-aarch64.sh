@@ -134,10 +134,11 @@ host_wheels() {
   "$HOST_PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src"
   "$HOST_PY" -m pip download --quiet --only-binary=:all: --implementation cp --python-version "${python#python}" \
     --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 -d "$WHEELS" "$WORK"/dist/*.whl pytest
+  rm -f "$WHEELS"/edge_runtime-*.whl  # pip download copies it there, and would keep an older one
   rm -rf "$ROOTFS/wheels"
   mkdir -p "$ROOTFS/wheels/project"
   cp "$WHEELS"/*.whl "$ROOTFS/wheels/"
-  mv "$ROOTFS/wheels"/edge_runtime-*.whl "$ROOTFS/wheels/project/"
+  cp "$WORK"/dist/edge_runtime-*.whl "$ROOTFS/wheels/project/"
 }
 
 install_runtime() {
