@@ -3,13 +3,14 @@
 #
 # Builds once, cached outside the repository, an arm64 Debian root filesystem (debootstrap)
 # and a venv in it with the runtime alone, installed offline from PyPI's aarch64 wheels that
-# pip downloads on this machine (none of the exporter's dependencies: no torch). Copies in the int8 bundles exported
-# here. Then, emulating a Raspberry Pi 4 core (Cortex-A72: no int8 dot product) and a Pi 5
-# core (Cortex-A76: with it), it runs `edge info` (verifies the checksums), `edge generate`
-# (greedy, 32 tokens), `edge embed` (when an encoder bundle and the command exist) and `edge
-# doctor`. It compares the tokens, the logits fed this machine's tokens (teacher forcing) and
-# the embeddings with this machine's (scripts/portability_probe.py), and runs the runtime's
-# tests (-m "not exporter"). Correctness only: emulated speed says nothing about a Pi.
+# pip downloads on this machine (none of the exporter's dependencies: no torch). Copies in
+# the int8 bundles exported here. Then, emulating a Raspberry Pi 4 core (Cortex-A72: no
+# int8 dot product) and a Pi 5 core (Cortex-A76: with it), it runs `edge info` (verifies
+# the checksums), `edge generate` (greedy, 32 tokens), `edge embed` (when an encoder bundle
+# and the command exist) and `edge doctor`. It compares the tokens, the logits fed this
+# machine's tokens (teacher forcing) and the embeddings with this machine's
+# (scripts/portability_probe.py), and runs the runtime's tests (-m "not exporter").
+# Correctness only: emulated speed says nothing about a Pi.
 #
 #   sudo nice -n 10 scripts/check-aarch64.sh
 #
@@ -30,8 +31,8 @@ MIRROR=${EDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HOST_PY=${PYTHON:-$REPO/.venv/bin/python}
 PROMPT="Explain in two sentences why the sky is blue."
 STEP_TIMEOUT=1800  # seconds for one emulated command: a hang fails the check instead of the run
-# name, qemu core model, and the /proc/cpuinfo the board shows (qemu-user would show the
-# host's x86 one, which onnxruntime's CPU detection cannot read on arm64).
+# Each board's qemu core model, and the /proc/cpuinfo it shows (qemu-user would pass the
+# host's x86 one through, which no Pi shows; `edge doctor` and onnxruntime read it).
 declare -A CORE=([pi4]=cortex-a72 [pi5]=cortex-a76)
 declare -A CPUINFO=([pi4]=rpi4-cortex-a72 [pi5]=rpi5-cortex-a76)
 read -r -a BOARDS <<<"${EDGE_AARCH64_BOARDS:-pi4 pi5}"
