@@ -231,9 +231,11 @@ def minilm_bundle_int8(minilm_dir) -> Path:
 
 # --- which tests need the exporter: a runtime-only install runs -m "not exporter" -------
 # A test needs the exporter (its `export` extra, or a test oracle built on it) when its
-# module imports one of these at the top, its own body imports one, or it uses a fixture
-# below that exports or loads a model with them. Such tests are marked `exporter`; on an
-# install without the extra (onnx missing) their modules are not even imported.
+# module imports one of these at the top, its own body or a fixture it uses (directly or
+# through other fixtures) imports one, or it uses a fixture below that exports through a
+# helper. Such tests are marked `exporter`; on an install without the extra (onnx missing)
+# their modules are not even imported. With onnx installed nothing is skipped or ignored:
+# the marker only matters to a run that deselects it (test_runtime_imports checks both).
 
 EXPORTER_IMPORTS = frozenset({"torch", "transformers", "tokenizers", "onnx", "gguf", "sentence_transformers",
                               "huggingface_hub", "export", "tokenizer_oracle"})
@@ -274,8 +276,21 @@ def pytest_ignore_collect(collection_path: Path, config):
     return None
 
 
+def _fixture_imports(item) -> frozenset[str]:
+    """Package names that the fixtures an item uses, all the way down, import in their bodies."""
+    definitions = getattr(item, "_fixtureinfo", None)
+    if definitions is None:
+        return frozenset()
+    return frozenset().union(*(_body_imports(fixture.func) for fixtures in definitions.name2fixturedefs.values()
+                               for fixture in fixtures))
+
+
+def needs_exporter(item) -> bool:
+    imports = _module_imports(item.path) | _body_imports(getattr(item, "function", None)) | _fixture_imports(item)
+    return bool(imports & EXPORTER_IMPORTS or EXPORTER_FIXTURES & set(item.fixturenames))
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if (_module_imports(item.path) | _body_imports(getattr(item, "function", None))) & EXPORTER_IMPORTS \
-                or EXPORTER_FIXTURES & set(item.fixturenames):
+        if needs_exporter(item):
             item.add_marker(pytest.mark.exporter)
