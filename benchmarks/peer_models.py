@@ -42,10 +42,10 @@ def q8_0(gguf: Path, out: Path) -> None:
 
 
 def genai(hf: Path, out: Path, precision: str) -> None:
-    """onnxruntime-genai's own builder, CPU, accuracy_level 4 (int8 activations) as edge's."""
+    """onnxruntime-genai's own builder, CPU defaults (accuracy_level 4: int8 activations, as edge)."""
     cache = out.parent / "builder-cache"
     subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
-                    "-p", precision, "-e", "cpu", "-c", str(cache), "--extra_options", "int4_accuracy_level=4"],
+                    "-p", precision, "-e", "cpu", "-c", str(cache)],
                    check=True)
 
 

@@ -29,6 +29,11 @@ class Session:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Idle workers sleep instead of spinning between ops. On a machine whose cores are
+        # shared (other processes, or a loaded laptop) spinning workers steal the time the
+        # busy one needs: decode ran ~3x slower with it on a loaded 2-core machine
+        # (benchmarks/README.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
