@@ -90,12 +90,21 @@ class Genai:
         self.generator = None
 
     def prefill(self, ids: list[int]) -> int:
+        self._append(ids, room=DECODE + 1)
+        return self.step(None)
+
+    def logits(self, ids: list[int], every: bool = False) -> np.ndarray:
+        """Its prompt run returns every position's logits (1, seq, vocab)."""
+        self._append(ids, room=1)
+        logits = self.generator.get_output("logits")[0]
+        return logits if every else logits[-1]
+
+    def _append(self, ids: list[int], room: int) -> None:
         params = self.og.GeneratorParams(self.model)
-        total = len(ids) + DECODE + 1
+        total = len(ids) + room
         params.set_search_options(max_length=total, min_length=total, do_sample=False)
         self.generator = self.og.Generator(self.model, params)
         self.generator.append_tokens(np.asarray([ids], dtype=np.int32))
-        return self.step(None)
 
     def step(self, token: int | None) -> int:
         """genai feeds back its own last token; greedy, so that is `token`."""
@@ -112,7 +121,7 @@ class Transformers:
 
         torch.set_num_threads(threads)
         self.torch = torch
-        self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         self.past = None
 
     def reset(self) -> None:
