@@ -155,7 +155,7 @@ def main() -> None:
         if args.quality:
             ids_file.write_text(json.dumps({"windows": quality_windows(bundles[0])}))
             scores = measure(args, rows, ids_file, skipped, quality=True, rounds=1)
-    report(args, table, skipped, scores, ids_file)
+    report(args, table, runs, skipped, scores)
 
 
 def measure(args, rows: dict, ids_file: Path, skipped: dict, quality: bool, rounds: int | None = None) -> dict:
@@ -180,7 +180,7 @@ def medians(runs: list[dict]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def report(args, table: dict, skipped: dict, scores: dict | None, ids_file: Path) -> None:
+def report(args, table: dict, runs: dict, skipped: dict, scores: dict | None) -> None:
     edge_name = next(iter(table))
     edge = table[edge_name]
     first = next(iter(table.values()))
@@ -206,7 +206,8 @@ def report(args, table: dict, skipped: dict, scores: dict | None, ids_file: Path
     if args.json:
         command = shlex.join([Path(sys.executable).name, *sys.argv])
         args.json.write_text(json.dumps({"command": command, "runs": args.runs, "threads": args.threads,
-                                         "medians": table, "quality": quality, "skipped": skipped}, indent=2))
+                                         "medians": table, "each_run": runs, "quality": quality,
+                                         "skipped": skipped}, indent=2))
 
 
 def quality_table(scores: dict) -> dict[str, tuple[float, float]]:

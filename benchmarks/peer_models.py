@@ -4,8 +4,9 @@
 
 KIND: `hf` (a Hugging Face folder of the dequantized weights: what transformers, optimum
 and onnxruntime-genai's builder read), `q8_0` (llama.cpp's 8-bit GGUF), `genai-int8` /
-`genai-int4` (onnxruntime-genai's model builder on the `hf` folder, which OUT's sibling
-`hf` must already hold). benchmarks/compare.py calls it when a model is missing.
+`genai-int4` (onnxruntime-genai's model builder), `optimum` (optimum's ONNX export); those
+three read the `hf` folder that OUT's sibling `hf` must already hold. benchmarks/compare.py
+calls it when a model is missing.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def genai(hf: Path, out: Path, precision: str) -> None:
                    check=True)
 
 
+def optimum(hf: Path, out: Path) -> None:
+    """optimum's ONNX export with a KV cache (its own venv: it pins an older transformers)."""
+    subprocess.run([sys.executable, "-m", "optimum.commands.optimum_cli", "export", "onnx", "--model", str(hf),
+                    "--task", "text-generation-with-past", str(out)], check=True)
+
+
 def main() -> None:
     kind, gguf, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     if kind == "hf":
@@ -57,8 +64,10 @@ def main() -> None:
         q8_0(gguf, out)
     elif kind.startswith("genai-"):
         genai(out.parent / "hf", out, kind.removeprefix("genai-"))
+    elif kind == "optimum":
+        optimum(out.parent / "hf", out)
     else:
-        raise SystemExit(f"unknown kind {kind!r}: use hf, q8_0, genai-int8 or genai-int4")
+        raise SystemExit(f"unknown kind {kind!r}: use hf, q8_0, genai-int8, genai-int4 or optimum")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,17 @@ import numpy as np  # noqa: E402
 DECODE = 128  # greedy steps after the short prompt (edge.bench.DECODE)
 
 
-class LlamaCpp:
+class Greedy:
+    """Greedy prefill/step for a runtime that returns logits: `logits(ids)` appends `ids`."""
+
+    def prefill(self, ids: list[int]) -> int:
+        return int(self.logits(ids).argmax())
+
+    def step(self, token: int) -> int:
+        return int(self.logits([token]).argmax())
+
+
+class LlamaCpp(Greedy):
     """llama.cpp through llama-cpp-python's C API: one sequence, logits of the last token."""
 
     def __init__(self, path: str, threads: int, context: int = 2048):
@@ -65,12 +75,6 @@ class LlamaCpp:
             rows += [np.ctypeslib.as_array(self.L.llama_get_logits_ith(self.ctx, i), shape=(self.vocab,)).copy()
                      for i in picked]
         return np.stack(rows) if every else rows[-1]
-
-    def prefill(self, ids: list[int]) -> int:
-        return int(self.logits(ids).argmax())
-
-    def step(self, token: int) -> int:
-        return int(self.logits([token]).argmax())
 
 
 class Genai:
@@ -112,7 +116,7 @@ class Genai:
         return int(self.generator.get_next_tokens()[0])
 
 
-class Transformers:
+class Transformers(Greedy):
     """transformers + torch fp32, the reference; a DynamicCache kept between calls."""
 
     def __init__(self, path: str, threads: int):
@@ -132,12 +136,6 @@ class Transformers:
             out = self.model(self.torch.tensor([ids]), past_key_values=self.past, use_cache=True)
         self.past = out.past_key_values
         return out.logits[0].numpy() if every else out.logits[0, -1].numpy()
-
-    def prefill(self, ids: list[int]) -> int:
-        return int(self.logits(ids).argmax())
-
-    def step(self, token: int) -> int:
-        return int(self.logits([token]).argmax())
 
 
 class Optimum(Transformers):
