@@ -126,14 +126,17 @@ class Transformers(Greedy):
         torch.set_num_threads(threads)
         self.torch = torch
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        self.past = None
+        self.reset()
 
     def reset(self) -> None:
-        self.past = None
+        self.past, self.length = None, 0
 
     def logits(self, ids: list[int], every: bool = False) -> np.ndarray:
+        self.length += len(ids)
+        mask = self.torch.ones((1, self.length), dtype=self.torch.int64)  # optimum's graph requires it
         with self.torch.inference_mode():
-            out = self.model(self.torch.tensor([ids]), past_key_values=self.past, use_cache=True)
+            out = self.model(input_ids=self.torch.tensor([ids]), attention_mask=mask, past_key_values=self.past,
+                             use_cache=True)
         self.past = out.past_key_values
         return out.logits[0].numpy() if every else out.logits[0, -1].numpy()
 
@@ -151,7 +154,7 @@ class Optimum(Transformers):
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         self.torch = torch
         self.model = ORTModelForCausalLM.from_pretrained(path, session_options=options, use_cache=True)
-        self.past = None
+        self.reset()
 
 
 RUNTIMES = {"llama.cpp": LlamaCpp, "genai": Genai, "transformers": Transformers, "optimum": Optimum}
