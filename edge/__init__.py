@@ -23,12 +23,17 @@ __all__ = ["load", "EdgeError", "Chunk", "Timings", "SamplingParams"]
 def load(path: str | Path, threads: int | None = None):
     """Open a bundle: a `LanguageModel` for text generation, an `EmbeddingModel` for
     feature extraction. `threads`: onnxruntime intra-op threads (default: physical cores)."""
-    from edge.bundle import open_bundle
+    from edge.bundle import open_bundle, verifying
     from edge.doctor import warn_if_unsuited
 
     started = time.perf_counter()
-    bundle = open_bundle(path)
+    bundle = open_bundle(path, verify=False)  # checksums: while the model opens, below
     warn_if_unsuited(bundle.manifest)
+    with verifying(bundle):
+        return _open(bundle, threads, started)
+
+
+def _open(bundle, threads: int | None, started: float):
     if bundle.manifest.is_decoder:
         from edge.llm import LanguageModel
 

@@ -1,9 +1,10 @@
 """edge's own speed figures on one bundle: load, time to first token, prefill and decode
 tokens/s at short and long context, per-step Python overhead, peak RSS.
 
-In: a bundle path. Out: a flat dict of figures. It drives the decoder directly (greedy
-argmax, EOS ignored) so every run decodes the same number of tokens; `edge bench` and
-benchmarks/*.py print it.
+In: a bundle path (and optionally the prompts, as token ids). Out: a flat dict of figures.
+It drives the decoder directly (greedy argmax, EOS ignored) so every run decodes the same
+number of tokens; `edge bench` and benchmarks/*.py print it. benchmarks/compare.py feeds
+the same `prompts` to the other runtimes.
 """
 
 from __future__ import annotations
@@ -16,36 +17,51 @@ from pathlib import Path
 import numpy as np
 
 SHORT, LONG, DECODE, LONG_CONTEXT = 40, 500, 128, 1000  # capped by the model's context window
+_QUESTION = "Give me three tips for a healthy vegetable garden."  # 40 tokens with SmolLM2's template
 _FILLER = (
     "The lighthouse keeper wrote about ships, storms and the price of flour in the village, "
     "and measured the tide every day at noon with a marked pole. "
 )
 
 
-def run(bundle: str | Path, threads: int | None = None, started: float | None = None) -> dict[str, float]:
-    """All figures for one bundle; `started` is when the process began, if known."""
+def prompts(model) -> dict[str, list[int]]:
+    """The token ids every runtime is fed: `short` a ~40-token chat prompt (plain text when
+    the bundle has no template), `long` ~500 tokens of prose, `context` the long-context
+    prefix; each capped so the decode steps after it fit the context window."""
+    filler = model.tokenizer.encode(_FILLER * 80)  # plenty of real tokens
+    window = model.decoder.context_length
+    short = model.encode_prompt(_QUESTION) if model.manifest.tokenizer.chat_template else filler[:SHORT]
+    short = short[: window - DECODE - 1]
+    return {"short": short, "long": filler[: min(LONG, window - 1)],
+            "context": filler[: min(LONG_CONTEXT, window - DECODE // 4 - 1)]}
+
+
+def run(bundle: str | Path, threads: int | None = None, started: float | None = None,
+        ids: dict[str, list[int]] | None = None) -> dict[str, float]:
+    """All figures for one bundle; `started` is when the process began, if known; `ids`
+    the prompts (default: `prompts(model)`)."""
     import edge
 
     t0 = time.perf_counter()
     model = edge.load(bundle, threads=threads)
     ready = time.perf_counter()
-    ids = model.tokenizer.encode(_FILLER * 80)  # plenty of real tokens
     decoder = model.decoder
     figures = {"load_s": ready - t0}
     if started is not None:
         figures["start_to_ready_s"] = ready - started
-    short, long = min(SHORT, len(ids)), min(LONG, decoder.context_length - 1)
-    context = min(LONG_CONTEXT, decoder.context_length - DECODE // 4 - 1)
-    figures.update(short_prompt=short, long_prompt=long, long_context=context)
-    figures["ttft_s"], first = _timed(lambda: int(decoder.prefill(ids[:short]).argmax()))
-    figures["prefill_tok_s_short"] = short / figures["ttft_s"]
+    ids = ids or prompts(model)
+    figures.update(short_prompt=len(ids["short"]), long_prompt=len(ids["long"]), long_context=len(ids["context"]))
+    decoder.reserve(len(ids["short"]) + DECODE + 1)  # as generate does: the cache is sized once
+    figures["ttft_s"], first = _timed(lambda: int(decoder.prefill(ids["short"]).argmax()))
+    figures["prefill_tok_s_short"] = len(ids["short"]) / figures["ttft_s"]
     figures["decode_tok_s"], figures["python_overhead"] = _decode(model, first, DECODE)
     decoder.reset()
-    seconds, _ = _timed(lambda: decoder.prefill(ids[:long]))
-    figures["prefill_tok_s_long"] = long / seconds
+    seconds, _ = _timed(lambda: decoder.prefill(ids["long"]))
+    figures["prefill_tok_s_long"] = len(ids["long"]) / seconds
     decoder.reset()
-    decoder.prefill(ids[:context])
-    figures["decode_tok_s_long_context"], _ = _decode(model, ids[context], DECODE // 4)
+    decoder.reserve(len(ids["context"]) + DECODE // 4 + 1)
+    last = int(decoder.prefill(ids["context"]).argmax())
+    figures["decode_tok_s_long_context"], _ = _decode(model, last, DECODE // 4)
     figures["peak_rss_mb"] = _peak_rss_mb()
     return figures
 

@@ -53,6 +53,7 @@ def generate_tokens(decoder: Decoder, prompt_ids: Sequence[int], sampler: Sample
     check_fits(len(prompt_ids), max_tokens, decoder.context_length)
     start = prefill_start(len(prompt_ids), reuse)
     decoder.rewind_to(start)
+    decoder.reserve(len(prompt_ids) + max_tokens)
     logits = decoder.prefill(prompt_ids[start:])  # (vocab,)
     ids = list(prompt_ids)  # what the repetition penalty looks back on
     for step in range(max_tokens):

@@ -39,6 +39,9 @@ class KVCache:
     def reset(self) -> None:
         self.rewind_to(0)
 
+    def reserve(self, tokens: int) -> None:
+        """Room for `tokens` in all, when the layout preallocates (no-op otherwise)."""
+
 
 class SharedKVCache(KVCache):
     def __init__(self, layout: KVLayout, model: ModelConfig):
@@ -49,6 +52,10 @@ class SharedKVCache(KVCache):
     @property
     def capacity(self) -> int:
         return self._buffers[0].shape[2] if self._buffers else 0
+
+    def reserve(self, tokens: int) -> None:
+        if tokens > self.capacity:
+            self._grow(tokens, exact=True)
 
     def bind(self, io: ort.IOBinding, new_tokens: int) -> None:
         """Make room for `new_tokens` more and bind the buffers as past and present."""
@@ -62,8 +69,9 @@ class SharedKVCache(KVCache):
                 io.bind_ortvalue_output(present, value)
             self._bound_to = io
 
-    def _grow(self, needed: int) -> None:
-        capacity = min(max(needed, 2 * self.capacity, INITIAL_CAPACITY), self.model.context_length)
+    def _grow(self, needed: int, exact: bool = False) -> None:
+        """Doubling amortizes the copies when the final length is unknown; `exact` when it is."""
+        capacity = needed if exact else min(max(needed, 2 * self.capacity, INITIAL_CAPACITY), self.model.context_length)
         shape = (1, self.model.num_kv_heads, capacity, self.model.head_dim)
         grown = [np.zeros(shape, dtype=np.float32) for _ in self.past_names]
         for old, new in zip(self._buffers, grown):

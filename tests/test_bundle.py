@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+import edge
 from edge.bundle import open_bundle, sha256
 from edge.cli import main
 from edge.decoder import Decoder
@@ -62,6 +63,8 @@ def test_corrupt_file_fails_its_checksum(bundle, capsys):
     data.write_bytes(bytes(raw))
     with pytest.raises(BundleError, match="model.onnx.data .* is corrupt"):
         open_bundle(bundle)
+    with pytest.raises(BundleError, match="model.onnx.data .* is corrupt"):  # checked while the model opens
+        edge.load(bundle)
     assert "corrupt" in _cli_error(capsys, "info", str(bundle))
 
 

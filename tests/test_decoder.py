@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edge.bundle import open_bundle
-from edge.decoder import Decoder
+from edge.decoder import PREFILL_CHUNK, Decoder
 from edge.errors import ContextWindowError, InputError
 
 ARCHS = ["tiny_llama", "tiny_gpt2"]
@@ -36,7 +36,7 @@ def _reference_logits(request, arch: str, ids: list[int]) -> np.ndarray:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fp32_logits_match_transformers(request, arch):
     decoder = _decoder(request, arch, "fp32")
-    ids = _ids(decoder, 40)
+    ids = _ids(decoder, PREFILL_CHUNK * 2 + 5)  # runs in three blocks
     np.testing.assert_allclose(decoder.logits(ids), _reference_logits(request, arch, ids), atol=1e-3, rtol=0)
 
 
@@ -44,12 +44,13 @@ def test_fp32_logits_match_transformers(request, arch):
 @pytest.mark.parametrize("quant", ["fp32", "int8"])
 def test_step_by_step_equals_full_sequence(request, arch, quant):
     decoder = _decoder(request, arch, quant)
-    ids = _ids(decoder, 30, seed=1)
-    full = decoder.logits(ids)  # (30, vocab)
+    prompt = PREFILL_CHUNK + 10  # a prompt run in two blocks, keeping only the last logits
+    ids = _ids(decoder, prompt + 20, seed=1)
+    full = decoder.logits(ids)  # (prompt + 20, vocab)
     decoder.reset()
-    steps = [decoder.prefill(ids[:10])] + [decoder.decode_step(t) for t in ids[10:]]
+    steps = [decoder.prefill(ids[:prompt])] + [decoder.decode_step(t) for t in ids[prompt:]]
     assert decoder.cache_length == len(ids)
-    np.testing.assert_allclose(np.stack(steps), full[9:], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.stack(steps), full[prompt - 1:], atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -17,7 +17,7 @@ class ScriptedDecoder:
 
     def __init__(self, script: list[int], vocab_size: int, context_length: int = 256):
         self.script, self.vocab_size, self.context_length = script, vocab_size, context_length
-        self.cache_length, self.step, self.prefilled = 0, 0, []
+        self.cache_length, self.step, self.prefilled, self.reserved = 0, 0, [], 0
 
     def _logits(self) -> np.ndarray:
         logits = np.zeros(self.vocab_size, dtype=np.float32)  # (vocab,)
@@ -38,6 +38,9 @@ class ScriptedDecoder:
     def rewind_to(self, n: int) -> None:
         assert 0 <= n <= self.cache_length
         self.cache_length = n
+
+    def reserve(self, tokens: int) -> None:
+        self.reserved = max(self.reserved, tokens)
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +165,7 @@ def test_reuse_prefills_only_the_rest(reuse, prefilled):
     decoder.cache_length = 4
     assert list(generate_tokens(decoder, [1, 2, 3, 4], GREEDY, 3, reuse=reuse)) == [5, 6, 7]
     assert decoder.prefilled == [prefilled]
+    assert decoder.reserved == 4 + 3  # the cache is sized for prompt + max_tokens before prefill
 
 
 # --- a real bundle (tiny random Llama, exported) --------------------------------------------
