@@ -15,7 +15,7 @@ bundle = sys.argv[1] if len(sys.argv) > 1 else default_bundle()
 model = edge.load(bundle)
 
 # 2. One call, greedy (temperature 0): the prompt goes through the bundle's chat template.
-answer = model.generate("What is the capital of France?", max_tokens=32)
+answer = model.generate("Why is the sky blue? Answer in one sentence.", max_tokens=48)
 print("greedy:", answer)
 
 # 3. Sampling: same seed, same text; stop strings end the reply and are not included.
@@ -33,7 +33,7 @@ print("sampled:", story)
 print("raw:", model.generate("The three primary colours are", raw=True, max_tokens=20))
 
 # 5. Streaming: chunks arrive as tokens are sampled; the last one carries the timings.
-for chunk in model.stream("List three uses of a paperclip.", max_tokens=64):
+for chunk in model.stream("Give three tips for sleeping well.", max_tokens=64):
     print(chunk.text, end="", flush=True)
     if chunk.finish_reason:
         t = chunk.timings
