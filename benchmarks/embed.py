@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from edge.bench import peak_rss_mb
 
 BATCH = 32
 SENTENCES = Path(__file__).resolve().parent.parent / "export" / "data" / "sentences.txt"
@@ -83,14 +84,6 @@ def _figures(load_s: float, passes: list[tuple[float, float]], n: int, tokens: i
     return {"load_s": load_s, "seconds": total_s, "texts_per_s": n / total_s, "tokens": tokens,
             "tokenize_share": tokenize_s / total_s,
             "peak_rss_mb": peak_rss_mb()}
-
-
-def peak_rss_mb() -> float:
-    """VmHWM: unlike ru_maxrss, it starts afresh at exec, so the parent's size does not leak in."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
 # --- parent: prepare bundles, run every child, print the table -----------------------------

@@ -35,8 +35,9 @@ UNITS = {"site_packages_mb": "MB", "import_s": "s", "peak_rss_mb": "MB", "load_t
 
 # Runs in the runtime venv: load, first token, 31 more greedy tokens; prints the figures.
 GENERATE = """
-import json, resource, sys, time
+import json, sys, time
 import edge
+from edge.bench import peak_rss_mb
 started, cpu = time.perf_counter(), time.process_time()
 chunks = edge.load(sys.argv[1]).stream(sys.argv[2], max_tokens=32, temperature=0)
 next(chunks)
@@ -44,7 +45,7 @@ first, first_cpu = time.perf_counter(), time.process_time()
 for _ in chunks:
     pass
 print(json.dumps({"load_to_first_token_s": first - started, "load_to_first_token_cpu_s": first_cpu - cpu,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 

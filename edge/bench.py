@@ -62,7 +62,7 @@ def run(bundle: str | Path, threads: int | None = None, started: float | None = 
     decoder.reserve(len(ids["context"]) + DECODE // 4 + 1)
     last = int(decoder.prefill(ids["context"]).argmax())
     figures["decode_tok_s_long_context"], _ = _decode(model, last, DECODE // 4)
-    figures["peak_rss_mb"] = _peak_rss_mb()
+    figures["peak_rss_mb"] = peak_rss_mb()
     return figures
 
 
@@ -94,7 +94,7 @@ def _decode(model, token: int, steps: int) -> tuple[float, float]:
     return steps / total, 1 - inside[0] / total
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak resident memory. Linux's VmHWM, because `ru_maxrss` survives
     exec and would report the parent's peak in a child process."""
     try:
