@@ -13,7 +13,11 @@ from edge.errors import TokenizerError
 from edge.tokenizer import spec as specs
 
 CACHE_SIZE = 100_000
-_SHIFT = 32  # merge keys pack the pair (left, right) into one int: left << 32 | right
+# Merge keys pack the pair (left, right) into one int, left << 32 | right, and values the
+# merge, rank << 32 | merged id: plain ints, since tuples would take ~5 MB more for a 49k-merge
+# vocabulary, and values order the heap by rank, as `tokenizers` applies merges.
+_SHIFT = 32
+_LOW = (1 << _SHIFT) - 1
 
 
 class BPE:
@@ -29,14 +33,14 @@ class BPE:
         self.merges = self._rank_merges(specs.field(spec, "merges", "model BPE"))
         self._cache: dict[str, list[int]] = {}
 
-    def _rank_merges(self, merges: list) -> dict[int, tuple[int, int]]:
-        """Example: [["a", "b"], "ab c"] -> {id(a) << 32 | id(b): (0, id(ab)), ...: (1, id(abc))}"""
+    def _rank_merges(self, merges: list) -> dict[int, int]:
+        """Example: [["a", "b"], "ab c"] -> {id(a) << 32 | id(b): 0 << 32 | id(ab), ...: 1 << 32 | id(abc)}"""
         ranked = {}
         for rank, merge in enumerate(merges):
             left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
             try:
                 key = self.vocab[left] << _SHIFT | self.vocab[right]
-                ranked[key] = (rank, self.vocab[left + right])
+                ranked[key] = rank << _SHIFT | self.vocab[left + right]
             except KeyError as missing:
                 raise TokenizerError(
                     f"tokenizer.json BPE merge {left!r} + {right!r} uses {missing} which is not in the vocab; "
@@ -95,25 +99,25 @@ class BPE:
         preceding = list(range(-1, n - 1))
         alive = [True] * n
         pairs = (merges.get(ids[i] << _SHIFT | ids[i + 1]) for i in range(n - 1))
-        heap = [(m[0], i, m[1]) for i, m in enumerate(pairs) if m]
+        heap = [(m, i) for i, m in enumerate(pairs) if m is not None]  # lowest rank, then leftmost
         heapq.heapify(heap)
         while heap:
-            _, pos, new = heapq.heappop(heap)
+            merge, pos = heapq.heappop(heap)
             right = following[pos]
             if not alive[pos] or right == -1:
                 continue
-            current = merges.get(ids[pos] << _SHIFT | ids[right])
-            if current is None or current[1] != new:
+            if merges.get(ids[pos] << _SHIFT | ids[right]) != merge:
                 continue  # a stale entry: this pair changed since it was queued
+            new = merge & _LOW
             ids[pos], alive[right] = new, False
             after = following[pos] = following[right]
             if after != -1:
                 preceding[after] = pos
-                if m := merges.get(new << _SHIFT | ids[after]):
-                    heapq.heappush(heap, (m[0], pos, m[1]))
+                if (m := merges.get(new << _SHIFT | ids[after])) is not None:
+                    heapq.heappush(heap, (m, pos))
             before = preceding[pos]
-            if before != -1 and (m := merges.get(ids[before] << _SHIFT | new)):
-                heapq.heappush(heap, (m[0], before, m[1]))
+            if before != -1 and (m := merges.get(ids[before] << _SHIFT | new)) is not None:
+                heapq.heappush(heap, (m, before))
         return [i for i, keep in zip(ids, alive) if keep]
 
 

@@ -42,8 +42,7 @@ class Tokenizer:
 
     def __init__(self, parts: Parts):
         self._parts = parts
-        self._tokens = {i: t for t, i in parts.model.vocab.items()}
-        self._tokens.update(parts.added.text)
+        self._tokens = _token_list({**{i: t for t, i in parts.model.vocab.items()}, **parts.added.text})
 
     @property
     def vocab_size(self) -> int:
@@ -55,14 +54,14 @@ class Tokenizer:
         return self._parts.added.ids.get(token, self._parts.model.vocab.get(token))
 
     def id_to_token(self, token_id: int) -> str | None:
-        return self._tokens.get(token_id)
+        return self._tokens[token_id] if 0 <= token_id < len(self._tokens) else None
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes one token contributes to decoded text (b"" for an unknown id).
 
         Example (SmolLM2): id of "Ġking" -> b" king"
         """
-        token = self._tokens.get(token_id)
+        token = self.id_to_token(token_id)
         return b"" if token is None else self._parts.token_bytes(token)
 
     def encode(self, text: str) -> list[int]:
@@ -101,5 +100,13 @@ class Tokenizer:
 
     def _token_strings(self, ids: list[int], skip_special_tokens: bool) -> list[str]:
         special = self._parts.added.special if skip_special_tokens else ()
-        tokens = map(self._tokens.get, ids)
+        tokens = map(self.id_to_token, ids)
         return [t for t in tokens if t is not None and t not in special]
+
+
+def _token_list(tokens: dict[int, str]) -> list[str | None]:
+    """id -> token as a list (None for unused ids): a tenth of a dict's memory for 49k tokens."""
+    table: list[str | None] = [None] * (max(tokens, default=-1) + 1)
+    for token_id, token in tokens.items():
+        table[token_id] = token
+    return table
