@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
+from export.graph import builder
 from export.graph.builder import GraphBuilder
 from export.quantize import QuantSpec, dequantize_matmul_weight, quantize_embedding, quantize_matmul_weight
 
@@ -74,6 +75,25 @@ def test_matmulnbits_layout_matches_numpy(spec):
     y = ort.InferenceSession(g.model().SerializeToString()).run(None, {"x": x})[0]
     want = x @ dequantize_matmul_weight(quantize_matmul_weight(w, spec), w.shape, spec).T
     np.testing.assert_allclose(y, want, atol=1e-4, rtol=1e-4)
+
+
+def test_quantized_head_in_row_parts_gives_the_whole_logits(monkeypatch):
+    """A head over HEAD_PART_BYTES is stored as several MatMulNBits (load holds one part's
+    two copies, not the whole head's); the logits are the whole head's, in vocabulary order."""
+    monkeypatch.setattr(builder, "HEAD_PART_BYTES", 30 * 64)  # 30 rows of K=64 per part -> 100 rows in 4
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(100, 64)).astype(np.float32)  # (vocab, hidden)
+    x = rng.normal(size=(1, 2, 64)).astype(np.float32)
+    spec = QuantSpec(bits=8, accuracy_level=0)
+    g = GraphBuilder("t", spec)
+    g.input("x", TensorProto.FLOAT, [1, 2, 64])
+    g.output(g.lm_head("x", w, None), "logits", TensorProto.FLOAT, [1, 2, 100])
+    model = g.model()
+    assert [n.op_type for n in model.graph.node].count("MatMulNBits") == 4
+    logits = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    want = x @ np.concatenate([dequantize_matmul_weight(quantize_matmul_weight(part, spec), part.shape, spec)
+                               for part in np.array_split(w, 4)]).T
+    np.testing.assert_allclose(logits, want, atol=1e-4, rtol=1e-4)
 
 
 def test_embedding_int8_rows():

@@ -16,6 +16,7 @@ from export.quantize import QuantSpec, quantize_embedding, quantize_matmul_weigh
 
 OPSET = 17
 MS_DOMAIN = "com.microsoft"
+HEAD_PART_BYTES = 8 << 20  # see GraphBuilder._quantized_head
 
 
 class GraphBuilder:
@@ -84,12 +85,15 @@ class GraphBuilder:
             y = self.op("Add", y, self.init(f"{name}.bias", bias.astype(np.float32)))
         return y
 
-    def _matmul_nbits(self, x: str, weight: np.ndarray, name: str) -> str:
+    def _matmul_nbits(self, x: str, weight: np.ndarray, name: str, stored_as: str | None = None) -> str:
+        """x @ weight.T with `weight` quantized as the spec for `name` says, its
+        initializers named after `stored_as` (default: `name`)."""
         spec = self.quant.for_weight(name)
         q = quantize_matmul_weight(weight, spec)
-        inputs = [x, self.init(f"{name}.qweight", q.packed), self.init(f"{name}.scales", q.scales)]
+        stored_as = stored_as or name
+        inputs = [x, self.init(f"{stored_as}.qweight", q.packed), self.init(f"{stored_as}.scales", q.scales)]
         if q.zero_points is not None:
-            inputs.append(self.init(f"{name}.zero_points", q.zero_points))
+            inputs.append(self.init(f"{stored_as}.zero_points", q.zero_points))
         n, k = weight.shape
         y = self.op(
             "MatMulNBits", *inputs, domain=MS_DOMAIN,
@@ -103,7 +107,7 @@ class GraphBuilder:
         blocks = k // spec.block_size
         ones = np.repeat(np.eye(blocks, dtype=np.float32), spec.block_size, axis=0)  # (K, K / block)
         sums = self.op("MatMul", x, self.const(ones, np.float32))  # (B, S, K / block)
-        return self.op("Add", y, self.op("MatMul", sums, self.init(f"{name}.offsets", q.offsets.T)))
+        return self.op("Add", y, self.op("MatMul", sums, self.init(f"{stored_as}.offsets", q.offsets.T)))
 
     def table(self, role: str, name: str, array: np.ndarray) -> str:
         """An fp32 lookup table (e.g. learned positions) that `edge inspect` reads as `role`."""
@@ -128,15 +132,29 @@ class GraphBuilder:
 
     def lm_head(self, x: str, weight: np.ndarray, tied_table: str | None) -> str:
         """Logits (B, S, V). fp32 reuses a tied embedding table in place (Gemm transB, no copy);
-        quantized graphs store the head as its own MatMulNBits weight."""
+        quantized graphs store the head as its own MatMulNBits weights (see _quantized_head)."""
         if self.quant is not None:
-            return self._matmul_nbits(x, weight, "lm_head")
+            return self._quantized_head(x, weight)
         table = tied_table or self.init("lm_head.weight", weight.astype(np.float32))
         flat = self.op("Reshape", x, self.const([-1, weight.shape[1]]))  # (B*S, H)
         logits = self.op("Gemm", flat, table, transB=1)  # (B*S, V)
         batch_seq = self.op("Shape", x, start=0, end=2)
         shape = self.op("Concat", batch_seq, self.const([weight.shape[0]]), axis=0)
         return self.op("Reshape", logits, shape)
+
+    def _quantized_head(self, x: str, weight: np.ndarray) -> str:
+        """The head in row blocks of at most HEAD_PART_BYTES, logits concatenated.
+
+        MatMulNBits prepacks a weight into a new buffer before onnxruntime frees the
+        original, so loading briefly holds both copies of the largest weight: 28 MB for
+        SmolLM2's 49k x 576 head, the whole of the peak RSS above steady state. Parts cap it.
+        """
+        rows = max(1, HEAD_PART_BYTES // weight.shape[1])
+        parts = np.array_split(weight, -(-weight.shape[0] // rows))
+        if len(parts) == 1:
+            return self._matmul_nbits(x, weight, "lm_head")
+        logits = [self._matmul_nbits(x, part, "lm_head", f"lm_head.{i}") for i, part in enumerate(parts)]
+        return self.op("Concat", *logits, axis=-1)
 
     # --- common blocks ----------------------------------------------------------------
     def rms_norm(self, x: str, weight: np.ndarray, eps: float, name: str) -> str:
