@@ -31,10 +31,10 @@ def build_encoder(g: GraphBuilder, model: ModelConfig, weights: dict[str, np.nda
     for layer in range(model.num_layers):
         p = f"{prefix}encoder.layer.{layer}"
         attn = _attention(g, model, weights, p, h, key_mask, layer)
-        h, _ = g.skip_norm(h, attn, weights[f"{p}.attention.output.LayerNorm.weight"],
-                           weights[f"{p}.attention.output.LayerNorm.bias"], eps, f"{p}.attention.output.LayerNorm")
-        h, _ = g.skip_norm(h, _mlp(g, weights, p, h), weights[f"{p}.output.LayerNorm.weight"],
-                           weights[f"{p}.output.LayerNorm.bias"], eps, f"{p}.output.LayerNorm")
+        h = g.add_norm(h, attn, weights[f"{p}.attention.output.LayerNorm.weight"],
+                       weights[f"{p}.attention.output.LayerNorm.bias"], eps, f"{p}.attention.output.LayerNorm")
+        h = g.add_norm(h, _mlp(g, weights, p, h), weights[f"{p}.output.LayerNorm.weight"],
+                       weights[f"{p}.output.LayerNorm.bias"], eps, f"{p}.output.LayerNorm")
     g.output(h, OUTPUT, FLOAT, ["batch", "seq", model.hidden_size])
     g.outputs.sort(key=lambda o: o.name != OUTPUT)
     return GraphSpec(file=file, inputs=INPUTS, outputs=tuple(o.name for o in g.outputs))
@@ -49,9 +49,8 @@ def _embeddings(g: GraphBuilder, weights, p: str, ids: str, types: str, eps: flo
     type_table = g.init(f"{p}.token_type_embeddings.weight",
                         weights[f"{p}.token_type_embeddings.weight"].astype(np.float32))
     extra = g.op("Add", g.op("Gather", type_table, types), positions)  # (B, S, H)
-    h, _ = g.skip_norm(words, extra, weights[f"{p}.LayerNorm.weight"], weights[f"{p}.LayerNorm.bias"], eps,
-                       f"{p}.LayerNorm")
-    return h
+    return g.add_norm(words, extra, weights[f"{p}.LayerNorm.weight"], weights[f"{p}.LayerNorm.bias"], eps,
+                      f"{p}.LayerNorm")
 
 
 def _attention(g: GraphBuilder, model: ModelConfig, weights, p: str, h: str, key_mask: str, layer: int) -> str:

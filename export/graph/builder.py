@@ -175,6 +175,22 @@ class GraphBuilder:
                                            domain=MS_DOMAIN, epsilon=float(eps)))
         return normed, total
 
+    def add_norm(self, x: str, delta: str, weight: np.ndarray, bias: np.ndarray, eps: float, name: str) -> str:
+        """LayerNorm(x + delta) in plain ops, for encoders, which normalize many rows per call.
+
+        onnxruntime's CPU (Skip)LayerNormalization kernels take ~4.4 ns per element: 2.0 ms
+        for 2,400 x 384 on 2 threads, where these ops take 0.43 ms (and 0.43 vs 0.06 ms at 64
+        rows). Decoders keep the fused op: a decode step normalizes one row, where op count
+        decides. The variance is Mul(d, d), not Pow: onnxruntime's LayerNormFusion matches
+        Pow and would put the slow kernel back.
+        """
+        total = self.op("Add", x, delta)
+        centered = self.op("Sub", total, self.op("ReduceMean", total, axes=[-1]))
+        variance = self.op("ReduceMean", self.op("Mul", centered, centered), axes=[-1])
+        inverse = self.op("Reciprocal", self.op("Sqrt", self.op("Add", variance, self.const(eps, np.float32))))
+        normed = self.op("Mul", self.op("Mul", centered, inverse), self.init(f"{name}.weight", weight.astype(np.float32)))
+        return self.op("Add", normed, self.init(f"{name}.bias", bias.astype(np.float32)))
+
     def layer_norm(self, x: str, weight: np.ndarray, bias: np.ndarray, eps: float, name: str) -> str:
         return self.op("LayerNormalization", x, self.init(f"{name}.weight", weight.astype(np.float32)),
                        self.init(f"{name}.bias", bias.astype(np.float32)), axis=-1, epsilon=float(eps))
