@@ -14,12 +14,16 @@ shares with the previous turn.
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import onnxruntime as ort
 
 from edge.manifest import KVLayout, ModelConfig
 
 INITIAL_CAPACITY = 256
+# Private pages where the platform has the flag (Unix); Python's default is a shared map.
+_PRIVATE = {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS} if hasattr(mmap, "MAP_ANONYMOUS") else {}
 
 
 class KVCache:
@@ -73,10 +77,24 @@ class SharedKVCache(KVCache):
         """Doubling amortizes the copies when the final length is unknown; `exact` when it is."""
         capacity = needed if exact else min(max(needed, 2 * self.capacity, INITIAL_CAPACITY), self.model.context_length)
         shape = (1, self.model.num_kv_heads, capacity, self.model.head_dim)
-        grown = [np.zeros(shape, dtype=np.float32) for _ in self.past_names]
+        grown = _mapped_zeros(shape, len(self.past_names))
         for old, new in zip(self._buffers, grown):
             new[:, :, : self.length] = old[:, :, : self.length]
         self._buffers, self._bound_to = grown, None
+
+
+def _mapped_zeros(shape: tuple[int, ...], count: int) -> list[np.ndarray]:
+    """`count` float32 zero arrays of `shape` in one anonymous memory map.
+
+    Pages become resident only as the cache fills, and all go back to the system when the
+    cache is dropped. With np.zeros, malloc served a regrown cache from its heap (it raises
+    its mmap threshold after the first large free), zeroed every page at once and kept them
+    after the free: +20 MB peak RSS for a 1,000-token context after a 500-token one.
+    """
+    size = int(np.prod(shape))
+    memory = mmap.mmap(-1, size * count * 4, **_PRIVATE)
+    block = np.frombuffer(memory, dtype=np.float32)  # the arrays keep the map alive
+    return [block[i * size : (i + 1) * size].reshape(shape) for i in range(count)]
 
 
 class ConcatKVCache(KVCache):
