@@ -147,7 +147,7 @@ class Manifest:
     tokenizer: TokenizerSpec
     quantization: Quantization
     files: dict[str, str]  # relative path -> sha256
-    source: str = ""
+    source: str = ""  # hub id, or the source file's or folder's name (no local path)
     exporter_version: str = ""
     quality: Quality | None = None
     pooling: Pooling | None = None

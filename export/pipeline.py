@@ -18,7 +18,7 @@ from edge.manifest import GraphSpec, Manifest, Quantization
 from export import __version__, architectures, inspection, quality, writer
 from export.graph import MODEL_FILE, build_decoder, build_inspection, traced
 from export.quantize import QuantSpec
-from export.source import Source, load_source
+from export.source import Source, load_source, shareable_name
 
 # why these two: README "Quantization: why this scheme", figures in benchmarks/quantization.md
 QUANTIZE = {
@@ -105,7 +105,8 @@ def stage_bundle(src: Source, model, bundle_dir: Path, reference: SavedGraph, qu
         del proto
     (bundle.folder / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
     manifest = Manifest(model=model, graph=bundle.spec, tokenizer=src.tokens, quantization=_quantization(quant),
-                        files={}, source=src.name, exporter_version=__version__, inspect=inspect, **fields)
+                        files={}, source=shareable_name(src.name), exporter_version=__version__, inspect=inspect,
+                        **fields)
     return Staged(bundle.folder, reference.folder if quant else None, bundle.files + inspect_files + [TOKENIZER_FILE],
                   manifest)
 

@@ -58,6 +58,17 @@ def locate(spec: str) -> _Location:
     return _Location("hub", spec)
 
 
+def shareable_name(spec: str) -> str:
+    """What a bundle records as its source: a hub id as given, a local file or folder by its
+    own name only. Bundles get copied to other machines and people; the exporting machine's
+    paths (home folder, user name) are nobody else's business.
+
+    Example: "/home/ann/models/SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct.Q4_1.gguf"
+    """
+    path = Path(spec).expanduser()
+    return path.resolve().name if path.exists() else spec
+
+
 def load_source(spec: str, task: str | None = None) -> Source:
     """Load config, weights and tokenizer; fail early (before weights) on unknown architectures."""
     where = locate(spec)

@@ -30,6 +30,9 @@ def test_llama_manifest_records_what_the_runtime_needs(tiny_llama_bundle_int8, t
     assert m.quantization.scheme == "int8" and m.quantization.block_size == 32
     assert m.quality.perplexity > 0 and m.quality.perplexity_fp32 > 0
     assert 0 <= m.quality.top1_agreement <= 1 and 0 <= m.quality.greedy_agreement <= 1
+    # the source by its own name: no path of the exporting machine goes into a shared bundle
+    assert m.source == tiny_llama_dir.name
+    assert str(tiny_llama_dir.parent) not in (tiny_llama_bundle_int8 / "manifest.json").read_text()
 
 
 def test_max_context_caps_the_window(tiny_gpt2_dir, tmp_path):
