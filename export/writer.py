@@ -50,7 +50,13 @@ def finish(stage: Path, manifest: Manifest, files: list[str], out: Path) -> Mani
     manifest = dataclasses.replace(manifest, files={f: sha256(stage / f) for f in files})
     (stage / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     _make_readable(stage)
-    os.replace(stage, out)
+    try:
+        os.replace(stage, out)
+    except OSError:
+        if out.exists():  # made since `staging` checked: another export to the same place won
+            raise ExportError(f"{out} appeared while exporting (another export to it?). "
+                              "Remove it or choose another -o.") from None
+        raise
     return manifest
 
 

@@ -9,7 +9,7 @@ import pytest
 from edge.cli import main
 from edge.errors import ExportError
 from edge.manifest import Manifest
-from export import quality
+from export import quality, writer
 from export.pipeline import export_model
 
 
@@ -81,6 +81,22 @@ def test_interrupted_export_leaves_nothing(tiny_gpt2_dir, tmp_path, monkeypatch,
     with pytest.raises(interrupt):
         export_model(str(tiny_gpt2_dir), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_racing_another_to_the_same_place_says_so(tiny_gpt2_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    make_readable = writer._make_readable
+
+    def other_export_finishes_first(stage):
+        make_readable(stage)
+        out.mkdir()
+        (out / "manifest.json").write_text("the other export's")
+
+    monkeypatch.setattr(writer, "_make_readable", other_export_finishes_first)
+    with pytest.raises(ExportError, match="appeared while exporting"):
+        export_model(str(tiny_gpt2_dir), out, quantize="none")
+    assert (out / "manifest.json").read_text() == "the other export's"  # the winner's bundle is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # and our staging folder is gone
 
 
 def test_missing_source_paths(tmp_path, capsys):
