@@ -203,6 +203,8 @@ def test_unsupported_components_are_refused_at_load(gpt2_json, tmp_path, case):
     ("{not json", "not a readable tokenizer.json"),
     ("[1, 2]", "no 'model' section"),
     ('{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a", "b"]]}}', "not in the vocab"),
+    ('{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1073741824}, "merges": []}}', "token id 1073741824, outside"),
+    ('{"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}}', "token id -1, outside"),
 ])
 def test_missing_or_corrupt_file(tmp_path, content, message):
     path = tmp_path / "tokenizer.json"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from edge.errors import TokenizerError
+from edge.tokenizer import spec as specs
 from edge.tokenizer.added import AddedVocabulary
 from edge.tokenizer.decoders import Decoder
 from edge.tokenizer.normalizers import Normalizer
@@ -104,9 +106,16 @@ class Tokenizer:
         return [t for t in tokens if t is not None and t not in special]
 
 
+MAX_TOKEN_ID = (1 << 24) - 1  # real vocabularies stay below ~300k ids
+
+
 def _token_list(tokens: dict[int, str]) -> list[str | None]:
     """id -> token as a list (None for unused ids): a tenth of a dict's memory for 49k tokens."""
-    table: list[str | None] = [None] * (max(tokens, default=-1) + 1)
+    largest = max(tokens, default=-1)
+    if largest > MAX_TOKEN_ID or min(tokens, default=0) < 0:
+        raise TokenizerError(f"tokenizer.json has token id {largest if largest > MAX_TOKEN_ID else min(tokens)}, "
+                             f"outside 0..{MAX_TOKEN_ID}; {specs.CORRUPT}")
+    table: list[str | None] = [None] * (largest + 1)
     for token_id, token in tokens.items():
         table[token_id] = token
     return table
