@@ -27,21 +27,32 @@ def default_threads() -> int:
 RUN_QUEUE_SAMPLES = 5  # 1 ms apart: ~6 ms of a ~0.4 s load
 
 
-def spinning_pays() -> bool:
-    """Whether idle intra-op workers should spin between ops. On free cores spinning makes
-    decode ~25% faster (154 vs 123 tok/s, SmolLM2 int8, 2 threads); on cores other processes
-    keep busy, spinning workers steal the time the busy one needs and decode ran ~3x slower
-    (benchmarks/README.md). What counts is the demand for the cores now: the run queue,
-    sampled a few times. (The 1-minute load average lags: in a benchmark it still counted
-    the runtime that had just exited, and edge then ran without spinning on free cores.)"""
+def spinning_pays(threads: int) -> bool:
+    """Whether `threads` intra-op workers should spin between ops: only when they all have a
+    core nobody else wants. On free cores spinning makes decode ~25% faster (154 vs 123
+    tok/s, SmolLM2 int8, 2 threads on 2 cores); with one busy process beside them it made
+    decode 1.6x slower (71 vs 114 tok/s), with many ~3x (benchmarks/README.md). The demand
+    is read from the run queue, sampled a few times; the 1-minute load average, used before,
+    lags (in a benchmark it still counted the runtime that had just exited)."""
     try:
         samples = []
         for _ in range(RUN_QUEUE_SAMPLES):
             samples.append(others_runnable(_read_loadavg(), _own_thread_states()))
             time.sleep(0.001)
-    except OSError:  # no /proc (not Linux): the load average, where there is one
-        return not hasattr(os, "getloadavg") or os.getloadavg()[0] < (os.cpu_count() or 1)
-    return statistics.median(samples) < (os.cpu_count() or 1)
+        others = statistics.median(samples)
+    except (OSError, ValueError, IndexError):  # no readable /proc (not Linux, or a sandbox)
+        try:  # the older, lagging rule: a load average below the core count
+            return os.getloadavg()[0] < _usable_cores()
+        except (AttributeError, OSError):
+            return True
+    return others + threads <= _usable_cores()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def others_runnable(loadavg: str, own_states: list[str]) -> int:
@@ -77,7 +88,8 @@ class Session:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning_pays() else "0")
+        spinning = spinning_pays(options.intra_op_num_threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files

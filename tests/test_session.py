@@ -1,4 +1,4 @@
-"""Whether onnxruntime's workers spin: decided from the run queue, not the load average."""
+"""Whether onnxruntime's workers spin: only when the run queue leaves them a core each."""
 
 from __future__ import annotations
 
@@ -19,21 +19,46 @@ def test_others_runnable_leaves_out_this_process_threads():
     assert others_runnable("0.00 0.00 0.00 1/90 77", ["R", "R"]) == 0  # a thread counted between two reads
 
 
-def test_spinning_follows_the_run_queue_not_the_load_average(monkeypatch):
-    cores = os.cpu_count() or 1
+@pytest.fixture
+def two_cores(monkeypatch):
+    monkeypatch.setattr(session, "_usable_cores", lambda: 2)
     monkeypatch.setattr(session, "_own_thread_states", lambda: ["R"])
-    monkeypatch.setattr(session, "_read_loadavg", lambda: f"{cores * 4}.00 {cores * 4}.00 1.00 1/300 4242")
-    assert session.spinning_pays()  # busy a minute ago, idle now
-    monkeypatch.setattr(session, "_read_loadavg", lambda: f"0.10 0.10 0.10 {cores + 1}/300 4242")
-    assert not session.spinning_pays()  # a runnable thread per core besides this one
+
+
+def _run_queue(monkeypatch, text: str) -> None:
+    monkeypatch.setattr(session, "_read_loadavg", lambda: text)
+
+
+def test_workers_spin_only_on_cores_nobody_else_wants(two_cores, monkeypatch):
+    _run_queue(monkeypatch, "8.00 8.00 1.00 1/300 4242")  # busy a minute ago, only this process now
+    assert session.spinning_pays(2)
+    _run_queue(monkeypatch, "0.10 0.10 0.10 2/300 4242")  # one other runnable thread
+    assert not session.spinning_pays(2) and session.spinning_pays(1)
+    _run_queue(monkeypatch, "0.10 0.10 0.10 3/300 4242")
+    assert not session.spinning_pays(1)
+
+
+def test_without_a_readable_run_queue_the_load_average_decides(two_cores, monkeypatch):
+    def unreadable():
+        raise OSError("no /proc")
+
+    for reader in (unreadable, lambda: "not a loadavg line"):
+        monkeypatch.setattr(session, "_read_loadavg", reader)
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+        assert session.spinning_pays(2)
+        monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+        assert not session.spinning_pays(2)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="reads Linux's /proc")
 def test_busy_cores_turn_spinning_off():
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 1) + 1)]
+    """Real busy processes, one per usable core: the run queue shows them within a few polls."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(session._usable_cores())]
     try:
-        time.sleep(0.3)
-        assert not session.spinning_pays()
+        deadline = time.monotonic() + 5
+        while session.spinning_pays(1):
+            assert time.monotonic() < deadline, "busy cores never showed in the run queue"
+            time.sleep(0.05)
     finally:
         for hog in hogs:
             hog.kill()
