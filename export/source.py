@@ -8,6 +8,7 @@ special tokens. Everything after this stage works on numpy only.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,20 @@ def locate(spec: str) -> _Location:
 def shareable_name(spec: str) -> str:
     """What a bundle records as its source: a hub id as given, a local file or folder by its
     own name only. Bundles get copied to other machines and people; the exporting machine's
-    paths (home folder, user name) are nobody else's business.
+    paths (home folder, user name) are nobody else's business. A folder or file inside the
+    Hugging Face cache is named by its repository.
 
-    Example: "/home/ann/models/SmolLM2-135M-Instruct.Q4_1.gguf" -> "SmolLM2-135M-Instruct.Q4_1.gguf"
+    Examples: "/home/ann/models/SmolLM2.Q4_1.gguf" -> "SmolLM2.Q4_1.gguf";
+    "~/.cache/huggingface/hub/models--org--name/snapshots/<rev>/x.gguf" -> "org/name/x.gguf"
     """
-    path = Path(spec).expanduser()
-    return path.resolve().name if path.exists() else spec
+    path = Path(os.path.abspath(Path(spec).expanduser()))  # not resolve(): cache files are links to blobs
+    if not path.exists():
+        return spec
+    parts = path.parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
+            return "/".join([parts[i - 1].removeprefix("models--").replace("--", "/"), *parts[i + 2:]])
+    return path.name
 
 
 def load_source(spec: str, task: str | None = None) -> Source:

@@ -11,6 +11,7 @@ from edge.errors import ExportError
 from edge.manifest import Manifest
 from export import quality, writer
 from export.pipeline import export_model
+from export.source import shareable_name
 
 
 def test_llama_manifest_records_what_the_runtime_needs(tiny_llama_bundle_int8, tiny_llama_dir):
@@ -32,7 +33,7 @@ def test_llama_manifest_records_what_the_runtime_needs(tiny_llama_bundle_int8, t
     assert 0 <= m.quality.top1_agreement <= 1 and 0 <= m.quality.greedy_agreement <= 1
     # the source by its own name: no path of the exporting machine goes into a shared bundle
     assert m.source == tiny_llama_dir.name
-    assert str(tiny_llama_dir.parent) not in (tiny_llama_bundle_int8 / "manifest.json").read_text()
+    assert tiny_llama_dir.parent.name not in (tiny_llama_bundle_int8 / "manifest.json").read_text()
 
 
 def test_max_context_caps_the_window(tiny_gpt2_dir, tmp_path):
@@ -97,6 +98,18 @@ def test_export_racing_another_to_the_same_place_says_so(tiny_gpt2_dir, tmp_path
         export_model(str(tiny_gpt2_dir), out, quantize="none")
     assert (out / "manifest.json").read_text() == "the other export's"  # the winner's bundle is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # and our staging folder is gone
+
+
+def test_shareable_name_keeps_no_local_path(tmp_path):
+    snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / "0a1b2c"
+    snapshot.mkdir(parents=True)
+    blob = tmp_path / "blob-sha256"
+    blob.write_text("weights")
+    (snapshot / "model.gguf").symlink_to(blob)  # how the hub cache stores files
+    assert shareable_name(str(snapshot)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert shareable_name(str(snapshot / "model.gguf")) == "HuggingFaceTB/SmolLM2-135M-Instruct/model.gguf"
+    assert shareable_name(str(tmp_path / "hub" / ".." / "blob-sha256")) == "blob-sha256"
+    assert shareable_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub id
 
 
 def test_missing_source_paths(tmp_path, capsys):
