@@ -9,6 +9,7 @@ import torch
 from edge.bundle import open_bundle
 from edge.decoder import PREFILL_CHUNK, Decoder
 from edge.errors import ContextWindowError, InputError
+from edge.kv_cache import SharedKVCache
 
 ARCHS = ["tiny_llama", "tiny_gpt2"]
 
@@ -51,6 +52,18 @@ def test_step_by_step_equals_full_sequence(request, arch, quant):
     steps = [decoder.prefill(ids[:prompt])] + [decoder.decode_step(t) for t in ids[prompt:]]
     assert decoder.cache_length == len(ids)
     np.testing.assert_allclose(np.stack(steps), full[prompt - 1:], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cache_grown_mid_generation_keeps_its_entries(request, arch):
+    """A cache reserved for fewer tokens than come grows (new buffers, entries copied over)."""
+    ids = _ids(_decoder(request, arch, "fp32"), 60, seed=3)
+    full = _decoder(request, arch, "fp32").logits(ids)
+    decoder = _decoder(request, arch, "fp32")
+    decoder.reserve(20)
+    steps = [decoder.prefill(ids[:15])] + [decoder.decode_step(t) for t in ids[15:]]
+    assert isinstance(decoder.cache, SharedKVCache) and decoder.cache.capacity > 20
+    np.testing.assert_allclose(np.stack(steps), full[14:], atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

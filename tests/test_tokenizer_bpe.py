@@ -205,6 +205,7 @@ def test_unsupported_components_are_refused_at_load(gpt2_json, tmp_path, case):
     ('{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a", "b"]]}}', "not in the vocab"),
     ('{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1073741824}, "merges": []}}', "token id 1073741824, outside"),
     ('{"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}}', "token id -1, outside"),
+    ('{"model": {"type": "BPE", "vocab": {"a": "0"}, "merges": []}}', "token id that is not an integer"),
 ])
 def test_missing_or_corrupt_file(tmp_path, content, message):
     path = tmp_path / "tokenizer.json"

@@ -110,7 +110,10 @@ MAX_TOKEN_ID = (1 << 24) - 1  # real vocabularies stay below ~300k ids
 
 
 def _token_list(tokens: dict[int, str]) -> list[str | None]:
-    """id -> token as a list (None for unused ids): a tenth of a dict's memory for 49k tokens."""
+    """id -> token as a list (None for unused ids): a tenth of a dict's memory for SmolLM2's
+    49k ids, which are dense, as real vocabularies' are."""
+    if not all(isinstance(token_id, int) for token_id in tokens):
+        raise TokenizerError(f"tokenizer.json has a token id that is not an integer; {specs.CORRUPT}")
     largest = max(tokens, default=-1)
     if largest > MAX_TOKEN_ID or min(tokens, default=0) < 0:
         raise TokenizerError(f"tokenizer.json has token id {largest if largest > MAX_TOKEN_ID else min(tokens)}, "

@@ -16,7 +16,7 @@ from export.quantize import QuantSpec, quantize_embedding, quantize_matmul_weigh
 
 OPSET = 17
 MS_DOMAIN = "com.microsoft"
-HEAD_PART_BYTES = 8 << 20  # see GraphBuilder._quantized_head
+HEAD_PART_BYTES = 8 << 20  # of weights at one byte each (8-bit codes); see GraphBuilder._quantized_head
 
 
 class GraphBuilder:
@@ -143,7 +143,7 @@ class GraphBuilder:
         return self.op("Reshape", logits, shape)
 
     def _quantized_head(self, x: str, weight: np.ndarray) -> str:
-        """The head in row blocks of at most HEAD_PART_BYTES, logits concatenated.
+        """The head in row blocks of at most HEAD_PART_BYTES weights, logits concatenated.
 
         MatMulNBits prepacks a weight into a new buffer before onnxruntime frees the
         original, so loading briefly holds both copies of the largest weight: 28 MB for
