@@ -29,6 +29,8 @@ class QuantSpec:
     head_symmetric: bool = False  # LM head as 8-bit symmetric blocks (Q8_0's grid: exact on it)
     keep_8bit: tuple[str, ...] = ()  # weights whose name contains one of these stay 8-bit
     embeddings: bool = True  # int8 embedding table (False: the graph keeps its float table)
+    # (name part, block size): weights whose name contains the part use that block size, first match
+    block_sizes: tuple[tuple[str, int], ...] = ()
 
     @property
     def scheme(self) -> str:
@@ -43,6 +45,9 @@ class QuantSpec:
             return replace(self, bits=8, symmetric=True, block_min=False, accuracy_level=4)
         if any(part in name for part in self.keep_8bit):
             return replace(self, bits=8, block_min=False, accuracy_level=4)
+        for part, size in self.block_sizes:
+            if part in name:
+                return replace(self, block_size=size, block_sizes=())
         return self
 
     def describe(self) -> str:
