@@ -58,6 +58,8 @@ class QuantSpec:
             text += "; LM head 8-bit symmetric"
         if self.keep_8bit:
             text += f"; 8-bit: {', '.join(self.keep_8bit)}"
+        if self.block_sizes:
+            text += "; " + ", ".join(f"blocks of {size}: {part}" for part, size in self.block_sizes)
         return text + (f"; embeddings int8 per block of {self.block_size}" if self.embeddings else "; embeddings float32")
 
 

@@ -61,6 +61,15 @@ def test_for_weight_keeps_named_weights_at_8_bits():
     assert (head.bits, head.symmetric, head.block_min) == (8, True, False)
 
 
+def test_for_weight_block_sizes_by_name_first_match():
+    spec = QuantSpec(bits=8, block_sizes=(("mlp.", 64), ("lm_head", 16), ("layers.", 128)))
+    assert spec.for_weight("model.layers.3.mlp.down_proj").block_size == 64
+    assert spec.for_weight("model.layers.3.self_attn.qkv_proj").block_size == 128
+    assert spec.for_weight("lm_head").block_size == 16
+    assert spec.for_weight("other").block_size == 32
+    assert "blocks of 64: mlp." in spec.describe()
+
+
 @pytest.mark.parametrize("spec", [QuantSpec(bits=8, accuracy_level=0), QuantSpec(bits=4, accuracy_level=0),
                                   QuantSpec(bits=4, accuracy_level=0, block_min=True),
                                   QuantSpec(bits=8, accuracy_level=0, block_min=True)])
