@@ -6,7 +6,7 @@
 2. KV cache dtype. GroupQueryAttention over an fp16 cache instead of fp32, at short and
    long context: whether halving the bytes a decode step reads pays on this CPU.
 
-    python benchmarks/kernels.py [--threads 2]
+    python benchmarks/kernels.py [--threads 2]   # with the `export` extra (the graph builder)
 
 Times are medians of 5 rounds of many calls, per call, in microseconds.
 """
@@ -18,27 +18,32 @@ import statistics
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper
+
+from export.graph.builder import GraphBuilder
 
 MS = "com.microsoft"
 
 
-def session(nodes, inputs: dict[str, np.ndarray], outputs: list[str], inits: dict[str, np.ndarray], threads: int,
-            dtype=np.float32):
-    """A one-op (or few-op) model: `inputs` fed, `outputs` of `dtype` read."""
+def _options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return options
+
+
+def session(nodes, inputs: dict[str, np.ndarray], outputs: list[str], threads: int, dtype=np.float32):
+    """A one-op model: `inputs` fed, `outputs` of `dtype` read."""
     graph = helper.make_graph(
         nodes, "k",
         [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))
          for n, a in inputs.items()],
-        [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), None) for o in outputs],
-        [numpy_helper.from_array(a, n) for n, a in inits.items()])
+        [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), None) for o in outputs])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
     model.ir_version = 8
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), _options(threads), providers=["CPUExecutionProvider"])
 
 
 def per_call_us(run, calls: int) -> float:
@@ -54,41 +59,38 @@ def per_call_us(run, calls: int) -> float:
 
 
 def norms(threads: int) -> None:
+    """The norms as the exporter emits them (`GraphBuilder.skip_norm`, `GraphBuilder.add_norm`),
+    so this times the graphs bundles hold; plain-op RMSNorm is the alternative not taken."""
     rng = np.random.default_rng(0)
     print("| norm | rows x width | fused op | plain ops |\n|---|---|---|---|")
     for rows, width, layer in ((2400, 384, True), (480, 384, True), (64, 576, False), (1, 576, False)):
-        x, delta = (rng.normal(size=(1, rows, width)).astype(np.float32) for _ in range(2))
-        inits = {"g": rng.normal(size=width).astype(np.float32), "b": rng.normal(size=width).astype(np.float32),
-                 "eps": np.array(1e-5, np.float32)}
-        feeds = {"x": x, "d": delta}
-        if layer:
-            fused = [helper.make_node("SkipLayerNormalization", ["x", "d", "g", "b"], ["y"], domain=MS, epsilon=1e-5)]
-            plain = _plain_layer_norm()
-        else:
-            fused = [helper.make_node("SkipSimplifiedLayerNormalization", ["x", "d", "g"], ["y"], domain=MS,
-                                      epsilon=1e-5)]
-            plain = _plain_rms_norm()
+        feeds = {name: rng.normal(size=(1, rows, width)).astype(np.float32) for name in ("x", "d")}
+        weight, bias = (rng.normal(size=width).astype(np.float32) for _ in range(2))
+        fused = _norm_graph(rows, width, lambda g: g.skip_norm("x", "d", weight, bias if layer else None, 1e-5, "n")[0])
+        plain = (_norm_graph(rows, width, lambda g: g.add_norm("x", "d", weight, bias, 1e-5, "n")) if layer
+                 else _norm_graph(rows, width, lambda g: _plain_rms_norm(g, weight)))
         times = []
-        for nodes in (fused, plain):
-            s = session(nodes, feeds, ["y"], inits, threads)
+        for model in (fused, plain):
+            s = ort.InferenceSession(model.SerializeToString(), _options(threads), providers=["CPUExecutionProvider"])
             times.append(per_call_us(lambda: s.run(None, feeds), 2000 if rows == 1 else 100))
         kind = "LayerNorm" if layer else "RMSNorm"
         print(f"| {kind} | {rows} x {width} | {times[0]:.0f} | {times[1]:.0f} |")
 
 
-def _plain_layer_norm() -> list:
-    n = helper.make_node
-    return [n("Add", ["x", "d"], ["t"]), n("ReduceMean", ["t"], ["m"], axes=[-1]), n("Sub", ["t", "m"], ["c"]),
-            n("Mul", ["c", "c"], ["c2"]), n("ReduceMean", ["c2"], ["v"], axes=[-1]), n("Add", ["v", "eps"], ["ve"]),
-            n("Sqrt", ["ve"], ["s"]), n("Reciprocal", ["s"], ["r"]), n("Mul", ["c", "r"], ["nr"]),
-            n("Mul", ["nr", "g"], ["ng"]), n("Add", ["ng", "b"], ["y"])]
+def _norm_graph(rows: int, width: int, norm) -> onnx.ModelProto:
+    """A graph of inputs x and d (1, rows, width) and output y = norm(builder)."""
+    g = GraphBuilder("norm")
+    for name in ("x", "d"):
+        g.input(name, TensorProto.FLOAT, [1, rows, width])
+    g.output(norm(g), "y", TensorProto.FLOAT, [1, rows, width])
+    return g.model()
 
 
-def _plain_rms_norm() -> list:
-    n = helper.make_node
-    return [n("Add", ["x", "d"], ["t"]), n("Mul", ["t", "t"], ["t2"]), n("ReduceMean", ["t2"], ["m"], axes=[-1]),
-            n("Add", ["m", "eps"], ["me"]), n("Sqrt", ["me"], ["s"]), n("Reciprocal", ["s"], ["r"]),
-            n("Mul", ["t", "r"], ["nr"]), n("Mul", ["nr", "g"], ["y"])]
+def _plain_rms_norm(g: GraphBuilder, weight: np.ndarray) -> str:
+    total = g.op("Add", "x", "d")
+    mean_square = g.op("ReduceMean", g.op("Mul", total, total), axes=[-1])
+    inverse = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean_square, g.const(1e-5, np.float32))))
+    return g.op("Mul", g.op("Mul", total, inverse), g.init("n.weight", weight))
 
 
 def kv_cache(threads: int, heads: int = 9, kv_heads: int = 3, dim: int = 64, capacity: int = 1100) -> None:
@@ -107,7 +109,7 @@ def kv_cache(threads: int, heads: int = 9, kv_heads: int = 3, dim: int = 64, cap
             node = helper.make_node("GroupQueryAttention", ["qkv", "", "", "past_k", "past_v", "seqlens_k", "total",
                                                             "cos", "sin"], ["out", "k", "v"], domain=MS,
                                     num_heads=heads, kv_num_heads=kv_heads, do_rotary=1)
-            s = session([node], feeds, ["out", "k", "v"], {}, threads, dtype)
+            s = session([node], feeds, ["out", "k", "v"], threads, dtype)
             io = s.io_binding()
             for name, value in feeds.items():
                 io.bind_cpu_input(name, value)
