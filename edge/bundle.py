@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edge.errors import BundleError
-from edge.manifest import Manifest
+from edge.manifest import Manifest, TensorRef
 
 _HINT = "Export one with `edge export SOURCE -o DIR`, or run the README's set-up command."
 
@@ -27,6 +29,14 @@ class Bundle:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def tensor_file(self, ref: TensorRef) -> Path:
+        """The file holding `ref`'s bytes, checked to be long enough for them."""
+        path = self.file(ref.file)
+        size = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
+        if not path.is_file() or path.stat().st_size < ref.offset + size:
+            raise BundleError(f"{ref.file} in bundle {self.path} is missing or too short. Re-export the bundle.")
+        return path
 
 
 def open_bundle(path: str | Path, verify: bool = True) -> Bundle:

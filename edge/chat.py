@@ -33,7 +33,7 @@ class ChatSession:
         self.system = system
         self.options = sampling
         # Its own cache over the model's graph, so other calls on the model cannot disturb it.
-        self.decoder = Decoder(model.decoder.session, model.manifest)
+        self.decoder = Decoder(model.decoder.session, model.manifest, model.decoder.rows)
         self._reply: Iterator[Chunk] | None = None  # the reply being streamed, if any
         self.reset()
 

@@ -15,8 +15,9 @@ import onnxruntime as ort
 from edge.bundle import Bundle
 from edge.errors import ContextWindowError, InputError
 from edge.kv_cache import ConcatKVCache, SharedKVCache, make_cache
-from edge.manifest import Manifest
+from edge.manifest import Manifest, ModelConfig
 from edge.session import Session
+from edge.token_rows import TokenRows
 
 # Prompts run in graph calls of at most this many tokens. MatMulNBits and attention are
 # both faster per token on short blocks than on one long one: 500 tokens prefilled at
@@ -24,21 +25,24 @@ from edge.session import Session
 # activations stay in cache), and the attention scores stay small (peak RSS -30 MB at
 # 1,000 tokens). benchmarks/README.md has the figures.
 PREFILL_CHUNK = 64
+IDS, ROWS = "input_ids", "inputs_embeds"  # the two forms of a graph's token input
 
 
 class Decoder:
-    def __init__(self, session: Session, manifest: Manifest):
+    def __init__(self, session: Session, manifest: Manifest, rows: TokenRows | None = None):
+        """`rows`: the token table, for graphs that take inputs_embeds instead of input_ids."""
         self.session = session
         self.model = manifest.model
+        self.rows = rows
         self.cache = make_cache(manifest.graph.kv, manifest.model)
         self._io = session.io_binding() if isinstance(self.cache, SharedKVCache) else None
-        self._step = _StepBuffers(manifest.model.vocab_size) if self._io else None
+        self._step = _StepBuffers(manifest.model, rows) if self._io else None
 
     @classmethod
     def open(cls, bundle: Bundle, threads: int | None = None) -> Decoder:
         graph = bundle.manifest.graph
         session = Session(bundle.file(graph.file), graph.inputs, graph.outputs, threads)
-        return cls(session, bundle.manifest)
+        return cls(session, bundle.manifest, TokenRows.open(bundle) if ROWS in graph.inputs else None)
 
     @property
     def context_length(self) -> int:
@@ -89,7 +93,7 @@ class Decoder:
         """One graph call: tokens (1, seq) -> logits (keep, vocab)."""
         keep_array = np.array(keep, dtype=np.int64)
         if isinstance(self.cache, ConcatKVCache):
-            outputs = self.session.run({"input_ids": tokens, "logits_to_keep": keep_array, **self.cache.feeds()})
+            outputs = self.session.run({**self._tokens(tokens), "logits_to_keep": keep_array, **self.cache.feeds()})
             self.cache.update(outputs)
             logits = outputs["logits"]
         else:
@@ -104,7 +108,8 @@ class Decoder:
         if tokens.shape[1] == 1 and keep == 1:
             return self._step.run(self.session, io, int(tokens[0, 0]), total)
         self._step.unbind()
-        io.bind_cpu_input("input_ids", tokens)
+        for name, array in self._tokens(tokens).items():
+            io.bind_cpu_input(name, array)
         io.bind_cpu_input("logits_to_keep", keep)
         io.bind_cpu_input("seqlens_k", np.array([total - 1], dtype=np.int32))
         io.bind_cpu_input("total_sequence_length", np.array(total, dtype=np.int32))
@@ -112,6 +117,12 @@ class Decoder:
         io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
         self.session.run_bound(io)
         return logits
+
+    def _tokens(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's token input for ids (1, seq): the ids, or their embedding rows."""
+        if self.rows is None:
+            return {IDS: tokens}
+        return {ROWS: self.rows.lookup(tokens[0])[None]}
 
     def _check(self, ids: Sequence[int]) -> np.ndarray:
         tokens = np.asarray(ids, dtype=np.int64)  # (seq,)
@@ -132,12 +143,14 @@ class _StepBuffers:
     """The inputs and the logits of a one-token step, bound once and rewritten in place:
     a decode step then makes no arrays and no bindings, only a copy of the logits out."""
 
-    def __init__(self, vocab: int):
+    def __init__(self, model: ModelConfig, rows: TokenRows | None):
+        self.rows = rows
         self.ids = np.zeros((1, 1), dtype=np.int64)
+        self.embeds = np.zeros((1, 1, model.hidden_size), dtype=np.float32)
         self.keep = np.array(1, dtype=np.int64)
         self.seqlens = np.zeros(1, dtype=np.int32)  # (batch,) tokens in cache after the step - 1
         self.total = np.array(0, dtype=np.int32)
-        self.logits = np.empty((1, 1, vocab), dtype=np.float32)
+        self.logits = np.empty((1, 1, model.vocab_size), dtype=np.float32)
         self._bound = False
 
     def unbind(self) -> None:
@@ -145,11 +158,14 @@ class _StepBuffers:
 
     def run(self, session: Session, io: ort.IOBinding, token: int, total: int) -> np.ndarray:
         if not self._bound:
-            for name, array in (("input_ids", self.ids), ("logits_to_keep", self.keep),
+            tokens = (IDS, self.ids) if self.rows is None else (ROWS, self.embeds)
+            for name, array in (tokens, ("logits_to_keep", self.keep),
                                 ("seqlens_k", self.seqlens), ("total_sequence_length", self.total)):
                 io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))  # shares the memory
             io.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
             self._bound = True
         self.ids[0, 0], self.seqlens[0], self.total[...] = token, total - 1, total
+        if self.rows is not None:
+            self.rows.lookup(self.ids[0], out=self.embeds[0])
         session.run_bound(io)
         return self.logits.copy()  # the next step overwrites the buffer

@@ -45,7 +45,7 @@ def export_encoder(src: Source, model: ModelConfig, out: Path, stage: Path, quan
     log("measuring cosine to fp32 on the shipped sentences")
     tokenizer = load_tokenizer(staged.bundle / TOKENIZER_FILE)
     models = [EmbeddingModel(staged.manifest, tokenizer, Encoder.open(Bundle(folder, staged.manifest)))
-              for folder in (staged.reference or staged.bundle, staged.bundle)]
+              for folder in (staged.reference.folder if staged.reference else staged.bundle, staged.bundle)]
     manifest = dataclasses.replace(staged.manifest, quality=quality.measure_cosine(*models))
     return writer.finish(staged.bundle, manifest, staged.files, out)
 

@@ -67,7 +67,7 @@ class Staged:
     """Graphs and tokenizer written to the staging folder, the manifest still without quality."""
 
     bundle: Path  # the bundle's folder: the quantized graph (fp32 with --quantize none)
-    reference: Path | None  # the fp32 graph to measure against, when quantizing
+    reference: SavedGraph | None  # the fp32 graph to measure against, when quantizing
     files: list[str]
     manifest: Manifest
 
@@ -107,7 +107,7 @@ def stage_bundle(src: Source, model, bundle_dir: Path, reference: SavedGraph, qu
     manifest = Manifest(model=model, graph=bundle.spec, tokenizer=src.tokens, quantization=_quantization(quant),
                         files={}, source=shareable_name(src.name), exporter_version=__version__, inspect=inspect,
                         **fields)
-    return Staged(bundle.folder, reference.folder if quant else None, bundle.files + inspect_files + [TOKENIZER_FILE],
+    return Staged(bundle.folder, reference if quant else None, bundle.files + inspect_files + [TOKENIZER_FILE],
                   manifest)
 
 
@@ -155,7 +155,7 @@ def _quantization(quant: QuantSpec | None) -> Quantization:
     return Quantization(scheme=quant.scheme, method=quant.describe(), block_size=quant.block_size)
 
 
-def _measure(manifest: Manifest, bundle_dir: Path, reference_dir: Path | None, tokenizer_json: str):
+def _measure(manifest: Manifest, bundle_dir: Path, reference: SavedGraph | None, tokenizer_json: str):
     from tokenizers import Tokenizer  # exporter side: the oracle tokenizer is fine here
 
     tokenizer = Tokenizer.from_str(tokenizer_json)
@@ -164,6 +164,7 @@ def _measure(manifest: Manifest, bundle_dir: Path, reference_dir: Path | None, t
         return tokenizer.encode(text, add_special_tokens=False).ids
 
     quantized = Decoder.open(Bundle(bundle_dir, manifest))
-    if reference_dir is None:
+    if reference is None:
         return quality.measure(quantized, None, encode)
-    return quality.measure(Decoder.open(Bundle(reference_dir, manifest)), quantized, encode)
+    fp32 = dataclasses.replace(manifest, graph=reference.spec, inspect=None)
+    return quality.measure(Decoder.open(Bundle(reference.folder, fp32)), quantized, encode)

@@ -39,8 +39,10 @@ def test_manifest_round_trips(bundle):
     manifest = Manifest.read(bundle)
     assert Manifest.from_dict(json.loads(manifest.to_json())) == manifest
     assert manifest.model.architecture == "gpt2" and manifest.model.positional.kind == "learned"
-    # GPT-2's inspection graph shares every weight with model.onnx.data: no data file of its own
-    assert set(manifest.files) == {"model.onnx", "model.onnx.data", "inspect.onnx", "tokenizer.json"}
+    # GPT-2's inspection graph shares every layer weight with model.onnx.data; its own data file
+    # holds the int8 token table (which the generation graph takes as rows) and the positions
+    assert set(manifest.files) == {"model.onnx", "model.onnx.data", "inspect.onnx", "inspect.onnx.data",
+                                   "tokenizer.json"}
     assert all(sha256(bundle / name) == digest for name, digest in manifest.files.items())
 
 

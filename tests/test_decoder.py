@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +111,18 @@ def test_context_window_and_bad_ids_are_clear_errors(request):
         decoder.prefill([5, 1000])
     with pytest.raises(InputError, match="non-empty"):
         decoder.prefill([])
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_int8_decoding_maps_no_token_table(request, arch):
+    """The rows are read with pread: the table file is never mapped, so looked-up rows and
+    their neighbours do not join the resident set (what takes_rows is for)."""
+    bundle = open_bundle(request.getfixturevalue(f"{arch}_bundle_int8"))
+    decoder = Decoder.open(bundle)
+    token = int(decoder.prefill(_ids(decoder, 40)).argmax())
+    decoder.decode_step(token)
+    table = bundle.tensor_file(bundle.manifest.inspect.embedding).resolve()
+    mapped = {line.split(maxsplit=5)[-1].strip() for line in open("/proc/self/maps") if "/" in line}
+    assert table.name == "inspect.onnx.data" and str(table) not in mapped
+    assert str(bundle.file("model.onnx.data").resolve()) in mapped  # the check can see a mapped file

@@ -25,7 +25,9 @@ def test_llama_manifest_records_what_the_runtime_needs(tiny_llama_bundle_int8, t
         config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads)
     assert m.model.head_dim == config.hidden_size // config.num_attention_heads
     assert m.model.positional.kind == "rotary" and m.model.positional.rope_theta == 10000.0
-    assert m.graph.inputs[:2] == ("input_ids", "logits_to_keep")
+    # int8: the runtime looks the token rows up itself, in the table the inspection graph stores
+    assert m.graph.inputs[:2] == ("inputs_embeds", "logits_to_keep")
+    assert (m.inspect.embedding.dtype, m.inspect.embedding.shape) == ("int8", (config.vocab_size, config.hidden_size))
     assert "past.1.value" in m.graph.inputs and "present.1.value" in m.graph.outputs
     assert m.tokenizer.eos_token_ids == (tok.eos_token_id,) and m.tokenizer.chat_template == tok.chat_template
     assert m.quantization.scheme == "int8" and m.quantization.block_size == 32

@@ -13,6 +13,7 @@ from edge.inspect.attention import AttentionProbe, select, top_sources
 from edge.inspect.embeddings import Embeddings
 from edge.inspect.positions import positions, sinusoidal
 from edge.inspect.tokens import encode
+from edge.token_rows import TokenRows
 from edge.tokenizer import load_tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog because it was late"
@@ -132,11 +133,12 @@ def test_a_sinusoidal_bundle_gets_the_formula(tiny_gpt2_bundle_int8):
 
 
 def _onnx_table(bundle_dir) -> np.ndarray:
-    """The embedding table from the ONNX initializers (the onnx package), dequantized by hand."""
+    """The embedding table from the ONNX initializers (the onnx package), dequantized by hand.
+    From the inspection graph: it always gathers in-graph (int8 generation graphs take rows)."""
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(bundle_dir / "model.onnx")).graph
+    graph = onnx.load(str(bundle_dir / "inspect.onnx")).graph
     init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     gather = next(n for n in graph.node if n.op_type == "Gather" and n.input[0] in init)  # the first: token ids
     values = init[gather.input[0]]
@@ -169,6 +171,16 @@ BUNDLES = ["tiny_llama_bundle_int8", "tiny_gpt2_bundle_fp32", "tiny_bert_bundle_
 def test_embedding_table_equals_the_onnx_initializers(name, request):
     path = request.getfixturevalue(name)
     np.testing.assert_array_equal(tables.token_embeddings(open_bundle(path)), _onnx_table(path))
+
+
+@pytest.mark.parametrize("name", ["tiny_llama_bundle_int8", "tiny_gpt2_bundle_int8"])
+def test_token_rows_read_from_the_file_equal_the_onnx_table(name, request):
+    path = request.getfixturevalue(name)
+    bundle = open_bundle(path)
+    assert bundle.manifest.graph.inputs[0] == "inputs_embeds"
+    table = _onnx_table(path)
+    ids = np.array([0, 5, 5, len(table) - 1, 17, 3])
+    np.testing.assert_array_equal(TokenRows.open(bundle).lookup(ids), table[ids])
 
 
 @pytest.mark.parametrize("name", BUNDLES)

@@ -26,12 +26,8 @@ def inspection(bundle: Bundle) -> Inspection:
 
 def read(bundle: Bundle, ref: TensorRef) -> np.ndarray:
     """The array `ref` points at, mapped read-only from the bundle file."""
-    path = bundle.file(ref.file)
-    dtype = np.dtype(ref.dtype)
-    size = int(np.prod(ref.shape)) * dtype.itemsize
-    if not path.is_file() or path.stat().st_size < ref.offset + size:
-        raise BundleError(f"{ref.file} in bundle {bundle.path} is missing or too short. Re-export the bundle.")
-    return np.memmap(path, dtype=dtype, mode="r", offset=ref.offset, shape=tuple(ref.shape))
+    path = bundle.tensor_file(ref)
+    return np.memmap(path, dtype=np.dtype(ref.dtype), mode="r", offset=ref.offset, shape=tuple(ref.shape))
 
 
 def token_embeddings(bundle: Bundle) -> np.ndarray:

@@ -5,7 +5,8 @@ Two forms of the same model, chosen by the builder:
   grouped heads and the cache update in one op per layer; the cache is a preallocated
   (batch, kv_heads, capacity, head_dim) buffer that the runtime binds as both past and
   present, so a step writes only its new entries (no copy that grows with the context).
-    inputs  input_ids (batch, seq) int64; logits_to_keep () int64; seqlens_k (batch,) int32
+    inputs  input_ids (batch, seq) int64, or inputs_embeds (batch, seq, hidden) float32 when
+            quantized (see `takes_rows`); logits_to_keep () int64; seqlens_k (batch,) int32
             (= tokens in cache after this step - 1); total_sequence_length () int32;
             past.{i}.key / past.{i}.value (batch, kv_heads, capacity, head_dim)
     outputs logits (batch, logits_to_keep, vocab); present.{i}.key / .value (same buffers)
@@ -41,7 +42,7 @@ def can_fuse(g: GraphBuilder, model: ModelConfig) -> bool:
 class DecoderInputs:
     """Graph-wide values every layer uses."""
 
-    ids: str  # (B, S) int64
+    tokens: str  # input_ids (B, S) int64, or inputs_embeds (B, S, H) float32 (see takes_rows)
     start: str  # (1,) int64: position of the first new token (= tokens already cached)
     end: str  # (1,) int64: one past the last new token
     mask: str | None = None  # plain: (rep * S, T) float, 0 where a query may attend
@@ -58,17 +59,30 @@ class Rotary:
     rotate_half: str | None = None  # plain only: (D, D) matrix, x @ R == rotate_half(x)
 
 
+def takes_rows(g: GraphBuilder) -> bool:
+    """Whether the generation graph takes token embedding rows instead of ids: when its table
+    is int8. Mapped by onnxruntime, a table pulls each looked-up row's neighbours (a page and
+    the kernel's fault-around) into the resident set: 25-50 MB of SmolLM2's 31 MB over a long
+    prompt. The runtime reads only the rows it needs (edge/token_rows.py), from the table the
+    inspection graph stores (which still gathers in-graph, as fp32 graphs do: a tied fp32
+    head reads the whole table every step anyway)."""
+    return g.quant is not None and g.quant.embeddings and not g.capture_attention
+
+
 def declare_inputs(g: GraphBuilder, model: ModelConfig, kv: KVLayout) -> DecoderInputs:
-    ids = g.input("input_ids", INT64, ["batch", "seq"])
+    if takes_rows(g):
+        tokens = g.input("inputs_embeds", FLOAT, ["batch", "seq", model.hidden_size])
+    else:
+        tokens = g.input("input_ids", INT64, ["batch", "seq"])
     g.input("logits_to_keep", INT64, [])
-    seq_len = g.op("Shape", ids, start=1, end=2)  # (1,)
+    seq_len = g.op("Shape", tokens, start=1, end=2)  # (1,)
     if kv.shared_buffer:
         seqlens_k = g.input("seqlens_k", INT32, ["batch"])
         total = g.input("total_sequence_length", INT32, [])
     _declare_past(g, model, kv)
     if kv.shared_buffer:
         end = g.op("Cast", g.op("Reshape", total, g.const([1])), to=INT64)  # (1,)
-        return DecoderInputs(ids, g.op("Sub", end, seq_len), end, seqlens_k=seqlens_k, total=total)
+        return DecoderInputs(tokens, g.op("Sub", end, seq_len), end, seqlens_k=seqlens_k, total=total)
     start = g.op("Shape", kv.past_key.format(layer=0), start=2, end=3)  # (1,)
     end = g.op("Add", start, seq_len)
     scalar = g.const([0])
@@ -79,7 +93,12 @@ def declare_inputs(g: GraphBuilder, model: ModelConfig, kv: KVLayout) -> Decoder
     rep = model.num_heads // model.num_kv_heads
     if rep > 1:
         mask = g.op("Tile", mask, g.const([rep, 1]))  # (rep * S, T): row r*S + i is query i
-    return DecoderInputs(ids, start, end, mask=mask)
+    return DecoderInputs(tokens, start, end, mask=mask)
+
+
+def token_embeddings(g: GraphBuilder, inputs: DecoderInputs, table: np.ndarray, name: str) -> str:
+    """(B, S, H): the rows the runtime passed in, or the graph's own lookup of the ids."""
+    return inputs.tokens if takes_rows(g) else g.embedding(inputs.tokens, table, name)
 
 
 def position_rows(g: GraphBuilder, table: str, inputs: DecoderInputs) -> str:

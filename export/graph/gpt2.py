@@ -10,14 +10,14 @@ import numpy as np
 from edge.errors import ExportError
 from edge.manifest import KVLayout, ModelConfig
 from export.graph.builder import MS_DOMAIN, GraphBuilder
-from export.graph.decoder import attention, declare_inputs, declare_logits, position_rows
+from export.graph.decoder import attention, declare_inputs, declare_logits, position_rows, token_embeddings
 
 
 def build(g: GraphBuilder, model: ModelConfig, weights: dict[str, np.ndarray], config, kv: KVLayout) -> None:
     _check(config)
     inputs = declare_inputs(g, model, kv)
     table = weights["transformer.wte.weight"]
-    tokens = g.embedding(inputs.ids, table, "transformer.wte")  # (B, S, H)
+    tokens = token_embeddings(g, inputs, table, "transformer.wte")  # (B, S, H)
     wpe = g.table("positions", "transformer.wpe", weights["transformer.wpe.weight"][: model.context_length])
     x = g.op("Add", tokens, position_rows(g, wpe, inputs))  # the residual stream
     eps = config.layer_norm_epsilon

@@ -8,14 +8,14 @@ import numpy as np
 
 from edge.manifest import KVLayout, ModelConfig
 from export.graph.builder import GraphBuilder
-from export.graph.decoder import attention, declare_inputs, declare_logits, rotary
+from export.graph.decoder import attention, declare_inputs, declare_logits, rotary, token_embeddings
 
 
 def build(g: GraphBuilder, model: ModelConfig, weights: dict[str, np.ndarray], config, kv: KVLayout) -> None:
     inputs = declare_inputs(g, model, kv)
     rope = rotary(g, model, kv, inputs)
     table = weights["model.embed_tokens.weight"]
-    x = g.embedding(inputs.ids, table, "model.embed_tokens")  # (B, S, H): the residual stream
+    x = token_embeddings(g, inputs, table, "model.embed_tokens")  # (B, S, H): the residual stream
     eps = config.rms_norm_eps
     first = "model.layers.0.input_layernorm"
     h = g.rms_norm(x, weights[f"{first}.weight"], eps, first)
