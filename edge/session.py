@@ -7,8 +7,10 @@ load, so the runtime never feeds a tensor to the wrong input.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +83,44 @@ def _own_thread_states() -> list[str]:
     return states
 
 
+MADV_DONTNEED = 4  # Linux: drop the range's pages from this process; a later read faults them back in
+
+
+def release_repacked_pages(folder: Path) -> None:
+    """Take the bundle file pages onnxruntime no longer reads out of the resident set.
+
+    onnxruntime memory-maps the bundle's weights; MatMulNBits repacks them into its own
+    buffers at load, yet the maps of their scales and zero points stay, with every page
+    read while repacking resident: 21 MB of SmolLM2 int8's peak RSS, never read again.
+    MADV_DONTNEED on a file mapping none of whose pages was written (no anonymous,
+    copy-on-write page) only unmaps them: a later read maps the same bytes back from the
+    file (as it does for norm weights), so no value can change.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        smaps = Path("/proc/self/smaps").read_text()
+    except OSError:
+        return
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for start, end in clean_file_maps(smaps, str(folder.resolve()) + os.sep):
+        madvise(start, end - start, MADV_DONTNEED)
+
+
+def clean_file_maps(smaps: str, prefix: str) -> list[tuple[int, int]]:
+    """(start, end) of the maps in `smaps` (/proc/self/smaps text) of files under `prefix`
+    that hold no anonymous (written) page."""
+    found, current = [], None
+    for line in smaps.splitlines():
+        fields = line.split(maxsplit=5)
+        if "-" in fields[0] and len(fields) >= 5:  # a map's header: range, perms, offset, dev, inode[, path]
+            current = fields[0] if len(fields) == 6 and fields[5].startswith(prefix) else None
+        elif current and fields[0] == "Anonymous:" and fields[1] == "0":
+            found.append(tuple(int(x, 16) for x in current.split("-")))
+    return found
+
+
 class Session:
     def __init__(self, path: Path, inputs: tuple[str, ...], outputs: tuple[str, ...], threads: int | None = None):
         options = ort.SessionOptions()
@@ -95,6 +135,7 @@ class Session:
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"onnxruntime cannot load {path.name}: {first}. Re-export the bundle.") from None
+        release_repacked_pages(path.parent)
         self.threads = options.intra_op_num_threads
         _check_names("inputs", inputs, [i.name for i in self._session.get_inputs()])
         _check_names("outputs", outputs, [o.name for o in self._session.get_outputs()])

@@ -1,4 +1,5 @@
-"""Whether onnxruntime's workers spin: only when the run queue leaves them a core each."""
+"""Session set-up: whether onnxruntime's workers spin (only when the run queue leaves them a
+core each), and which bundle file pages leave the resident set after loading."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 import pytest
 
 from edge import session
-from edge.session import others_runnable
+from edge.bundle import open_bundle
+from edge.decoder import Decoder
+from edge.session import clean_file_maps, others_runnable
 
 
 def test_others_runnable_leaves_out_this_process_threads():
@@ -63,3 +66,48 @@ def test_busy_cores_turn_spinning_off():
         for hog in hogs:
             hog.kill()
             hog.wait()
+
+
+SMAPS = """\
+7f0000000000-7f0000010000 rw-p 00001000 fe:00 42       /b/model.onnx.data
+Rss:                  64 kB
+Anonymous:             0 kB
+7f0000010000-7f0000012000 rw-p 00020000 fe:00 42       /b/model.onnx.data
+Rss:                   8 kB
+Anonymous:             4 kB
+7f0000020000-7f0000030000 r--p 00000000 fe:00 43       /b2/model.onnx.data
+Anonymous:             0 kB
+7f0000040000-7f0000050000 rw-p 00000000 00:00 0
+Anonymous:             0 kB
+"""
+
+
+def test_only_unwritten_maps_of_the_bundle_files_are_released():
+    # the second map holds a written (copy-on-write) page; the third is another folder's file
+    assert clean_file_maps(SMAPS, "/b/") == [(0x7F0000000000, 0x7F0000010000)]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc/self/smaps")
+def test_loading_leaves_no_bundle_page_resident(tiny_llama_bundle_int8):
+    """MatMulNBits read its scales and zero points from the file to repack them; once the
+    session is open none of those pages is still in the resident set. Running maps back
+    what it reads (norm weights), and the results are those of the transformers tests."""
+    bundle = open_bundle(tiny_llama_bundle_int8)
+    decoder = Decoder.open(bundle)
+    prefix = str(bundle.path.resolve()) + os.sep
+    maps = _bundle_maps(prefix)
+    assert maps and all(rss == 0 for rss in maps.values()), maps
+    decoder.prefill([1, 2, 3])
+    assert sum(_bundle_maps(prefix).values()) > 0  # the check sees pages that are mapped
+
+
+def _bundle_maps(prefix: str) -> dict[str, int]:
+    """header -> resident kB of this process's maps of files under `prefix`."""
+    found, current = {}, None
+    for line in open("/proc/self/smaps"):
+        fields = line.split(maxsplit=5)
+        if "-" in fields[0] and len(fields) >= 5:
+            current = line.strip() if len(fields) == 6 and fields[5].strip().startswith(prefix) else None
+        elif current and fields[0] == "Rss:":
+            found[current] = found.get(current, 0) + int(fields[1])
+    return found
