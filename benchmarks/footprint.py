@@ -112,10 +112,11 @@ def import_s(python: Path) -> dict[str, float]:
 
 
 def evict(bundle: Path) -> None:
-    """Drop the bundle's files from the page cache, so every run finds them as after a reboot
-    or a copy to another machine. A bundle `edge export` has just written sits there in large
-    folios on recent kernels (seen on Linux 6.18), and each embedding row onnxruntime reads
-    through its memory map then maps a whole folio: ~20 MB more RSS, all clean shared pages."""
+    """Drop the bundle's files from the page cache, so every run reads them from disk, as
+    after a reboot or a copy to another machine. (It once mattered for RSS too: a bundle
+    `edge export` has just written sits there in large folios on recent kernels, and each
+    embedding row read through onnxruntime's map mapped a whole folio. Rows are now read
+    with pread and the maps released: the peak is the same either way.)"""
     for path in bundle.iterdir():
         fd = os.open(path, os.O_RDONLY)
         try:
