@@ -31,6 +31,9 @@ IDS, ROWS = "input_ids", "inputs_embeds"  # the two forms of a graph's token inp
 class Decoder:
     def __init__(self, session: Session, manifest: Manifest, rows: TokenRows | None = None):
         """`rows`: the token table, for graphs that take inputs_embeds instead of input_ids."""
+        if (ROWS in manifest.graph.inputs) != (rows is not None):
+            raise ValueError(f"graph {manifest.graph.file} takes {ROWS if rows is None else IDS}: "
+                             "open it with Decoder.open, or pass its TokenRows")
         self.session = session
         self.model = manifest.model
         self.rows = rows

@@ -16,7 +16,8 @@ from typing import Any
 from edge.errors import BundleError
 
 FORMAT = "edge-bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: int8 decoder graphs may take token rows (inputs_embeds), see edge/token_rows.py
+READS_VERSIONS = (1, 2)  # version 1 bundles (token ids only) still load
 MANIFEST_FILE = "manifest.json"
 
 TASKS = ("text-generation", "feature-extraction")
@@ -85,8 +86,10 @@ class TensorRef:
 
 @dataclass(frozen=True)
 class Inspection:
-    """What `edge inspect` reads beyond the generation graph (bundles exported without it
-    still load; inspecting attention or embeddings then asks for a re-export)."""
+    """What `edge inspect` reads beyond the generation graph, and where an int8 decoder's
+    token rows are (its graph takes inputs_embeds: edge/token_rows.py reads `embedding` and
+    `embedding_scales`). Version 1 bundles without it still load; inspecting attention or
+    embeddings then asks for a re-export."""
 
     embedding: TensorRef  # (vocab, hidden) float32, or int8 codes when quantized
     embedding_scales: TensorRef | None = None  # (vocab, hidden / block) float32, int8 only
@@ -197,10 +200,10 @@ def _check_header(data: Any) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError("manifest.json is not an edge bundle manifest. Re-export with `edge export`.")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READS_VERSIONS:
         raise BundleError(
-            f"bundle schema version {version!r} is not supported by this edge (it reads version "
-            f"{SCHEMA_VERSION}). Re-export the bundle with this edge, or install a matching edge."
+            f"bundle schema version {version!r} is not supported by this edge (it reads versions "
+            f"{', '.join(map(str, READS_VERSIONS))}). Re-export the bundle with this edge, or install a matching edge."
         )
 
 

@@ -92,9 +92,10 @@ def release_repacked_pages(folder: Path) -> None:
     onnxruntime memory-maps the bundle's weights; MatMulNBits repacks them into its own
     buffers at load, yet the maps of their scales and zero points stay, with every page
     read while repacking resident: 21 MB of SmolLM2 int8's peak RSS, never read again.
-    MADV_DONTNEED on a file mapping none of whose pages was written (no anonymous,
-    copy-on-write page) only unmaps them: a later read maps the same bytes back from the
-    file (as it does for norm weights), so no value can change.
+    MADV_DONTNEED on a file mapping none of whose pages was written (no anonymous
+    copy-on-write page, resident or swapped out) only unmaps them: a later read maps the
+    same bytes back from the file (as it does for norm weights), so no value can change.
+    Only the folder's weight files (*.data) are touched.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -104,21 +105,25 @@ def release_repacked_pages(folder: Path) -> None:
         return
     madvise = ctypes.CDLL(None, use_errno=True).madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    for start, end in clean_file_maps(smaps, str(folder.resolve()) + os.sep):
+    for start, end in clean_weight_maps(smaps, folder.resolve()):
         madvise(start, end - start, MADV_DONTNEED)
 
 
-def clean_file_maps(smaps: str, prefix: str) -> list[tuple[int, int]]:
-    """(start, end) of the maps in `smaps` (/proc/self/smaps text) of files under `prefix`
-    that hold no anonymous (written) page."""
-    found, current = [], None
+def clean_weight_maps(smaps: str, folder: Path) -> list[tuple[int, int]]:
+    """(start, end) of the maps in `smaps` (/proc/self/smaps text) of `folder`'s *.data
+    files that hold no written page (Anonymous and Swap both 0 kB)."""
+    maps: list[tuple[tuple[int, int], dict[str, str]]] = []
     for line in smaps.splitlines():
         fields = line.split(maxsplit=5)
         if "-" in fields[0] and len(fields) >= 5:  # a map's header: range, perms, offset, dev, inode[, path]
-            current = fields[0] if len(fields) == 6 and fields[5].startswith(prefix) else None
-        elif current and fields[0] == "Anonymous:" and fields[1] == "0":
-            found.append(tuple(int(x, 16) for x in current.split("-")))
-    return found
+            path = Path(fields[5]) if len(fields) == 6 else None
+            ours = path is not None and path.parent == folder and path.suffix == ".data"
+            span = tuple(int(x, 16) for x in fields[0].split("-")) if ours else None
+            maps.append((span, {}))
+        elif maps and maps[-1][0] and len(fields) >= 2:
+            maps[-1][1][fields[0]] = fields[1]
+    return [span for span, counts in maps
+            if span and counts.get("Anonymous:") == "0" and counts.get("Swap:") == "0"]
 
 
 class Session:

@@ -14,6 +14,7 @@ the file warm.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -24,27 +25,36 @@ from edge.manifest import TensorRef
 
 
 class TokenRows:
-    def __init__(self, codes: _Table, scales: _Table, blocks: int):
-        self.codes, self.scales, self.blocks = codes, scales, blocks
-        self.hidden = codes.row_items
+    def __init__(self, codes: _Table, scales: _Table):
+        self.codes, self.scales = codes, scales
+        self.hidden, self.blocks = codes.row_items, scales.row_items
 
     @classmethod
     def open(cls, bundle: Bundle) -> TokenRows:
-        found = bundle.manifest.inspect
-        if found is None or found.embedding_scales is None:
-            raise BundleError(f"bundle {bundle.path} takes embedding rows but names no int8 table. "
-                              "Re-export it with `edge export`.")
-        return cls(_Table.open(bundle, found.embedding), _Table.open(bundle, found.embedding_scales),
-                   found.embedding_scales.shape[1])
+        found, model = bundle.manifest.inspect, bundle.manifest.model
+        codes, scales = (found.embedding, found.embedding_scales) if found else (None, None)
+        if codes is None or scales is None or not _fits(codes, scales, model.vocab_size, model.hidden_size):
+            raise BundleError(f"bundle {bundle.path} takes embedding rows but names no int8 table of "
+                              f"{model.vocab_size} x {model.hidden_size}. Re-export it with `edge export`.")
+        return cls(_Table.open(bundle, codes), _Table.open(bundle, scales))
 
     def lookup(self, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows of `ids` (seq,) as (seq, hidden) float32, written into `out` when given."""
         ids = ids.tolist()
         codes = self.codes.rows(ids).reshape(len(ids), self.blocks, -1)
         scales = self.scales.rows(ids).reshape(len(ids), self.blocks, 1)
-        out = np.empty((len(ids), self.hidden), dtype=np.float32) if out is None else out
-        np.multiply(codes, scales, out=out.reshape(codes.shape))
+        rows = np.multiply(codes, scales, dtype=np.float32).reshape(len(ids), self.hidden)
+        if out is None:
+            return rows
+        out[...] = rows
         return out
+
+
+def _fits(codes: TensorRef, scales: TensorRef, vocab: int, hidden: int) -> bool:
+    """int8 codes (vocab, hidden) and float32 scales (vocab, blocks), blocks dividing hidden."""
+    return (codes.dtype == "int8" and scales.dtype == "float32" and len(codes.shape) == len(scales.shape) == 2
+            and codes.shape[0] == scales.shape[0] >= vocab and codes.shape[1] == hidden
+            and 0 < scales.shape[1] and hidden % scales.shape[1] == 0)
 
 
 class _Table:
@@ -55,12 +65,13 @@ class _Table:
         self.row_items = ref.shape[1]
         self.row_bytes = self.row_items * self.dtype.itemsize
         self.offset = ref.offset
-        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (kept open while the decoder lives)
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)  # closed with the table (no file object to leak)
 
     @classmethod
     def open(cls, bundle: Bundle, ref: TensorRef) -> _Table:
         return cls(bundle.tensor_file(ref), ref)
 
     def rows(self, ids: list[int]) -> np.ndarray:
-        fd, size, start = self._file.fileno(), self.row_bytes, self.offset
-        return np.frombuffer(b"".join(os.pread(fd, size, start + i * size) for i in ids), dtype=self.dtype)
+        size, start = self.row_bytes, self.offset
+        return np.frombuffer(b"".join(os.pread(self._fd, size, start + i * size) for i in ids), dtype=self.dtype)

@@ -3,8 +3,9 @@
 In: a bundle folder that already holds the generation graph (`model.onnx` + its data file)
 and the inspection graph (same weights, plain attention, attention.{layer} outputs). Out:
 `inspect.onnx`, whose large initializers point into `model.onnx.data` wherever the bytes
-are identical (all the layer weights), plus a small `inspect.onnx.data` for the rest (its
-rotary tables have another layout); and `TensorRef`s that let the runtime map the
+are identical (all the layer weights), plus `inspect.onnx.data` for the rest (rotary tables
+in another layout; in int8 bundles also the token table, 31 MB for SmolLM2, which the
+generation graph leaves to the runtime); and `TensorRef`s that let the runtime read the
 embedding and position tables with numpy, without parsing ONNX.
 """
 

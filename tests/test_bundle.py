@@ -77,12 +77,29 @@ def test_missing_file(bundle, capsys):
     assert "missing tokenizer.json" in _cli_error(capsys, "info", str(bundle))
 
 
+def test_version_1_bundles_still_load(bundle):
+    """Version 2 only added graphs that take token rows; a version 1 manifest reads as before."""
+    _edit_manifest(bundle, lambda d: d.update(schema_version=1))
+    assert open_bundle(bundle).manifest.schema_version == 1
+
+
 @pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, 0, None])
 def test_unknown_schema_version(bundle, version, capsys):
     _edit_manifest(bundle, lambda d: d.update(schema_version=version))
     with pytest.raises(BundleError, match="schema version .* is not supported"):
         open_bundle(bundle)
     assert "Re-export" in _cli_error(capsys, "info", str(bundle))
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.update(inspect=None),
+    lambda d: d["inspect"]["embedding"].update(shape=[7, 3]),
+    lambda d: d["inspect"]["embedding_scales"].update(dtype="int8"),
+])
+def test_rows_graph_without_a_fitting_token_table(bundle, change, capsys):
+    _edit_manifest(bundle, change)
+    message = _cli_error(capsys, "generate", "Hi", "-m", str(bundle), "-n", "1", "--raw")
+    assert "takes embedding rows but names no int8 table" in message and "Re-export" in message
 
 
 def test_malformed_manifest(bundle, capsys):

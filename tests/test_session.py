@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from edge import session
 from edge.bundle import open_bundle
 from edge.decoder import Decoder
-from edge.session import clean_file_maps, others_runnable
+from edge.session import clean_weight_maps, others_runnable
 
 
 def test_others_runnable_leaves_out_this_process_threads():
@@ -72,19 +73,30 @@ SMAPS = """\
 7f0000000000-7f0000010000 rw-p 00001000 fe:00 42       /b/model.onnx.data
 Rss:                  64 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 7f0000010000-7f0000012000 rw-p 00020000 fe:00 42       /b/model.onnx.data
 Rss:                   8 kB
 Anonymous:             4 kB
+Swap:                  0 kB
+7f0000012000-7f0000014000 rw-p 00022000 fe:00 42       /b/model.onnx.data
+Anonymous:             0 kB
+Swap:                  4 kB
 7f0000020000-7f0000030000 r--p 00000000 fe:00 43       /b2/model.onnx.data
 Anonymous:             0 kB
+Swap:                  0 kB
+7f0000030000-7f0000031000 r--p 00000000 fe:00 44       /b/lib/helper.so
+Anonymous:             0 kB
+Swap:                  0 kB
 7f0000040000-7f0000050000 rw-p 00000000 00:00 0
 Anonymous:             0 kB
+Swap:                  0 kB
 """
 
 
-def test_only_unwritten_maps_of_the_bundle_files_are_released():
-    # the second map holds a written (copy-on-write) page; the third is another folder's file
-    assert clean_file_maps(SMAPS, "/b/") == [(0x7F0000000000, 0x7F0000010000)]
+def test_only_unwritten_maps_of_the_bundle_weight_files_are_released():
+    # not: a written (copy-on-write) page, resident or swapped out; another folder's file;
+    # a file under the folder that is not a weight file; anonymous memory
+    assert clean_weight_maps(SMAPS, Path("/b")) == [(0x7F0000000000, 0x7F0000010000)]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc/self/smaps")

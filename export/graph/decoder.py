@@ -12,7 +12,8 @@ Two forms of the same model, chosen by the builder:
     outputs logits (batch, logits_to_keep, vocab); present.{i}.key / .value (same buffers)
 - plain (inspection graphs, or heads GroupQueryAttention cannot take): standard ops that
   can also output the attention weights; the cache grows by concatenation.
-    inputs  input_ids; logits_to_keep; past.{i}.key / .value (batch, kv_heads, past, head_dim)
+    inputs  input_ids (or inputs_embeds, as above); logits_to_keep; past.{i}.key / .value
+            (batch, kv_heads, past, head_dim)
     outputs logits; present.{i}.key / .value (batch, kv_heads, past + seq, head_dim);
             attention.{i} (batch, heads, seq, past + seq) when capturing
 """
