@@ -12,14 +12,9 @@ from edge.bundle import open_bundle
 from edge.decoder import PREFILL_CHUNK, Decoder
 from edge.errors import ContextWindowError, InputError
 from edge.kv_cache import SharedKVCache
+from hf_oracle import hf_causal_lm, hf_logits
 
 ARCHS = ["tiny_llama", "tiny_gpt2"]
-
-
-def _hf(folder):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
 def _decoder(request, arch: str, quant: str) -> Decoder:
@@ -31,9 +26,7 @@ def _ids(decoder: Decoder, n: int, seed: int = 0) -> list[int]:
 
 
 def _reference_logits(request, arch: str, ids: list[int]) -> np.ndarray:
-    model = _hf(request.getfixturevalue(f"{arch}_dir"))
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].numpy()  # (seq, vocab)
+    return hf_logits(request.getfixturevalue(f"{arch}_dir"), ids)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -85,7 +78,7 @@ def test_fp32_greedy_continuation_matches_transformers_generate(request, arch):
     out = [int(decoder.prefill(prompt).argmax())]
     while len(out) < 20:
         out.append(int(decoder.decode_step(out[-1]).argmax()))
-    model = _hf(request.getfixturevalue(f"{arch}_dir"))
+    model = hf_causal_lm(request.getfixturevalue(f"{arch}_dir"))
     with torch.no_grad():
         want = model.generate(torch.tensor([prompt]), max_new_tokens=20, min_new_tokens=20, do_sample=False)
     assert out == want[0, len(prompt):].tolist()

@@ -186,11 +186,10 @@ def test_load_returns_a_language_model(model):
 
 def test_greedy_equals_transformers(model, tiny_llama_dir):
     import torch
-    from transformers import AutoModelForCausalLM
-
+    from hf_oracle import hf_causal_lm
     ids = model.encode_prompt("The sky is blue because", raw=True)
     chunks = list(model.stream("The sky is blue because", raw=True, max_tokens=24))
-    hf = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    hf = hf_causal_lm(tiny_llama_dir)
     with torch.no_grad():
         out = hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False,
                           eos_token_id=list(model.manifest.tokenizer.eos_token_ids), pad_token_id=0)
@@ -298,11 +297,10 @@ def test_interrupted_before_any_text_drops_the_turn(model):
 
 def test_perplexity_matches_transformers(model, tiny_llama_dir):
     import torch
-    from transformers import AutoModelForCausalLM
-
+    from hf_oracle import hf_causal_lm
     text = "The quick brown fox jumps over the lazy dog. " * 4
     ids = model.encode_text(text)
-    hf = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    hf = hf_causal_lm(tiny_llama_dir)
     with torch.no_grad():
         loss = hf(torch.tensor([ids]), labels=torch.tensor([ids])).loss.item()
     assert model.perplexity(text) == pytest.approx(np.exp(loss), rel=1e-4)
@@ -311,15 +309,14 @@ def test_perplexity_matches_transformers(model, tiny_llama_dir):
 def test_perplexity_in_windows(model, tiny_llama_dir):
     """Longer than a window: each window from a fresh cache, sharing one token with the next."""
     import torch
-    from transformers import AutoModelForCausalLM
-
+    from hf_oracle import hf_causal_lm
     from edge.llm import PERPLEXITY_WINDOW
 
     text = "Numbers: " + " ".join(str(i) for i in range(400))
     ids = model.encode_text(text)
     window = min(PERPLEXITY_WINDOW, model.decoder.context_length - 1)
     assert len(ids) > 2 * window
-    hf = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    hf = hf_causal_lm(tiny_llama_dir)
     nll = 0.0
     with torch.no_grad():
         for start in range(0, len(ids) - 1, window):

@@ -12,14 +12,7 @@ from edge.bundle import open_bundle
 from edge.decoder import Decoder
 from edge.manifest import Manifest
 from export.pipeline import export_model
-
-
-def _reference(folder, ids: list[int]) -> np.ndarray:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].numpy()  # (seq, vocab)
+from hf_oracle import hf_causal_lm, hf_logits
 
 
 def _ids(n: int, seed: int) -> list[int]:
@@ -29,7 +22,7 @@ def _ids(n: int, seed: int) -> list[int]:
 def _errors(bundle, folder, seed: int) -> tuple[float, float]:
     """(mean |logit error| / mean |logit|, top-1 agreement) over 40 positions."""
     ids = _ids(40, seed)
-    got, want = Decoder.open(open_bundle(bundle)).logits(ids), _reference(folder, ids)
+    got, want = Decoder.open(open_bundle(bundle)).logits(ids), hf_logits(folder, ids)
     return float(np.abs(got - want).mean() / np.abs(want).mean()), float((got.argmax(-1) == want.argmax(-1)).mean())
 
 
@@ -50,10 +43,8 @@ def q4_1_llama(tiny_llama_dir, tmp_path_factory):
     like the SmolLM2 GGUF; and its int4 bundle."""
     import shutil
 
-    from transformers import AutoModelForCausalLM
-
     folder = tmp_path_factory.mktemp("q4_1_llama")
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    model = hf_causal_lm(tiny_llama_dir)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("proj.weight"):

@@ -18,6 +18,7 @@ from edge.decoder import Decoder
 from edge.errors import ExportError
 from export.graph.traced import BUILDER
 from export.pipeline import export_model
+from hf_oracle import hf_causal_lm, hf_logits
 
 ARCHS = ["gpt_neox", "phi3"]
 
@@ -47,14 +48,6 @@ def tiny(request, gpt2_style_tokenizer_json, tmp_path_factory):
     return folder, bundles / "none", bundles / "int8"
 
 
-def _reference(folder, ids: list[int]) -> np.ndarray:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].numpy()  # (seq, vocab)
-
-
 def _ids(n: int, seed: int) -> list[int]:
     return np.random.default_rng(seed).integers(0, 1000, n).tolist()
 
@@ -74,28 +67,26 @@ def test_fp32_logits_match_transformers_fed_in_chunks(tiny):
     decoder = Decoder.open(open_bundle(fp32))
     ids = _ids(40, seed=1)
     chunks = [decoder.logits(ids[:17]), decoder.logits(ids[17:18]), decoder.logits(ids[18:])]  # through the cache
-    np.testing.assert_allclose(np.concatenate(chunks), _reference(folder, ids), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.concatenate(chunks), hf_logits(folder, ids), atol=1e-4, rtol=0)
 
 
 def test_int8_logits_close_to_transformers(tiny):
     folder, _, int8 = tiny
     ids = _ids(40, seed=2)
-    got, want = Decoder.open(open_bundle(int8)).logits(ids), _reference(folder, ids)
+    got, want = Decoder.open(open_bundle(int8)).logits(ids), hf_logits(folder, ids)
     error = np.abs(got - want).mean() / np.abs(want).mean()
     assert error < 0.05, f"int8 logits differ from fp32 by {error:.1%} on average"
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9
 
 
 def test_greedy_generation_matches_transformers(tiny):
-    from transformers import AutoModelForCausalLM
-
     folder, fp32, _ = tiny
     model = edge.load(fp32)
     prompt = _ids(8, seed=3)
     out = [int(model.decoder.prefill(prompt).argmax())]
     while len(out) < 16:
         out.append(int(model.decoder.decode_step(out[-1]).argmax()))
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    hf = hf_causal_lm(folder)
     with torch.no_grad():
         want = hf.generate(torch.tensor([prompt]), max_new_tokens=16, min_new_tokens=16, do_sample=False)
     assert out == want[0, len(prompt):].tolist()
