@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from edge.chat_template import Message
-from edge.decoder import Decoder
 from edge.errors import InputError
 from edge.generate import Chunk
 
@@ -33,7 +32,7 @@ class ChatSession:
         self.system = system
         self.options = sampling
         # Its own cache over the model's graph, so other calls on the model cannot disturb it.
-        self.decoder = Decoder(model.decoder.session, model.manifest, model.decoder.rows)
+        self.decoder = model.decoder.fork()
         self._reply: Iterator[Chunk] | None = None  # the reply being streamed, if any
         self.reset()
 

@@ -35,6 +35,7 @@ class Decoder:
             raise ValueError(f"graph {manifest.graph.file} takes {ROWS if rows is None else IDS}: "
                              "open it with Decoder.open, or pass its TokenRows")
         self.session = session
+        self.manifest = manifest
         self.model = manifest.model
         self.rows = rows
         self.cache = make_cache(manifest.graph.kv, manifest.model)
@@ -46,6 +47,10 @@ class Decoder:
         graph = bundle.manifest.graph
         session = Session(bundle.file(graph.file), graph.inputs, graph.outputs, threads)
         return cls(session, bundle.manifest, TokenRows.open(bundle) if ROWS in graph.inputs else None)
+
+    def fork(self) -> Decoder:
+        """Another decoder over the same session and token table, with a cache of its own."""
+        return Decoder(self.session, self.manifest, self.rows)
 
     @property
     def context_length(self) -> int:
