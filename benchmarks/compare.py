@@ -7,7 +7,7 @@ the table shows medians over --runs with each figure's ratio to edge's (the firs
     python benchmarks/compare.py --peers-venv /work/.peers --runs 3 --json compare.json
     python benchmarks/compare.py --quality ...     # also perplexity and top-1 vs fp32
 
-edge runs edge.bench.run in this interpreter's venv. The peers (llama.cpp through
+edge runs edge.tools.bench.run in this interpreter's venv. The peers (llama.cpp through
 llama-cpp-python, onnxruntime-genai, transformers; optimum in its own venv, as it pins an
 older transformers) run benchmarks/peers.py in theirs. Their models are built once from
 the same SmolLM2 GGUF under ~/.cache/edge/peers (benchmarks/peer_models.py). A runtime
@@ -115,7 +115,7 @@ def size_mb(path: Path) -> float:
 
 def prompts(bundle: str) -> dict[str, list[int]]:
     import edge
-    from edge.bench import prompts as bench_prompts
+    from edge.tools.bench import prompts as bench_prompts
 
     return bench_prompts(edge.load(bundle))
 
@@ -123,7 +123,7 @@ def prompts(bundle: str) -> dict[str, list[int]]:
 def quality_windows(bundle: str) -> list[list[int]]:
     """The exporter's held-out text in the windows export.quality scores (one shared token)."""
     import edge
-    from edge.llm import PERPLEXITY_WINDOW
+    from edge.generation.model import PERPLEXITY_WINDOW
     from export.quality import MAX_TOKENS, heldout_text
 
     ids = edge.load(bundle).encode_text(heldout_text())[:MAX_TOKENS]

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from edge.bench import peak_rss_mb
+from edge.tools.bench import peak_rss_mb
 
 BATCH = 32
 SENTENCES = Path(__file__).resolve().parent.parent / "export" / "data" / "sentences.txt"

@@ -38,7 +38,7 @@ UNITS = {"site_packages_mb": "MB", "import_s": "s", "peak_rss_mb": "MB", "load_t
 GENERATE = """
 import json, sys, time
 import edge
-from edge.bench import peak_rss_mb
+from edge.tools.bench import peak_rss_mb
 started, cpu = time.perf_counter(), time.process_time()
 chunks = edge.load(sys.argv[1]).stream(sys.argv[2], max_tokens=32, temperature=0)
 next(chunks)

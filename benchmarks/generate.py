@@ -1,7 +1,7 @@
 """Generation benchmark (not a test): load time, time to first token, prefill and decode
 speed, Python overhead per step, peak RSS and size, for several bundles in one run.
 
-Each measurement runs `edge.bench.run` in a fresh child process (so peak RSS and load time
+Each measurement runs `edge.tools.bench.run` in a fresh child process (so peak RSS and load time
 are its own); the bundles alternate, and the table shows medians over --runs.
 
     python benchmarks/generate.py                      # default int8 bundle + its fp32 sibling
@@ -23,7 +23,7 @@ COLUMNS = ["size_mb", "start_to_ready_s", "ttft_s", "prefill_tok_s_short", "pref
 
 
 def run_child(bundle: str, threads: int) -> dict:
-    code = ("import sys, json, time; started = time.perf_counter(); from edge.bench import run; "
+    code = ("import sys, json, time; started = time.perf_counter(); from edge.tools.bench import run; "
             f"print(json.dumps(run({bundle!r}, {threads}, started)))")
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

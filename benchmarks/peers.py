@@ -1,9 +1,9 @@
-"""One peer runtime measured the way edge.bench measures edge; run in the peer's own venv.
+"""One peer runtime measured the way edge.tools.bench measures edge; run in the peer's own venv.
 
     python peers.py RUNTIME MODEL IDS_JSON THREADS [--quality]
 
 RUNTIME is llama.cpp, genai, transformers or optimum; MODEL its model file or folder;
-IDS_JSON the prompts edge.bench.prompts made ({"short", "long", "context"} token ids, or
+IDS_JSON the prompts edge.tools.bench.prompts made ({"short", "long", "context"} token ids, or
 {"windows"} with --quality). Prints one JSON object: load, time to first token, prefill
 and decode tokens/s, decode at long context, peak RSS; with --quality the mean next-token
 NLL and the top-1 id at every position of each window.
@@ -24,7 +24,7 @@ import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-DECODE = 128  # greedy steps after the short prompt (edge.bench.DECODE)
+DECODE = 128  # greedy steps after the short prompt (edge.tools.bench.DECODE)
 
 
 class Greedy:
@@ -161,7 +161,7 @@ RUNTIMES = {"llama.cpp": LlamaCpp, "genai": Genai, "transformers": Transformers,
 
 
 def speed(runtime, ids: dict[str, list[int]], ready: float) -> dict[str, float]:
-    """edge.bench.run's figures, in the same order and with the same prompts."""
+    """edge.tools.bench.run's figures, in the same order and with the same prompts."""
     figures = {"start_to_ready_s": ready - STARTED, "short_prompt": len(ids["short"]),
                "long_prompt": len(ids["long"]), "long_context": len(ids["context"])}
     start = time.perf_counter()
@@ -216,8 +216,8 @@ class EdgeDecoder:
 
 
 def run_edge(bundle: str, threads: int, started: float, ids_file: str, with_quality: bool) -> dict:
-    """edge's figures by edge.bench.run itself, or its quality scored as the peers' are."""
-    from edge.bench import run
+    """edge's figures by edge.tools.bench.run itself, or its quality scored as the peers' are."""
+    from edge.tools.bench import run
 
     ids = json.loads(open(ids_file).read())
     if with_quality:
@@ -225,7 +225,7 @@ def run_edge(bundle: str, threads: int, started: float, ids_file: str, with_qual
     return run(bundle, threads, started, ids)
 
 def _peak_rss_mb() -> float:
-    """VmHWM, as edge.bench reads it (this file cannot import edge): ru_maxrss survives exec
+    """VmHWM, as edge.tools.bench reads it (this file cannot import edge): ru_maxrss survives exec
     and would report compare.py's own peak for a small peer."""
     try:
         status = open("/proc/self/status").read()

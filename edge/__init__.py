@@ -5,46 +5,52 @@
     print(model.generate("Why is the sky blue?", max_tokens=64))
     vectors = edge.load("path/to/encoder-bundle").embed(["a cat", "a dog"])   # (2, dim)
 
-Heavy parts (onnxruntime, the tokenizer) load inside `load`, so `import edge` stays cheap.
+Heavy parts (onnxruntime, the tokenizer) load inside `load`, so `import edge` stays cheap;
+`edge.LanguageModel` and `edge.EmbeddingModel` (for type hints) import them on first use.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
-from edge.errors import BundleError, EdgeError
-from edge.generate import Chunk, Timings
-from edge.sampler import SamplingParams
+from edge.errors import EdgeError
+from edge.generation.generate import StreamChunk, Timings
+from edge.generation.sampler import SamplingParams
 
-__all__ = ["load", "EdgeError", "Chunk", "Timings", "SamplingParams"]
+if TYPE_CHECKING:
+    from edge.embeddings.model import EmbeddingModel
+    from edge.generation.model import LanguageModel
+
+__all__ = ["load", "LanguageModel", "EmbeddingModel", "EdgeError", "StreamChunk", "Timings", "SamplingParams"]
+
+# The model types live beside onnxruntime; they are imported when first named (PEP 562).
+_LAZY = {"LanguageModel": "edge.generation.model", "EmbeddingModel": "edge.embeddings.model"}
 
 
-def load(path: str | Path, threads: int | None = None):
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edge' has no attribute {name!r}")
+
+
+def load(path: str | Path, threads: int | None = None) -> Union[LanguageModel, EmbeddingModel]:
     """Open a bundle: a `LanguageModel` for text generation, an `EmbeddingModel` for
     feature extraction. `threads`: onnxruntime intra-op threads (default: physical cores)."""
     from edge.bundle import open_bundle, verifying
-    from edge.doctor import warn_if_unsuited
+    from edge.tools.doctor import warn_if_unsuited
 
     started = time.perf_counter()
     bundle = open_bundle(path, verify=False)  # checksums: while the model opens, below
     warn_if_unsuited(bundle.manifest)
     with verifying(bundle):
-        return _open(bundle, threads, started)
+        if bundle.manifest.is_decoder:
+            from edge.generation.model import LanguageModel
 
+            return LanguageModel.open(bundle, threads, started)
+        from edge.embeddings.model import EmbeddingModel
 
-def _open(bundle, threads: int | None, started: float):
-    if bundle.manifest.is_decoder:
-        from edge.llm import LanguageModel
-
-        return LanguageModel.open(bundle, threads, started)
-    try:
-        from edge.embed import EmbeddingModel
-    except ModuleNotFoundError as exc:
-        if exc.name != "edge.embed":
-            raise
-        raise BundleError(
-            f"{bundle.path} is a {bundle.manifest.model.task} bundle, but this edge has no embedding support "
-            "(edge.embed is missing). Install a complete edge."
-        ) from None
-    return EmbeddingModel.open(bundle, threads)
+        return EmbeddingModel.open(bundle, threads)

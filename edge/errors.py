@@ -1,14 +1,32 @@
 """One small hierarchy of user-facing errors.
 
 Every message says what is wrong and how to fix it, in one line, so the CLI can
-print it as `error: <message>` without a traceback.
+print it as `error: <message>` without a traceback. An error about one parameter carries
+its Python keyword name as a field (`param="max_tokens"`) and writes `{param}` where the
+message names it; each face renders that in its own words (the CLI `--max-tokens`, the
+server `max_tokens` with the `param` field), so no message text is ever parsed.
 """
+
+from __future__ import annotations
 
 
 class EdgeError(Exception):
     """Base class: an error the user can act on (bad input, missing file, ...)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+    def render(self, name: str | None = None) -> str:
+        """The message with its parameter called `name` (default: the Python keyword)."""
+        if self.param is None:
+            return self.message
+        return self.message.replace("{param}", name if name is not None else self.param)
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class BundleError(EdgeError):
@@ -43,7 +61,43 @@ class ExportError(EdgeError):
     """The exporter cannot handle this source (unknown architecture, offline hub id, ...)."""
 
 
+class MissingExtraError(EdgeError):
+    """A command needs an optional extra that is not installed (serve, export, viz, ...)."""
+
+    def __init__(self, what: str, extra: str, module: str):
+        first = " (torch==2.13.0 first)" if extra == "export" else ""
+        super().__init__(f"{what} needs the `{extra}` extra ({module} is not installed). "
+                         f"Install it with: pip install 'edge-runtime[{extra}]'{first}.")
+        self.extra, self.module = extra, module
+
+
+def require_extra(what: str, extra: str, *modules: str) -> None:
+    """Raise MissingExtraError unless every module of the extra can be imported."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(what, extra, module)
+
+
 class UsageError(EdgeError):
     """The command line itself is wrong; the CLI exits with 2."""
 
     exit_code = 2
+
+
+# --- checks every face shares ----------------------------------------------------------
+
+
+def check_positive_int(value: object, param: str) -> int:
+    """`value` if it is an integer >= 1 (not a bool), else an InputError about `param`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{{param}} must be an integer >= 1, got {value!r}.", param=param)
+    return value
+
+
+def check_prompt(prompt: object, param: str = "prompt") -> str:
+    """`prompt` if it is a non-empty string, else an InputError about `param`."""
+    if not isinstance(prompt, str) or not prompt:
+        raise InputError("the prompt is empty: give some text to continue.", param=param)
+    return prompt

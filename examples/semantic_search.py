@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 import edge
-from edge.index import SearchIndex, build_index
+from edge.embeddings.index import SearchIndex, build_index
 from edge.paths import cache_dir, default_embedding_bundle
-from edge.search import search
+from edge.embeddings.search import search
 
 question = sys.argv[1] if len(sys.argv) > 1 else "Which files does an exported bundle contain?"
 bundle = sys.argv[2] if len(sys.argv) > 2 else default_embedding_bundle()

@@ -16,8 +16,8 @@ from pathlib import Path
 import onnx
 
 from edge.bundle import Bundle
-from edge.embed import EmbeddingModel
-from edge.encoder import Encoder
+from edge.embeddings.model import EmbeddingModel
+from edge.engine.encoder_runner import EncoderRunner
 from edge.errors import ExportError
 from edge.manifest import GraphSpec, Manifest, ModelConfig, Pooling
 from edge.tokenizer import load_tokenizer
@@ -56,7 +56,7 @@ def export_encoder(src: Source, model: ModelConfig, out: Path, stage: Path, quan
                           pooling=pooling)
     log("measuring cosine to fp32 on the shipped sentences")
     tokenizer = load_tokenizer(staged.bundle / TOKENIZER_FILE)
-    models = [EmbeddingModel(staged.manifest, tokenizer, Encoder.open(Bundle(folder, staged.manifest)))
+    models = [EmbeddingModel(staged.manifest, tokenizer, EncoderRunner.open(Bundle(folder, staged.manifest)))
               for folder in (staged.reference.folder if staged.reference else staged.bundle, staged.bundle)]
     manifest = dataclasses.replace(staged.manifest, quality=quality.measure_cosine(*models))
     return writer.finish(staged.bundle, manifest, staged.files, out)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.bundle import Bundle
-from edge.decoder import Decoder
+from edge.engine.decoder_runner import DecoderRunner
 from edge.errors import ExportError
 from edge.manifest import GraphSpec, Manifest, Quantization
 from export import __version__, architectures, inspection, quality, writer
@@ -163,8 +163,8 @@ def _measure(manifest: Manifest, bundle_dir: Path, reference: SavedGraph | None,
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False).ids
 
-    quantized = Decoder.open(Bundle(bundle_dir, manifest))
+    quantized = DecoderRunner.open(Bundle(bundle_dir, manifest))
     if reference is None:
         return quality.measure(quantized, None, encode)
     fp32 = dataclasses.replace(manifest, graph=reference.spec, inspect=None)
-    return quality.measure(Decoder.open(Bundle(reference.folder, fp32)), quantized, encode)
+    return quality.measure(DecoderRunner.open(Bundle(reference.folder, fp32)), quantized, encode)

@@ -14,9 +14,9 @@ from importlib import resources
 
 import numpy as np
 
-from edge.chat import common_prefix
-from edge.decoder import Decoder
-from edge.llm import PERPLEXITY_WINDOW, next_token_nll
+from edge.generation.chat import common_prefix
+from edge.engine.decoder_runner import DecoderRunner
+from edge.generation.model import PERPLEXITY_WINDOW, next_token_nll
 from edge.manifest import Quality
 
 HELDOUT = "heldout.txt"
@@ -50,7 +50,7 @@ class Scores:
     argmax: np.ndarray  # (n,) the model's top-1 guess at each position
 
 
-def score(decoder: Decoder, ids: list[int], window: int) -> Scores:
+def score(decoder: DecoderRunner, ids: list[int], window: int) -> Scores:
     """Teacher-forced scores over windows (fresh cache each), as LanguageModel.perplexity counts."""
     nll, argmax = 0.0, []
     for start in range(0, len(ids) - 1, window):
@@ -63,7 +63,7 @@ def score(decoder: Decoder, ids: list[int], window: int) -> Scores:
     return Scores(nll / (len(ids) - 1), np.concatenate(argmax))
 
 
-def greedy(decoder: Decoder, prompt: list[int], n: int) -> list[int]:
+def greedy(decoder: DecoderRunner, prompt: list[int], n: int) -> list[int]:
     decoder.reset()
     out = [int(decoder.prefill(prompt).argmax())]
     while len(out) < n:
@@ -72,7 +72,7 @@ def greedy(decoder: Decoder, prompt: list[int], n: int) -> list[int]:
     return out
 
 
-def measure(reference: Decoder, quantized: Decoder | None, encode) -> Quality:
+def measure(reference: DecoderRunner, quantized: DecoderRunner | None, encode) -> Quality:
     """Perplexity of both graphs, and how often the quantized one picks fp32's token."""
     ids = encode(heldout_text())[:MAX_TOKENS]
     window = min(PERPLEXITY_WINDOW, reference.context_length - 1)

@@ -76,7 +76,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def compare_tokens(a: list[int], b: list[int]) -> tuple[bool, str]:
-    from edge.chat import common_prefix
+    from edge.generation.chat import common_prefix
 
     lead = common_prefix(a, b)  # tokens that agree before the first difference
     same = sum(x == y for x, y in zip(a, b))

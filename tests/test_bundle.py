@@ -10,7 +10,7 @@ import pytest
 import edge
 from edge.bundle import open_bundle, sha256
 from edge.cli import main
-from edge.decoder import Decoder
+from edge.engine.decoder_runner import DecoderRunner
 from edge.errors import BundleError
 from edge.manifest import MANIFEST_FILE, SCHEMA_VERSION, Manifest
 
@@ -114,4 +114,4 @@ def test_malformed_manifest(bundle, capsys):
 def test_graph_io_must_match_the_manifest(bundle):
     _edit_manifest(bundle, lambda d: d["graph"].update(inputs=["input_ids", "attention_mask"]))
     with pytest.raises(BundleError, match="graph's inputs do not match the manifest"):
-        Decoder.open(open_bundle(bundle))
+        DecoderRunner.open(open_bundle(bundle))

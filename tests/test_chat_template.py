@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.chat_template import render
+from edge.generation.chat_template import render
 from edge.errors import ChatTemplateError, InputError
 from edge.manifest import TokenizerSpec
 
@@ -125,8 +125,9 @@ def test_sandbox_escapes_are_template_errors(template):
 
 
 def test_missing_template_points_to_raw():
-    with pytest.raises(ChatTemplateError, match="--raw"):
+    with pytest.raises(ChatTemplateError, match="plain text") as info:
         render([{"role": "user", "content": "hi"}], TokenizerSpec())
+    assert info.value.param == "raw" and "(--raw)" in info.value.render("--raw")
 
 
 def test_syntax_error_is_template_error():

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from edge.chunking import Chunk, chunk_text
+from edge.embeddings.chunking import TextChunk, chunk_text
 
 
 def words(text: str) -> int:
@@ -23,8 +23,8 @@ def _corpus(seed: int) -> str:
 
 
 def test_example_from_the_docstring():
-    assert chunk_text("# Title\n\na b c d\n\ne f", words, 24, 0) == [Chunk(1, 3, "# Title\n\na b c d"),
-                                                                       Chunk(5, 5, "e f")]
+    assert chunk_text("# Title\n\na b c d\n\ne f", words, 24, 0) == [TextChunk(1, 3, "# Title\n\na b c d"),
+                                                                       TextChunk(5, 5, "e f")]
 
 
 @pytest.mark.parametrize("seed", range(5))

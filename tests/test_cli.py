@@ -109,7 +109,7 @@ def test_chat_repl_turns_reset_and_exit(bundle, capsys, monkeypatch):
 
 
 def test_ctrl_c_stops_a_reply_and_keeps_the_session(bundle, capsys, monkeypatch):
-    from edge.chat import ChatSession
+    from edge.generation.chat import ChatSession
 
     original = ChatSession.send
     calls = []

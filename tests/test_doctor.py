@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edge import doctor
+from edge.tools import doctor
 from edge.cli import main
-from edge.doctor import Cpu, QuantizationWarning, int8_support, parse_cpuinfo, quantization_warning
+from edge.tools.doctor import Cpu, QuantizationWarning, int8_support, parse_cpuinfo, quantization_warning
 from edge.manifest import GraphSpec, Manifest, ModelConfig, Positional, Quantization, TokenizerSpec
 import edge
 

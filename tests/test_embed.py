@@ -12,7 +12,7 @@ import torch
 
 import edge
 from edge.cli import main
-from edge.embed import EmbeddingModel
+from edge.embeddings.model import EmbeddingModel
 from edge.errors import ExportError, InputError
 from edge.manifest import Manifest
 from export.pipeline import export_model

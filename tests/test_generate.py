@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge.errors import ContextWindowError, InputError
-from edge.generate import StopStrings, generate, generate_tokens, stream
-from edge.sampler import SamplingParams, make_sampler
+from edge.generation.generate import StopStrings, generate, generate_tokens, stream
+from edge.generation.sampler import SamplingParams, make_sampler
 
 GREEDY = make_sampler(SamplingParams())
 
@@ -146,8 +146,9 @@ def test_bad_stop_strings(stop):
 
 def test_context_window_error_names_the_numbers():
     decoder = ScriptedDecoder([5] * 20, 10, context_length=256)
-    with pytest.raises(ContextWindowError, match=r"250 tokens.*--max-tokens 10.*256.*--max-tokens 6 or less"):
+    with pytest.raises(ContextWindowError, match=r"250 tokens.*max_tokens 10.*256.*max_tokens 6 or less") as info:
         next(generate_tokens(decoder, [1] * 250, GREEDY, 10))
+    assert info.value.param == "max_tokens" and "--max-tokens 6 or less" in info.value.render("--max-tokens")
     with pytest.raises(ContextWindowError, match="shorter prompt"):
         next(generate_tokens(decoder, [1] * 300, GREEDY, 10))
     assert decoder.prefilled == []
@@ -179,7 +180,7 @@ def model(tiny_llama_bundle_fp32):
 
 
 def test_load_returns_a_language_model(model):
-    from edge.llm import LanguageModel
+    from edge.generation.model import LanguageModel
 
     assert isinstance(model, LanguageModel) and model.manifest.is_decoder
 
@@ -310,7 +311,7 @@ def test_perplexity_in_windows(model, tiny_llama_dir):
     """Longer than a window: each window from a fresh cache, sharing one token with the next."""
     import torch
     from hf_oracle import hf_causal_lm
-    from edge.llm import PERPLEXITY_WINDOW
+    from edge.generation.model import PERPLEXITY_WINDOW
 
     text = "Numbers: " + " ".join(str(i) for i in range(400))
     ids = model.encode_text(text)

@@ -13,7 +13,7 @@ from edge.inspect.attention import AttentionProbe, select, top_sources
 from edge.inspect.embeddings import Embeddings
 from edge.inspect.positions import positions, sinusoidal
 from edge.inspect.tokens import encode
-from edge.token_rows import TokenRows
+from edge.engine.token_rows import TokenRows
 from edge.tokenizer import load_tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog because it was late"
@@ -236,10 +236,12 @@ def test_views_and_top_sources():
     top = top_sources(one.summary, causal=True)
     assert top[0] == [] and [j for j, _ in top[1]] == [0]
     assert [j for j, _ in top[4]] == np.argsort(-weights[1, 0, 4, :4])[:3].tolist()
-    with pytest.raises(InputError, match="--layer 3 is out of range"):
+    with pytest.raises(InputError, match="layer 3 is out of range") as info:
         select(weights, 3, None)
-    with pytest.raises(InputError, match="--head 2 is out of range"):
+    assert info.value.param == "layer"
+    with pytest.raises(InputError, match="head 2 is out of range") as info:
         select(weights, 0, 2)
+    assert info.value.param == "head"
 
 
 @pytest.mark.parametrize("fp32_bundle", FAMILIES, indirect=True)

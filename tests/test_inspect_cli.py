@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import shutil
 import warnings
@@ -102,12 +104,17 @@ def test_positions_png_and_json(name, request, capsys, tmp_path):
     _assert_picture(png)
 
 
-def test_without_matplotlib_text_still_prints_and_says_how(bundle, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "available", lambda: False)
+def test_without_matplotlib_png_is_the_missing_extra_error(bundle, capsys, tmp_path, monkeypatch):
+    """The same one-line MissingExtraError as `edge serve` and `edge export` give, before any work."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     png = tmp_path / "none.png"
-    assert main(["inspect", "positions", "-n", "16", "--png", str(png)]) == 0
+    assert main(["inspect", "positions", "-n", "16", "--png", str(png)]) == 1
     captured = capsys.readouterr()
-    assert "similarity" in captured.out and "edge-runtime[viz]" in captured.err and not png.exists()
+    assert captured.out == "" and not png.exists()
+    assert captured.err.strip().splitlines() == [
+        "error: edge inspect --png needs the `viz` extra (matplotlib is not installed). "
+        "Install it with: pip install 'edge-runtime[viz]'."]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -9,7 +9,7 @@ import torch
 
 import edge
 from edge.bundle import open_bundle
-from edge.decoder import Decoder
+from edge.engine.decoder_runner import DecoderRunner
 from edge.manifest import Manifest
 from export.pipeline import export_model
 from hf_oracle import hf_causal_lm, hf_logits
@@ -22,7 +22,7 @@ def _ids(n: int, seed: int) -> list[int]:
 def _errors(bundle, folder, seed: int) -> tuple[float, float]:
     """(mean |logit error| / mean |logit|, top-1 agreement) over 40 positions."""
     ids = _ids(40, seed)
-    got, want = Decoder.open(open_bundle(bundle)).logits(ids), hf_logits(folder, ids)
+    got, want = DecoderRunner.open(open_bundle(bundle)).logits(ids), hf_logits(folder, ids)
     return float(np.abs(got - want).mean() / np.abs(want).mean()), float((got.argmax(-1) == want.argmax(-1)).mean())
 
 
@@ -77,7 +77,7 @@ def test_int4_logits_close_to_transformers(tiny_llama_bundle_int4, tiny_llama_di
 
 def test_int4_is_as_close_as_int8_on_a_q4_1_grid(q4_1_llama):
     # The weights are reproduced exactly; only the int8 activations differ from fp32, so the
-    # int8 bound of test_decoder.py holds.
+    # int8 bound of test_decoder_runner.py holds.
     folder, bundle = q4_1_llama
     error, top1 = _errors(bundle, folder, seed=2)
     assert error < 0.05, f"int4 logits differ from fp32 by {error:.1%} on average"
@@ -85,7 +85,7 @@ def test_int4_is_as_close_as_int8_on_a_q4_1_grid(q4_1_llama):
 
 
 def test_int4_cache_and_perplexity(tiny_llama_bundle_int4, tiny_llama_bundle_fp32):
-    decoder = Decoder.open(open_bundle(tiny_llama_bundle_int4))
+    decoder = DecoderRunner.open(open_bundle(tiny_llama_bundle_int4))
     ids = _ids(30, seed=1)
     full = decoder.logits(ids)  # (30, vocab)
     decoder.reset()

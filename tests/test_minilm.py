@@ -11,9 +11,9 @@ import pytest
 from text_corpus import corpus_lines
 
 import edge
-from edge.index import SearchIndex, build_index
+from edge.embeddings.index import SearchIndex, build_index
 from edge.manifest import Manifest
-from edge.search import search
+from edge.embeddings.search import search
 from export.quality import heldout_text, sentences
 
 pytestmark = pytest.mark.slow

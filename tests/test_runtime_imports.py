@@ -40,8 +40,8 @@ USES = {
     "generation": 'model.generate("Hello there", max_tokens=4)',
     "embeddings": """
 import pathlib, tempfile
-from edge.index import SearchIndex, build_index
-from edge.search import search
+from edge.embeddings.index import SearchIndex, build_index
+from edge.embeddings.search import search
 folder = pathlib.Path(tempfile.mkdtemp())
 (folder / "a.txt").write_text("hello world")
 build_index(folder / "index", [folder / "a.txt"], model)
@@ -71,8 +71,8 @@ def test_runtime_path_imports_no_exporter_package(tiny_llama_bundle_int8, tmp_pa
 def test_embedding_path_imports_no_exporter_package(tiny_bert_bundle_int8, tmp_path):
     assert heavy_modules(tiny_bert_bundle_int8, "", tmp_path, use="embeddings") == []
 # Read off the modules' top-level imports by hand (modules added later are left out).
-NEEDS_EXPORTER_AT_IMPORT = {"test_decoder.py", "test_export.py", "test_quantize.py", "test_smollm2.py",
-                            "test_stream_decoder.py", "test_tokenizer_bpe.py", "test_tokenizer_wordpiece.py"}
+NEEDS_EXPORTER_AT_IMPORT = {"test_decoder_runner.py", "test_export.py", "test_quantize.py", "test_smollm2.py",
+                            "test_stream_detokenizer.py", "test_tokenizer_bpe.py", "test_tokenizer_wordpiece.py"}
 RUNTIME_AT_IMPORT = {"test_bundle.py", "test_chat_template.py", "test_cli.py", "test_doctor.py", "test_generate.py",
                      "test_runtime_imports.py", "test_sampler.py"}
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from edge.cli import flag as cli_flag
 from edge.errors import SamplingError
-from edge.sampler import (
+from edge.generation.sampler import (
     SamplingParams,
     apply_repetition_penalty,
     apply_temperature,
@@ -209,11 +210,15 @@ def test_empirical_frequencies_match_filtered_softmax(params):
     ],
 )
 def test_bad_values_rejected(field, value, flag):
-    with pytest.raises(SamplingError, match=f"^{flag} must") as info:
+    """The error carries the keyword as `param`; the CLI renders it as the flag."""
+    with pytest.raises(SamplingError, match=f"^{field} must") as info:
         SamplingParams(**{field: value})
+    assert info.value.param == field and cli_flag(field) == flag
+    assert info.value.render(flag).startswith(f"{flag} must")
     assert "\n" not in str(info.value) and repr(value) in str(info.value)
 
 
 def test_error_message_names_flag_and_value():
-    with pytest.raises(SamplingError, match=r"--top-p must be in \(0, 1\], got 1.5"):
+    with pytest.raises(SamplingError, match=r"top_p must be in \(0, 1\], got 1.5") as info:
         SamplingParams(top_p=1.5)
+    assert info.value.render("--top-p") == "--top-p must be in (0, 1], got 1.5."

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import edge
-import edge.index
+import edge.embeddings.index
 from edge.cli import main
 from edge.errors import InputError, SearchIndexError
-from edge.index import SearchIndex, build_index
-from edge.pooling import l2_normalize
-from edge.search import search
+from edge.embeddings.index import SearchIndex, build_index
+from edge.embeddings.pooling import l2_normalize
+from edge.embeddings.search import search
 
 DOCS = {
     "notes.md": "# Notes\n\nThe first paragraph is about cats.\nIt has two lines.\n\nA second paragraph about dogs.\n",
@@ -102,7 +102,7 @@ def test_interrupted_run_leaves_the_previous_index(docs, tmp_path, bert, monkeyp
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edge.index.os, "replace", interrupted)
+    monkeypatch.setattr(edge.embeddings.index.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_index(out, [docs], bert)
     after = SearchIndex.open(out)
@@ -174,8 +174,12 @@ def test_bad_inputs(docs, tmp_path, bert):
         build_index(tmp_path / "idx", [tmp_path / "bin"], bert)
     with pytest.raises(InputError, match="exists and is not an edge index"):
         build_index(docs / "guide", [docs], bert)
-    with pytest.raises(InputError, match="--chunk-tokens"):
+    with pytest.raises(InputError, match="overlap") as info:
         build_index(tmp_path / "idx", [docs], bert, chunk_tokens=16, overlap=16)
+    assert info.value.param == "overlap"
+    with pytest.raises(InputError, match="chunk_tokens") as info:
+        build_index(tmp_path / "idx", [docs], bert, chunk_tokens=4)
+    assert info.value.param == "chunk_tokens"
     build_index(tmp_path / "idx", [docs], bert)
     index = SearchIndex.open(tmp_path / "idx")
     for query in ("", "   "):

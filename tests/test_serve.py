@@ -59,7 +59,7 @@ def client(url):
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
 
 
-def _last(chunks) -> edge.Chunk:
+def _last(chunks) -> edge.StreamChunk:
     return list(chunks)[-1]
 
 
@@ -330,7 +330,7 @@ def test_serve_without_the_extra(tiny_llama_bundle_fp32, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the `serve` extra were not installed
     assert main(["serve", "-m", str(tiny_llama_bundle_fp32)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == ("error: edge serve needs the `serve` extra (uvicorn is missing). "
+    assert err == ("error: edge serve needs the `serve` extra (uvicorn is not installed). "
                    "Install it with: pip install 'edge-runtime[serve]'.")
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edge import session
+from edge.engine import session
 from edge.bundle import open_bundle
-from edge.decoder import Decoder
-from edge.session import clean_weight_maps, others_runnable
+from edge.engine.decoder_runner import DecoderRunner
+from edge.engine.session import clean_weight_maps, others_runnable
 
 
 def test_others_runnable_leaves_out_this_process_threads():
@@ -105,7 +105,7 @@ def test_loading_leaves_no_bundle_page_resident(tiny_llama_bundle_int8):
     session is open none of those pages is still in the resident set. Running maps back
     what it reads (norm weights), and the results are those of the transformers tests."""
     bundle = open_bundle(tiny_llama_bundle_int8)
-    decoder = Decoder.open(bundle)
+    decoder = DecoderRunner.open(bundle)
     prefix = str(bundle.path.resolve()) + os.sep
     maps = _bundle_maps(prefix)
     assert maps and all(rss == 0 for rss in maps.values()), maps

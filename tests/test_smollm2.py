@@ -8,7 +8,7 @@ import torch
 
 import edge
 from edge.manifest import Manifest
-from edge.llm import PERPLEXITY_WINDOW as WINDOW
+from edge.generation.model import PERPLEXITY_WINDOW as WINDOW
 from export.quality import heldout_text
 
 pytestmark = pytest.mark.slow

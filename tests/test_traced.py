@@ -14,7 +14,7 @@ import torch
 import edge
 from edge.bundle import open_bundle
 from edge.cli import main
-from edge.decoder import Decoder
+from edge.engine.decoder_runner import DecoderRunner
 from edge.errors import ExportError
 from export.graph.traced import BUILDER
 from export.pipeline import export_model
@@ -64,7 +64,7 @@ def test_fallback_is_chosen_and_recorded(tiny, capsys):
 
 def test_fp32_logits_match_transformers_fed_in_chunks(tiny):
     folder, fp32, _ = tiny
-    decoder = Decoder.open(open_bundle(fp32))
+    decoder = DecoderRunner.open(open_bundle(fp32))
     ids = _ids(40, seed=1)
     chunks = [decoder.logits(ids[:17]), decoder.logits(ids[17:18]), decoder.logits(ids[18:])]  # through the cache
     np.testing.assert_allclose(np.concatenate(chunks), hf_logits(folder, ids), atol=1e-4, rtol=0)
@@ -73,7 +73,7 @@ def test_fp32_logits_match_transformers_fed_in_chunks(tiny):
 def test_int8_logits_close_to_transformers(tiny):
     folder, _, int8 = tiny
     ids = _ids(40, seed=2)
-    got, want = Decoder.open(open_bundle(int8)).logits(ids), hf_logits(folder, ids)
+    got, want = DecoderRunner.open(open_bundle(int8)).logits(ids), hf_logits(folder, ids)
     error = np.abs(got - want).mean() / np.abs(want).mean()
     assert error < 0.05, f"int8 logits differ from fp32 by {error:.1%} on average"
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.9

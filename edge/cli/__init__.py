@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, standalone_mode=False)
         return result if isinstance(result, int) else 0
     except EdgeError as exc:
-        return _fail(str(exc), exc.exit_code, exc)
+        return _fail(exc.render(flag(exc.param)), exc.exit_code, exc)
     except typer.Exit as exc:
         return exc.exit_code
     except NoArgsIsHelpError:
@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def flag(param: str | None) -> str | None:
+    """The command-line spelling of a Python keyword. Example: "max_tokens" -> "--max-tokens"."""
+    return None if param is None else "--" + param.replace("_", "-")
 
 
 def _fail(message: str, code: int, exc: BaseException) -> int:

@@ -28,7 +28,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ):
     """Measure load, time to first token, prefill and decode speed, and peak memory (greedy)."""
-    from edge.bench import run
+    from edge.tools.bench import run
 
     figures = run(resolve_bundle(model), threads)
     if as_json:

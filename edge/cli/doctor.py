@@ -12,7 +12,7 @@ from edge.cli.app import app
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print a JSON object.")):
     """Show the architecture, cores, int8 instruction sets, onnxruntime and threads, and a recommendation."""
-    from edge.doctor import report
+    from edge.tools.doctor import report
 
     facts = report()
     if as_json:

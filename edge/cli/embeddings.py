@@ -57,7 +57,7 @@ def index(
     overlap: int = typer.Option(32, "--overlap", help="Tokens a chunk may repeat from the one before."),
 ):
     """Index text files for `edge search`; re-running embeds only changed files."""
-    from edge.index import build_index
+    from edge.embeddings.index import build_index
 
     encoder = load_encoder(resolve_embedding_bundle(model))
     with _Progress() as progress:
@@ -79,8 +79,8 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print the hits as a JSON list."),
 ):
     """Show the chunks of the indexed files closest in meaning to QUERY, best first."""
-    from edge.index import SearchIndex
-    from edge.search import search as run_search
+    from edge.embeddings.index import SearchIndex
+    from edge.embeddings.search import search as run_search
 
     found = SearchIndex.open(index)
     bundle = model or found.bundle

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from edge.cli.app import app
-from edge.errors import ExportError
+from edge.errors import require_extra
 
 
 @app.command()
@@ -20,13 +20,9 @@ def export(
     task: str = typer.Option(None, "--task", help="text-generation or feature-extraction (detected)."),
 ):
     """Export a model to a self-contained ONNX bundle and measure its quality against fp32."""
-    try:
-        from export.pipeline import export_model
-    except ImportError as exc:
-        raise ExportError(
-            f"the exporter needs the `export` extra ({exc.name} is missing). "
-            "Install it with: pip install 'edge-runtime[export]' (torch==2.13.0 first)."
-        ) from None
+    require_extra("edge export", "export", "torch", "transformers", "onnx", "gguf")
+    from export.pipeline import export_model
+
     manifest = export_model(source, out, quantize=quantize, max_context=max_context, task=task,
                             log=lambda message: print(f"export: {message}", file=sys.stderr))
     print(f"wrote {out}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from edge.cli.app import ModelOption, app, resolve_bundle
+from edge.errors import require_extra
 
 inspect_app = typer.Typer(help="Show what the model sees: tokens, embedding neighbours, positions, attention.",
                           no_args_is_help=True)
@@ -32,15 +33,18 @@ def _print_json(data: dict) -> None:
     print(json.dumps(data, ensure_ascii=False))
 
 
+def _need_viz(png: Path | None) -> None:
+    """Refuse --png before any work when the `viz` extra is missing."""
+    if png is not None:
+        require_extra("edge inspect --png", "viz", "matplotlib")
+
+
 def _draw(png: Path | None, draw) -> None:
     """Write the picture if asked; without matplotlib say how to get it (the text output stands)."""
     if png is None:
         return
     from edge.inspect import plots
 
-    if not plots.available():
-        print(f"note: no picture written: {plots.VIZ_HINT}", file=sys.stderr)
-        return
     print(f"wrote {draw(plots, png)}", file=sys.stderr)
 
 
@@ -105,6 +109,7 @@ def analogy_cmd(a: str = typer.Argument(..., help="A, e.g. king"), b: str = type
 def positions_cmd(model: Path = ModelOption, n: int = typer.Option(64, "-n", help="How many positions."),
                   png: Path = Png, as_json: bool = Json):
     """The positional encoding (learned, sinusoidal or rotary) and similarity by distance."""
+    _need_viz(png)
     found = _inspector(model).positions(n)
     if as_json:
         _print_json({"kind": found.kind, "base": found.base, "shape": list(found.table.shape),
@@ -138,6 +143,7 @@ def attention_cmd(text: str = typer.Argument(..., help="The prompt (plain text, 
     """Attention weights over the prompt, and each token's three most-attended tokens."""
     from edge.inspect.attention import select, top_sources
 
+    _need_viz(png)
     inspector = _inspector(model)
     rows, weights = inspector.attention(text)
     view = select(weights, layer, head)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from edge.cli.app import app, resolve_bundle
-from edge.errors import EdgeError, UsageError
+from edge.errors import EdgeError, UsageError, require_extra
 
 
 @app.command()
@@ -25,13 +25,10 @@ def serve(
 ):
     """Serve bundles over OpenAI's HTTP API: /v1/models, /v1/chat/completions, /v1/completions,
     /v1/embeddings, /health. The model id is the bundle folder's name."""
-    try:
-        import uvicorn
+    require_extra("edge serve", "serve", "starlette", "uvicorn")
+    import uvicorn
 
-        from edge.server.app import create_app
-    except ModuleNotFoundError as exc:
-        raise EdgeError(f"edge serve needs the `serve` extra ({exc.name} is missing). "
-                        "Install it with: pip install 'edge-runtime[serve]'.") from None
+    from edge.server.app import create_app
     import edge
 
     paths = [resolve_bundle(m) for m in models] if models else [resolve_bundle(None)]

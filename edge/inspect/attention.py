@@ -16,9 +16,9 @@ import numpy as np
 from edge.bundle import Bundle
 from edge.errors import BundleError, InputError
 from edge.inspect import tables
-from edge.kv_cache import make_cache
+from edge.engine.kv_cache import make_cache
 from edge.manifest import Inspection, ModelConfig
-from edge.session import Session
+from edge.engine.session import Session
 
 TOP = 3  # most-attended earlier tokens listed per token
 
@@ -52,8 +52,9 @@ class AttentionProbe:
         """Decoders: the prompt over an empty KV cache. Encoders: one unpadded sentence."""
         kv = self.inspection.graph.kv
         if kv is not None:
-            return {"input_ids": tokens, "logits_to_keep": np.array(1, dtype=np.int64),
-                    **make_cache(kv, self.model).feeds()}
+            empty = np.zeros((1, self.model.num_kv_heads, 0, self.model.head_dim), dtype=np.float32)  # no past
+            past = {name: empty for name in make_cache(kv, self.model).past_names}
+            return {"input_ids": tokens, "logits_to_keep": np.array(1, dtype=np.int64), **past}
         arrays = {"input_ids": tokens, "attention_mask": np.ones_like(tokens), "token_type_ids": np.zeros_like(tokens)}
         return {name: arrays[name] for name in self.inspection.graph.inputs}
 
@@ -69,9 +70,11 @@ def select(weights: np.ndarray, layer: int | None, head: int | None) -> View:
     """One head (layer and head), a layer's mean over heads (layer), or a grid of layers."""
     layers, heads = weights.shape[:2]
     if layer is not None and not 0 <= layer < layers:
-        raise InputError(f"--layer {layer} is out of range: this model has {layers} layers (0..{layers - 1}).")
+        raise InputError(f"{{param}} {layer} is out of range: this model has {layers} layers (0..{layers - 1}).",
+                         param="layer")
     if head is not None and not 0 <= head < heads:
-        raise InputError(f"--head {head} is out of range: this model has {heads} heads (0..{heads - 1}).")
+        raise InputError(f"{{param}} {head} is out of range: this model has {heads} heads (0..{heads - 1}).",
+                         param="head")
     per_layer = weights.mean(axis=1) if head is None else weights[:, head]  # (L, S, S)
     what = "mean over heads" if head is None else f"head {head}"
     if layer is not None:

@@ -1,7 +1,7 @@
 """Geometry of the input embedding table: nearest tokens and analogies by cosine.
 
 In: the (vocab, hidden) table the graph gathers from (dequantized when int8) and the
-tokenizer. Out: `Word`s (which ids stand for a word, and its vector) and `Hit`s (token,
+tokenizer. Out: `Word`s (which ids stand for a word, and its vector) and `Neighbor`s (token,
 cosine score), best first. A word of several tokens is the mean of its pieces (`Word.pieces`
 says so). Analogy A - B + C (3CosAdd): unit(A) - unit(B) + unit(C), leaving out A, B and C.
 """
@@ -27,7 +27,7 @@ class Word:
 
 
 @dataclass(frozen=True)
-class Hit:
+class Neighbor:
     id: int
     text: str  # the token's decoded text, e.g. " queen"
     score: float  # cosine similarity
@@ -56,22 +56,22 @@ class Embeddings:
         pieces = tuple(self.tokenizer.token_bytes(i).decode("utf-8", "replace") for i in ids)
         return Word(text, tuple(ids), pieces, self.table[list(ids)].mean(axis=0))
 
-    def nearest(self, vector: np.ndarray, k: int, exclude: set[int]) -> list[Hit]:
+    def nearest(self, vector: np.ndarray, k: int, exclude: set[int]) -> list[Neighbor]:
         """The k tokens whose rows have the highest cosine with `vector`."""
         if k < 1:
-            raise InputError(f"-k must be at least 1, got {k}.")
+            raise InputError(f"{{param}} must be at least 1, got {k}.", param="k")
         scores = self.table @ vector / np.maximum(self._norms * np.linalg.norm(vector), 1e-12)  # (V,)
         scores = np.where(self._candidates, scores, -np.inf)
         scores[list(exclude)] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
-        return [Hit(int(i), self.tokenizer.token_bytes(int(i)).decode("utf-8", "replace"), float(scores[i]))
+        return [Neighbor(int(i), self.tokenizer.token_bytes(int(i)).decode("utf-8", "replace"), float(scores[i]))
                 for i in top]
 
-    def neighbors(self, text: str, k: int = 10) -> tuple[Word, list[Hit]]:
+    def neighbors(self, text: str, k: int = 10) -> tuple[Word, list[Neighbor]]:
         word = self.word(text)
         return word, self.nearest(word.vector, k, set(word.ids))
 
-    def analogy(self, a: str, b: str, c: str, k: int = 5) -> tuple[list[Word], list[Hit]]:
+    def analogy(self, a: str, b: str, c: str, k: int = 5) -> tuple[list[Word], list[Neighbor]]:
         """Tokens nearest to a - b + c ("king" - "man" + "woman" -> " queen", ideally)."""
         words = [self.word(t) for t in (a, b, c)]
         unit = [w.vector / max(np.linalg.norm(w.vector), 1e-12) for w in words]

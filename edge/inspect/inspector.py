@@ -2,8 +2,8 @@
 
     inspector = Inspector("~/.cache/edge/bundles/smollm2-135m-instruct-int8")
     inspector.tokens("Hello")                     # [Token(0, 19556, "Hello", "Hello", b"Hello")]
-    inspector.neighbors("king", k=5)              # (Word, [Hit(" King", 0.82), ...])
-    inspector.analogy("king", "man", "woman")     # (words, [Hit(" queen", 0.73), ...])
+    inspector.neighbors("king", k=5)              # (Word, [Neighbor(" King", 0.82), ...])
+    inspector.analogy("king", "man", "woman")     # (words, [Neighbor(" queen", 0.73), ...])
     inspector.positions(64)                       # Positions(kind, table, similarity)
     inspector.attention("The cat sat")            # (tokens, weights (layers, heads, seq, seq))
 
@@ -19,7 +19,7 @@ import numpy as np
 from edge.bundle import open_bundle
 from edge.inspect import tables
 from edge.inspect.attention import AttentionProbe
-from edge.inspect.embeddings import Embeddings, Hit, Word
+from edge.inspect.embeddings import Embeddings, Neighbor, Word
 from edge.inspect.positions import Positions, positions
 from edge.inspect.tokens import Token, describe, encode
 from edge.tokenizer import load_tokenizer
@@ -42,10 +42,10 @@ class Inspector:
             self._embeddings = Embeddings(tables.token_embeddings(self.bundle), self.tokenizer)
         return self._embeddings
 
-    def neighbors(self, word: str, k: int = 10) -> tuple[Word, list[Hit]]:
+    def neighbors(self, word: str, k: int = 10) -> tuple[Word, list[Neighbor]]:
         return self.embeddings.neighbors(word, k)
 
-    def analogy(self, a: str, b: str, c: str, k: int = 5) -> tuple[list[Word], list[Hit]]:
+    def analogy(self, a: str, b: str, c: str, k: int = 5) -> tuple[list[Word], list[Neighbor]]:
         return self.embeddings.analogy(a, b, c, k)
 
     def positions(self, n: int = 64) -> Positions:

@@ -8,7 +8,6 @@ fonts-noto-cjk.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -17,14 +16,9 @@ import numpy as np
 from edge.inspect.attention import View
 from edge.inspect.positions import Positions
 
-VIZ_HINT = "pictures need matplotlib: pip install 'edge-runtime[viz]'"
 CJK_FAMILIES = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans SC", "Noto Sans JP", "Source Han Sans",
                 "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN")
 CJK_FILES = ("notosanscjk", "sourcehansans", "wqy", "droidsansfallback", "uming")
-
-
-def available() -> bool:
-    return importlib.util.find_spec("matplotlib") is not None
 
 
 def cjk_font() -> str | None:

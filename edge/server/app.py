@@ -24,13 +24,13 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from edge.errors import EdgeError
-from edge.llm import DEFAULT_MAX_TOKENS
+from edge.generation.model import DEFAULT_MAX_TOKENS
 from edge.server import openai_format
 from edge.server.http import MAX_BODY_BYTES, RequireKey, api_error, http_error, read_json, server_error
 from edge.server.openai_format import Completion
 from edge.server.schemas import (ApiError, GenerationRequest, from_edge_error, parse_chat, parse_completion,
                                  parse_embedding)
-from edge.server.worker import END, Job, QueueFull, Worker
+from edge.server.worker import END, Job, QueueFull, ShuttingDown, Worker
 
 
 def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
@@ -201,6 +201,9 @@ def _submit(worker: Worker, name: str, work: Callable) -> tuple[Job, AsyncIterat
         while (item := await results.get()) is not END:
             if isinstance(item, EdgeError):
                 raise from_edge_error(item)
+            if isinstance(item, ShuttingDown):
+                raise ApiError(503, "the server is shutting down: this request was not completed. "
+                                    "Retry when it is back.", type="server_error", code="shutting_down")
             if isinstance(item, BaseException):
                 raise item
             yield item

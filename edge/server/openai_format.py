@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 
-from edge.generate import Timings
+from edge.generation.generate import Timings
 
 
 class Completion:

@@ -9,11 +9,10 @@ As in OpenAI's API, temperature defaults to 1; pass 0 for greedy decoding.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from edge.errors import ContextWindowError, EdgeError, SamplingError
-from edge.sampler import SamplingParams
+from edge.errors import ContextWindowError, EdgeError, SamplingError, check_positive_int
+from edge.generation.sampler import SamplingParams
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 KINDS = {  # what a field must be, as said in an error message
@@ -86,8 +85,11 @@ def parse_embedding(body: object) -> EmbeddingRequest:
 def _generation(body: dict, prompt: str | list[dict], max_tokens: tuple[str, object]) -> GenerationRequest:
     _refuse_unsupported(body)
     name, value = max_tokens
-    if value is not None and value < 1:
-        raise ApiError(400, f"`{name}` must be an integer >= 1, got {value!r}.", param=name)
+    if value is not None:
+        try:
+            check_positive_int(value, name)
+        except EdgeError as exc:
+            raise ApiError(400, exc.render(f"`{name}`"), param=name) from None
     options = dict(
         max_tokens=value,
         temperature=_field(body, "temperature", float, default=1.0),
@@ -116,11 +118,9 @@ def check_sampling(options: dict) -> None:
 
 
 def from_edge_error(exc: EdgeError) -> ApiError:
-    """Edge's one-line message with the CLI's `--flag` names turned into the API's field names."""
-    flags = re.findall(r"--([a-z]+(?:-[a-z]+)*)", str(exc))
-    message = re.sub(r"--([a-z]+(?:-[a-z]+)*)", lambda m: m.group(1).replace("-", "_"), str(exc))
+    """Edge's one-line message with its parameter named as the API names it, in `param`."""
     code = "context_length_exceeded" if isinstance(exc, ContextWindowError) else None
-    return ApiError(400, message, param=flags[0].replace("-", "_") if flags else None, code=code)
+    return ApiError(400, exc.render(), param=exc.param, code=code)
 
 
 def _object(body: object) -> dict:

@@ -23,6 +23,10 @@ class QueueFull(Exception):
     """The model's queue holds --max-queue jobs already."""
 
 
+class ShuttingDown(Exception):
+    """The server stopped while the job waited or ran: the handler answers 503."""
+
+
 class Job:
     """`work(model)` -> an iterator of items; `sink(item)` receives them (from the worker thread)."""
 
@@ -45,6 +49,7 @@ class Worker:
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self.busy = False
         self._current: Job | None = None  # the running job, cancelled by `close`
+        self._closing = False
         self.served = 0  # jobs that ran to their end (or to an error)
         self.cancelled = 0  # jobs stopped because their client went away
         self._thread = threading.Thread(target=self._run, name=f"edge-worker-{name}", daemon=True)
@@ -62,6 +67,7 @@ class Worker:
 
     def close(self) -> None:
         """Stop the running job at its next item, fail the queued ones, end the thread."""
+        self._closing = True
         if (current := self._current) is not None:
             current.cancel()
         while True:
@@ -70,7 +76,7 @@ class Worker:
             except queue.Empty:
                 break
             if job is not None:
-                job.sink(RuntimeError("the server is shutting down."))
+                job.sink(ShuttingDown())
         self._jobs.put(None)
         self._thread.join()
 
@@ -84,14 +90,14 @@ class Worker:
 
     def _do(self, job: Job) -> None:
         if job.cancelled:  # the client left while the job was waiting
-            self.cancelled += 1
+            self._stopped(job)
             return
         items = None
         try:
             items = job.work(self.model)
             for item in items:
                 if job.cancelled:
-                    self.cancelled += 1
+                    self._stopped(job)
                     return
                 job.sink(item)
             self.served += 1
@@ -102,3 +108,10 @@ class Worker:
         finally:
             if items is not None and hasattr(items, "close"):
                 items.close()  # a generator stopped early releases its state now
+
+    def _stopped(self, job: Job) -> None:
+        """A cancelled job: its client left, or the server is closing (then it is told so)."""
+        if self._closing:
+            job.sink(ShuttingDown())
+        else:
+            self.cancelled += 1

@@ -4,7 +4,7 @@
     ids = tokenizer.encode("Hello")                   # no special tokens
     tokenizer.decode(ids)                             # "Hello"
     tokenizer.encode_for_model("Hello", 128)          # [CLS] ... [SEP], truncated (encoders)
-    stream = StreamDecoder(tokenizer)                 # printable text, token by token
+    stream = StreamDetokenizer(tokenizer)                 # printable text, token by token
 
 Supported: byte-level BPE (GPT-2, SmolLM2, Qwen2, Llama 3), SentencePiece-style BPE
 (Llama 2, TinyLlama: byte_fallback, Metaspace) and WordPiece (BERT, MiniLM). Anything else
@@ -23,11 +23,11 @@ from edge.tokenizer import spec as specs
 from edge.tokenizer.added import AddedVocabulary
 from edge.tokenizer.bpe import BPE
 from edge.tokenizer.processors import Encoding
-from edge.tokenizer.stream import StreamDecoder
+from edge.tokenizer.stream import StreamDetokenizer
 from edge.tokenizer.tokenizer import Model, Parts, Tokenizer
 from edge.tokenizer.wordpiece import WordPiece
 
-__all__ = ["Encoding", "StreamDecoder", "Tokenizer", "load_tokenizer"]
+__all__ = ["Encoding", "StreamDetokenizer", "Tokenizer", "load_tokenizer"]
 
 MODELS: dict[str, Callable[[dict], Model]] = {"BPE": BPE, "WordPiece": WordPiece}
 

@@ -16,7 +16,7 @@ from edge.tokenizer.bytelevel import to_bytes, to_text
 from edge.tokenizer.pre_tokenizers import prepend_scheme
 from edge.tokenizer.splitting import compile_pattern
 
-Decoder = Callable[[list[str]], list[str]]
+TextDecoder = Callable[[list[str]], list[str]]
 
 BYTE_TOKEN = regex.compile(r"<0x([0-9A-Fa-f]{2})>")
 _CLEANUP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
@@ -33,7 +33,7 @@ def cleanup(token: str) -> str:
     return token
 
 
-def _wordpiece(spec: dict) -> Decoder:
+def _wordpiece(spec: dict) -> TextDecoder:
     prefix, clean = spec.get("prefix", "##"), spec.get("cleanup", True)
 
     def decode(tokens: list[str]) -> list[str]:
@@ -67,7 +67,7 @@ def byte_fallback(tokens: list[str]) -> list[str]:
     return out
 
 
-def _metaspace(spec: dict) -> Decoder:
+def _metaspace(spec: dict) -> TextDecoder:
     replacement = specs.field(spec, "replacement", "decoder")
     strip_first = prepend_scheme(spec) != "never"
 
@@ -78,13 +78,13 @@ def _metaspace(spec: dict) -> Decoder:
     return decode
 
 
-def _replace(spec: dict) -> Decoder:
+def _replace(spec: dict) -> TextDecoder:
     pattern = compile_pattern(*specs.pattern_source(spec, "decoder Replace"), "decoder Replace")
     content = specs.field(spec, "content", "decoder")
     return lambda tokens: [pattern.sub(lambda _: content, t) for t in tokens]
 
 
-def _strip(spec: dict) -> Decoder:
+def _strip(spec: dict) -> TextDecoder:
     content, start, stop = spec.get("content", " "), spec.get("start", 0), spec.get("stop", 0)
 
     def strip(token: str) -> str:
@@ -96,7 +96,7 @@ def _strip(spec: dict) -> Decoder:
     return lambda tokens: [strip(t) for t in tokens]
 
 
-BUILDERS: dict[str, Callable[[dict], Decoder]] = {
+BUILDERS: dict[str, Callable[[dict], TextDecoder]] = {
     "ByteLevel": lambda spec: lambda tokens: [to_text(tokens)],
     "WordPiece": _wordpiece,
     "Metaspace": _metaspace,
@@ -108,7 +108,7 @@ BUILDERS: dict[str, Callable[[dict], Decoder]] = {
 }
 
 
-def build(spec: dict) -> Decoder:
+def build(spec: dict) -> TextDecoder:
     """A decoder from its tokenizer.json spec."""
     return specs.build("decoder", spec, BUILDERS)
 

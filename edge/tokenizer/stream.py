@@ -14,7 +14,7 @@ from edge.tokenizer.tokenizer import Tokenizer
 REPLACEMENT = "\ufffd"
 
 
-class StreamDecoder:
+class StreamDetokenizer:
     def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = False):
         self._tokenizer = tokenizer
         self._skip = skip_special_tokens

@@ -13,7 +13,7 @@ from typing import Callable, Protocol
 from edge.errors import TokenizerError
 from edge.tokenizer import spec as specs
 from edge.tokenizer.added import AddedVocabulary
-from edge.tokenizer.decoders import Decoder
+from edge.tokenizer.decoders import TextDecoder
 from edge.tokenizer.normalizers import Normalizer
 from edge.tokenizer.pre_tokenizers import PreTokenizer
 from edge.tokenizer.processors import Encoding, Template
@@ -33,7 +33,7 @@ class Parts:
     added: AddedVocabulary
     normalizer: Normalizer | None
     pre_tokenizer: PreTokenizer | None
-    decoder: Decoder | None
+    decoder: TextDecoder | None
     template: Template
     may_change: Callable[[str], bool]  # see decoders.may_change
     token_bytes: Callable[[str], bytes]  # see decoders.token_bytes
@@ -96,7 +96,7 @@ class Tokenizer:
 
     def settled(self, ids: list[int], skip_special_tokens: bool = False) -> bool:
         """False while the decoded text of the last token may still change with the next
-        ones (a byte-fallback byte); `StreamDecoder` waits for True."""
+        ones (a byte-fallback byte); `StreamDetokenizer` waits for True."""
         tokens = self._token_strings(ids, skip_special_tokens)
         return not (tokens and self._parts.may_change(tokens[-1]))
 

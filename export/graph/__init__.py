@@ -12,7 +12,7 @@ import onnx
 from edge.manifest import GraphSpec, KVLayout, ModelConfig
 from export.graph import gpt2, llama
 from export.graph.builder import GraphBuilder
-from export.graph.decoder import can_fuse, graph_spec
+from export.graph.causal_lm import can_fuse, graph_spec
 from export.quantize import QuantSpec
 
 MODEL_FILE = "model.onnx"

@@ -10,7 +10,7 @@ import numpy as np
 from edge.errors import ExportError
 from edge.manifest import KVLayout, ModelConfig
 from export.graph.builder import MS_DOMAIN, GraphBuilder
-from export.graph.decoder import attention, declare_inputs, declare_logits, position_rows, token_embeddings
+from export.graph.causal_lm import attention, declare_inputs, declare_logits, position_rows, token_embeddings
 
 
 def build(g: GraphBuilder, model: ModelConfig, weights: dict[str, np.ndarray], config, kv: KVLayout) -> None:

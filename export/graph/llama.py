@@ -8,7 +8,7 @@ import numpy as np
 
 from edge.manifest import KVLayout, ModelConfig
 from export.graph.builder import GraphBuilder
-from export.graph.decoder import attention, declare_inputs, declare_logits, rotary, token_embeddings
+from export.graph.causal_lm import attention, declare_inputs, declare_logits, rotary, token_embeddings
 
 
 def build(g: GraphBuilder, model: ModelConfig, weights: dict[str, np.ndarray], config, kv: KVLayout) -> None:

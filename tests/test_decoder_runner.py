@@ -9,19 +9,19 @@ import pytest
 import torch
 
 from edge.bundle import open_bundle
-from edge.decoder import PREFILL_CHUNK, Decoder
+from edge.engine.decoder_runner import PREFILL_CHUNK, DecoderRunner
 from edge.errors import ContextWindowError, InputError
-from edge.kv_cache import SharedKVCache
+from edge.engine.kv_cache import SharedKVCache
 from hf_oracle import hf_causal_lm, hf_logits
 
 ARCHS = ["tiny_llama", "tiny_gpt2"]
 
 
-def _decoder(request, arch: str, quant: str) -> Decoder:
-    return Decoder.open(open_bundle(request.getfixturevalue(f"{arch}_bundle_{quant}")))
+def _decoder(request, arch: str, quant: str) -> DecoderRunner:
+    return DecoderRunner.open(open_bundle(request.getfixturevalue(f"{arch}_bundle_{quant}")))
 
 
-def _ids(decoder: Decoder, n: int, seed: int = 0) -> list[int]:
+def _ids(decoder: DecoderRunner, n: int, seed: int = 0) -> list[int]:
     return np.random.default_rng(seed).integers(0, decoder.model.vocab_size, n).tolist()
 
 
@@ -112,7 +112,7 @@ def test_int8_decoding_maps_no_token_table(request, arch):
     """The rows are read with pread: the table file is never mapped, so looked-up rows and
     their neighbours do not join the resident set (what takes_rows is for)."""
     bundle = open_bundle(request.getfixturevalue(f"{arch}_bundle_int8"))
-    decoder = Decoder.open(bundle)
+    decoder = DecoderRunner.open(bundle)
     token = int(decoder.prefill(_ids(decoder, 40)).argmax())
     decoder.decode_step(token)
     table = bundle.tensor_file(bundle.manifest.inspect.embedding).resolve()

@@ -33,15 +33,14 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         _check(_is_real(self.temperature) and math.isfinite(self.temperature) and self.temperature >= 0,
-               "--temperature must be a finite number >= 0 (0 is greedy)", self.temperature)
-        _check(_is_int(self.top_k) and self.top_k >= 0, "--top-k must be an integer >= 0 (0 is off)", self.top_k)
-        _check(_is_real(self.top_p) and 0 < self.top_p <= 1, "--top-p must be in (0, 1]", self.top_p)
-        _check(_is_real(self.min_p) and 0 <= self.min_p < 1, "--min-p must be in [0, 1)", self.min_p)
+               "temperature", "a finite number >= 0 (0 is greedy)", self.temperature)
+        _check(_is_int(self.top_k) and self.top_k >= 0, "top_k", "an integer >= 0 (0 is off)", self.top_k)
+        _check(_is_real(self.top_p) and 0 < self.top_p <= 1, "top_p", "in (0, 1]", self.top_p)
+        _check(_is_real(self.min_p) and 0 <= self.min_p < 1, "min_p", "in [0, 1)", self.min_p)
         _check(_is_real(self.repetition_penalty) and math.isfinite(self.repetition_penalty)
-               and self.repetition_penalty > 0, "--repetition-penalty must be a finite number > 0 (1 is off)",
+               and self.repetition_penalty > 0, "repetition_penalty", "a finite number > 0 (1 is off)",
                self.repetition_penalty)
-        _check(self.seed is None or (_is_int(self.seed) and self.seed >= 0),
-               "--seed must be an integer >= 0", self.seed)
+        _check(self.seed is None or (_is_int(self.seed) and self.seed >= 0), "seed", "an integer >= 0", self.seed)
 
     @property
     def greedy(self) -> bool:
@@ -56,9 +55,9 @@ def _is_real(value: object) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _check(ok: bool, rule: str, value: object) -> None:
+def _check(ok: bool, param: str, rule: str, value: object) -> None:
     if not ok:
-        raise SamplingError(f"{rule}, got {value!r}.")
+        raise SamplingError(f"{{param}} must be {rule}, got {value!r}.", param=param)
 
 
 # --- filters: (vocab,) logits in, (vocab,) logits out ------------------------------------

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.embed import EmbeddingModel
+from edge.embeddings.model import EmbeddingModel
 from edge.errors import InputError
-from edge.index import SearchIndex
-from edge.pooling import l2_normalize
+from edge.embeddings.index import SearchIndex
+from edge.embeddings.pooling import l2_normalize
 
 
 @dataclass(frozen=True)
-class Hit:
+class SearchHit:
     score: float  # cosine similarity, -1..1
     file: str
     start_line: int
@@ -35,7 +35,7 @@ class Hit:
         return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
 
 
-def search(index: SearchIndex, model: EmbeddingModel, query: str, k: int = 5) -> list[Hit]:
+def search(index: SearchIndex, model: EmbeddingModel, query: str, k: int = 5) -> list[SearchHit]:
     if not isinstance(query, str) or not query.strip():
         raise InputError("the query is empty: give some words to search for.")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -47,4 +47,4 @@ def search(index: SearchIndex, model: EmbeddingModel, query: str, k: int = 5) ->
     best = np.argpartition(-scores, k - 1)[:k] if k else np.empty(0, np.int64)
     best = best[np.argsort(-scores[best], kind="stable")]
     entries = [index.entries[i] for i in best]
-    return [Hit(float(scores[i]), e.file, e.start_line, e.end_line, e.text) for i, e in zip(best, entries)]
+    return [SearchHit(float(scores[i]), e.file, e.start_line, e.end_line, e.text) for i, e in zip(best, entries)]

@@ -25,7 +25,7 @@ def render(messages: list[Message], spec: TokenizerSpec, add_generation_prompt: 
     """The conversation as the model was trained to see it, ready to tokenize."""
     check_messages(messages)
     if not spec.chat_template:
-        raise ChatTemplateError("this model has no chat template. Use --raw (raw=True) to send plain text.")
+        raise ChatTemplateError("this model has no chat template: send plain text instead ({param}).", param="raw")
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]  # the template sees copies
     try:
         return _compile(spec.chat_template).render(
@@ -33,7 +33,7 @@ def render(messages: list[Message], spec: TokenizerSpec, add_generation_prompt: 
             bos_token=spec.bos_token or "", eos_token=spec.eos_token or "",
         )
     except jinja2.TemplateError as exc:  # SecurityError and raise_exception() included
-        raise ChatTemplateError(f"the chat template failed: {exc}. Fix the messages, or use --raw.") from None
+        raise ChatTemplateError(f"the chat template failed: {exc}. Fix the messages, or send plain text ({{param}}).", param="raw") from None
 
 
 def check_messages(messages: object) -> None:
@@ -53,7 +53,7 @@ def _compile(source: str) -> jinja2.Template:
     except jinja2.TemplateSyntaxError as exc:
         raise ChatTemplateError(
             f"the chat template is not valid Jinja ({exc.message}, line {exc.lineno}). "
-            "Re-export the bundle, or use --raw."
+            "Re-export the bundle, or send plain text ({param}).", param="raw"
         ) from None
 
 

@@ -160,7 +160,7 @@ def report() -> dict:
     """Everything `edge doctor` shows, as plain data."""
     import onnxruntime
 
-    from edge.session import default_threads
+    from edge.engine.session import default_threads
 
     cpu = host_cpu()
     support = None if cpu is None else int8_support(cpu)

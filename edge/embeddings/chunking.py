@@ -1,6 +1,6 @@
 """Text files -> chunks that fit an encoder: one paragraph each where it fits, with overlap.
 
-In: a file's text and a token counter. Out: `Chunk`s (first/last line, text), each at
+In: a file's text and a token counter. Out: `TextChunk`s (first/last line, text), each at
 most `budget` tokens. A chunk ends at a paragraph end (blank line) once it holds an
 eighth of the budget, so a heading or a very short paragraph joins the one after it,
 while real paragraphs stay apart (a hit points at the paragraph that matched). A
@@ -10,7 +10,7 @@ that starts with its last pieces worth at most `overlap` tokens, so text at the 
 seen whole at least once.
 
 Example (budget 24, overlap 0, one token per word): "# Title\n\na b c d\n\ne f" ->
-    Chunk(1, 3, "# Title\n\na b c d"), Chunk(5, 5, "e f")
+    TextChunk(1, 3, "# Title\n\na b c d"), TextChunk(5, 5, "e f")
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class Chunk:
+class TextChunk:
     start_line: int  # 1-based, inclusive
     end_line: int
     text: str
@@ -37,7 +37,7 @@ class _Piece:
     paragraph: int  # pieces of the same paragraph join with a newline, others with a blank line
 
 
-def chunk_text(text: str, count: Callable[[str], int], budget: int, overlap: int) -> list[Chunk]:
+def chunk_text(text: str, count: Callable[[str], int], budget: int, overlap: int) -> list[TextChunk]:
     if budget < 1 or not 0 <= overlap < budget:
         raise ValueError(f"need budget >= 1 and 0 <= overlap < budget, got {budget}, {overlap}")
     chunks, current = [], []
@@ -64,12 +64,12 @@ def _tail(pieces: list[_Piece], overlap: int, room: int) -> list[_Piece]:
     return tail
 
 
-def _join(pieces: list[_Piece]) -> Chunk:
+def _join(pieces: list[_Piece]) -> TextChunk:
     text = pieces[0].text
     for before, piece in zip(pieces, pieces[1:]):
         same_line = before.end_line == piece.start_line
         text += (" " if same_line else "\n" if before.paragraph == piece.paragraph else "\n\n") + piece.text
-    return Chunk(pieces[0].start_line, pieces[-1].end_line, text)
+    return TextChunk(pieces[0].start_line, pieces[-1].end_line, text)
 
 
 def _pieces(text: str, count: Callable[[str], int], budget: int, step: int) -> Iterator[_Piece]:

@@ -13,11 +13,11 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.manifest import Manifest
-from edge.session import Session
+from edge.engine.session import Session
 from edge.tokenizer import Encoding
 
 
-class Encoder:
+class EncoderRunner:
     def __init__(self, session: Session, manifest: Manifest):
         self.session = session
         self.inputs = manifest.graph.inputs
@@ -25,7 +25,7 @@ class Encoder:
         self.pad_id = manifest.tokenizer.pad_token_id or 0
 
     @classmethod
-    def open(cls, bundle: Bundle, threads: int | None = None) -> Encoder:
+    def open(cls, bundle: Bundle, threads: int | None = None) -> EncoderRunner:
         graph = bundle.manifest.graph
         return cls(Session(bundle.file(graph.file), graph.inputs, graph.outputs, threads), bundle.manifest)
 

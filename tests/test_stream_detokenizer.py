@@ -1,4 +1,4 @@
-"""StreamDecoder: what it streams, joined, is exactly `decode(all_ids)`, for any ids."""
+"""StreamDetokenizer: what it streams, joined, is exactly `decode(all_ids)`, for any ids."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 from tokenizer_oracle import LINES, train_sentencepiece
 
-from edge.tokenizer import StreamDecoder, load_tokenizer
+from edge.tokenizer import StreamDetokenizer, load_tokenizer
 from edge.tokenizer.bytelevel import to_chars
 
 
@@ -35,7 +35,7 @@ def tokenizer(request):
 
 def stream(tokenizer, ids: list[int], skip: bool = False) -> list[str]:
     """Every chunk the decoder gives, the flush last."""
-    decoder = StreamDecoder(tokenizer, skip_special_tokens=skip)
+    decoder = StreamDetokenizer(tokenizer, skip_special_tokens=skip)
     return [decoder.push(i) for i in ids] + [decoder.flush()]
 
 
@@ -91,7 +91,7 @@ def test_text_arrives_as_soon_as_it_is_final(smollm2):
 
 def test_cost_per_token_does_not_grow_with_history(smollm2):
     ids = smollm2.encode(" ".join(LINES[:3000]))[:20000]
-    decoder = StreamDecoder(smollm2)
+    decoder = StreamDetokenizer(smollm2)
     start = time.perf_counter()
     text = "".join(decoder.push(i) for i in ids) + decoder.flush()
     assert time.perf_counter() - start < 2.0

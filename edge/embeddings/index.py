@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundle import sha256
-from edge.chunking import chunk_text
-from edge.corpus import Skipped, TextFile, text_files
-from edge.embed import EmbeddingModel
+from edge.embeddings.chunking import chunk_text
+from edge.embeddings.corpus import Skipped, TextFile, text_files
+from edge.embeddings.model import EmbeddingModel
 from edge.errors import InputError, SearchIndexError
-from edge.pooling import l2_normalize
+from edge.embeddings.pooling import l2_normalize
 
 FORMAT = "edge-index"
 VERSION = 1
@@ -132,8 +132,10 @@ def build_index(
 def _chunking(model: EmbeddingModel, chunk_tokens: int, overlap: int) -> dict:
     specials = len(model.tokenize([""])[0].ids)  # [CLS] and [SEP] take room in every chunk
     budget = min(chunk_tokens, model.max_length - specials)
-    if isinstance(chunk_tokens, bool) or chunk_tokens < 8 or not 0 <= overlap < budget:
-        raise InputError(f"need --chunk-tokens >= 8 and 0 <= --overlap < {budget}, got {chunk_tokens} and {overlap}.")
+    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 8:
+        raise InputError(f"need {{param}} >= 8, got {chunk_tokens!r}.", param="chunk_tokens")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < budget:
+        raise InputError(f"need 0 <= {{param}} < {budget} (the chunk size), got {overlap!r}.", param="overlap")
     return {"tokens": budget, "overlap": overlap}
 
 

@@ -14,15 +14,15 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from edge import generate
+from edge.generation import generate
 from edge.bundle import Bundle
-from edge.chat import ChatSession
-from edge.chat_template import Message, render
-from edge.decoder import Decoder
-from edge.errors import InputError
-from edge.generate import Chunk
+from edge.generation.chat import ChatSession
+from edge.generation.chat_template import Message, render
+from edge.engine.decoder_runner import DecoderRunner
+from edge.errors import InputError, check_prompt
+from edge.generation.generate import StreamChunk
 from edge.manifest import Manifest
-from edge.sampler import SamplingParams, make_sampler
+from edge.generation.sampler import SamplingParams, make_sampler
 from edge.tokenizer import Tokenizer, load_tokenizer
 
 DEFAULT_MAX_TOKENS = 256
@@ -30,7 +30,7 @@ PERPLEXITY_WINDOW = 512  # next-token predictions per window (export.quality.WIN
 
 
 class LanguageModel:
-    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, decoder: Decoder, load_s: float = 0.0):
+    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, decoder: DecoderRunner, load_s: float = 0.0):
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.decoder = decoder
@@ -41,7 +41,7 @@ class LanguageModel:
         """`started`: when loading began (perf_counter), if before this call (bundle checks)."""
         started = time.perf_counter() if started is None else started
         tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
-        decoder = Decoder.open(bundle, threads)
+        decoder = DecoderRunner.open(bundle, threads)
         return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started)
 
     # --- prompts -> ids --------------------------------------------------------------------
@@ -49,8 +49,7 @@ class LanguageModel:
     def encode_prompt(self, prompt: str, raw: bool = False) -> list[int]:
         """The prompt as one user message through the chat template, or as plain text when
         `raw` or when the bundle has no template."""
-        if not isinstance(prompt, str) or not prompt:
-            raise InputError("the prompt is empty: give some text to continue.")
+        check_prompt(prompt)
         if raw or not self.manifest.tokenizer.chat_template:
             return self.encode_text(prompt)
         return self.encode_chat([{"role": "user", "content": prompt}])
@@ -70,13 +69,13 @@ class LanguageModel:
     def generate(self, prompt: str, *, raw: bool = False, **options) -> str:
         return "".join(chunk.text for chunk in self.stream(prompt, raw=raw, **options))
 
-    def stream(self, prompt: str, *, raw: bool = False, **options) -> Iterator[Chunk]:
+    def stream(self, prompt: str, *, raw: bool = False, **options) -> Iterator[StreamChunk]:
         return self.stream_ids(self.encode_prompt(prompt, raw), **options)
 
     def chat(self, messages: list[Message], **options) -> str:
         return "".join(chunk.text for chunk in self.stream_chat(messages, **options))
 
-    def stream_chat(self, messages: list[Message], **options) -> Iterator[Chunk]:
+    def stream_chat(self, messages: list[Message], **options) -> Iterator[StreamChunk]:
         return self.stream_ids(self.encode_chat(messages), **options)
 
     def chat_session(self, system: str | None = None, **options) -> ChatSession:
@@ -85,7 +84,7 @@ class LanguageModel:
     def stream_ids(self, ids: Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                    seed: int | None = None, stop: str | Sequence[str] | None = None,
-                   decoder: Decoder | None = None, reuse: int = 0) -> Iterator[Chunk]:
+                   decoder: DecoderRunner | None = None, reuse: int = 0) -> Iterator[StreamChunk]:
         """Token ids in, chunks out. A chat session passes its own `decoder` and how many
         leading ids its cache already holds (`reuse`)."""
         params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)

@@ -21,17 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundle import Bundle
-from edge.encoder import Encoder
+from edge.engine.encoder_runner import EncoderRunner
 from edge.errors import BundleError, InputError
 from edge.manifest import Manifest
-from edge.pooling import l2_normalize, pooler
+from edge.embeddings.pooling import l2_normalize, pooler
 from edge.tokenizer import Encoding, Tokenizer, load_tokenizer
 
 DEFAULT_BATCH_SIZE = 32
 
 
 class EmbeddingModel:
-    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, encoder: Encoder, path: Path | None = None):
+    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, encoder: EncoderRunner, path: Path | None = None):
         if manifest.pooling is None:
             raise BundleError("this feature-extraction bundle has no pooling in its manifest. Re-export it.")
         self.manifest = manifest
@@ -44,7 +44,7 @@ class EmbeddingModel:
     @classmethod
     def open(cls, bundle: Bundle, threads: int | None = None) -> EmbeddingModel:
         tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
-        return cls(bundle.manifest, tokenizer, Encoder.open(bundle, threads), bundle.path)
+        return cls(bundle.manifest, tokenizer, EncoderRunner.open(bundle, threads), bundle.path)
 
     @property
     def dim(self) -> int:

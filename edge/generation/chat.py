@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from edge.chat_template import Message
+from edge.generation.chat_template import Message
 from edge.errors import InputError
-from edge.generate import Chunk
+from edge.generation.generate import StreamChunk
 
 if TYPE_CHECKING:
-    from edge.llm import LanguageModel
+    from edge.generation.model import LanguageModel
 
 
 class ChatSession:
@@ -33,7 +33,7 @@ class ChatSession:
         self.options = sampling
         # Its own cache over the model's graph, so other calls on the model cannot disturb it.
         self.decoder = model.decoder.fork()
-        self._reply: Iterator[Chunk] | None = None  # the reply being streamed, if any
+        self._reply: Iterator[StreamChunk] | None = None  # the reply being streamed, if any
         self.reset()
 
     def reset(self) -> None:
@@ -43,7 +43,7 @@ class ChatSession:
         self._ids: list[int] = []  # the cache holds a prefix of these
         self.decoder.reset()
 
-    def send(self, text: str, **sampling) -> Iterator[Chunk]:
+    def send(self, text: str, **sampling) -> Iterator[StreamChunk]:
         """Stream the reply to `text`; `sampling` overrides the session's options for this turn."""
         if not isinstance(text, str) or not text.strip():
             raise InputError("the message is empty: type something to send.")
@@ -55,7 +55,7 @@ class ChatSession:
         self._reply = self._record(messages, ids, chunks)
         return self._reply
 
-    def _record(self, messages: list[Message], ids: list[int], chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    def _record(self, messages: list[Message], ids: list[int], chunks: Iterator[StreamChunk]) -> Iterator[StreamChunk]:
         parts, tokens, finished = [], [], False
         try:
             for chunk in chunks:

@@ -14,12 +14,12 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edge.errors import ContextWindowError, InputError
-from edge.sampler import Sampler
-from edge.tokenizer.stream import StreamDecoder
+from edge.errors import ContextWindowError, InputError, check_positive_int
+from edge.generation.sampler import Sampler
+from edge.tokenizer.stream import StreamDetokenizer
 
 if TYPE_CHECKING:
-    from edge.decoder import Decoder
+    from edge.engine.decoder_runner import DecoderRunner
     from edge.tokenizer import Tokenizer
 
 
@@ -34,7 +34,7 @@ class Timings:
 
 
 @dataclass(frozen=True)
-class Chunk:
+class StreamChunk:
     """One sampled token and the text it released; the last chunk says why generation ended."""
 
     text: str  # new text; may be "" while it could still start a stop string
@@ -43,7 +43,7 @@ class Chunk:
     timings: Timings | None = None  # on the last chunk only
 
 
-def generate_tokens(decoder: Decoder, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
+def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
                     reuse: int = 0) -> Iterator[int]:
     """Yield up to `max_tokens` sampled ids; close the generator to stop early.
 
@@ -71,41 +71,40 @@ def prefill_start(prompt_length: int, reuse: int) -> int:
 
 def check_fits(prompt_tokens: int, max_tokens: int, context_length: int) -> None:
     if prompt_tokens == 0:
-        raise InputError("the prompt is empty: give some text to continue.")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise InputError(f"--max-tokens must be an integer >= 1, got {max_tokens!r}.")
+        raise InputError("the prompt is empty: give some text to continue.", param="prompt")
+    check_positive_int(max_tokens, "max_tokens")
     if prompt_tokens + max_tokens > context_length:
         room = context_length - prompt_tokens
-        fix = f"use --max-tokens {room} or less, or a shorter prompt" if room > 0 else "use a shorter prompt"
+        fix = f"use {{param}} {room} or less, or a shorter prompt" if room > 0 else "use a shorter prompt"
         raise ContextWindowError(
-            f"the prompt ({prompt_tokens} tokens) plus --max-tokens {max_tokens} exceeds the context window of "
-            f"{context_length} tokens: {fix}."
+            f"the prompt ({prompt_tokens} tokens) plus {{param}} {max_tokens} exceeds the context window of "
+            f"{context_length} tokens: {fix}.", param="max_tokens"
         )
 
 
-def stream(decoder: Decoder, tokenizer: Tokenizer, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int, *,
+def stream(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int, *,
            eos_ids: Collection[int] = (), stop: Sequence[str] = (), reuse: int = 0,
-           load_s: float = 0.0) -> Iterator[Chunk]:
+           load_s: float = 0.0) -> Iterator[StreamChunk]:
     """Text chunks, one per sampled token; EOS and stop strings end it and are not emitted."""
-    eos, stops, text = frozenset(eos_ids), StopStrings(stop), StreamDecoder(tokenizer)
+    eos, stops, text = frozenset(eos_ids), StopStrings(stop), StreamDetokenizer(tokenizer)
     clock = _Clock(len(prompt_ids), len(prompt_ids) - prefill_start(len(prompt_ids), reuse), load_s)
     tokens = generate_tokens(decoder, prompt_ids, sampler, max_tokens, reuse)
     for count, token in enumerate(tokens, start=1):
         clock.tick()
         if token in eos:
-            yield Chunk(stops.flush(text.flush()), token, "stop", clock.timings(count))
+            yield StreamChunk(stops.flush(text.flush()), token, "stop", clock.timings(count))
             return
         released, hit = stops.push(text.push(token))
         if hit:
-            yield Chunk(released, token, "stop", clock.timings(count))
+            yield StreamChunk(released, token, "stop", clock.timings(count))
             return
         if count == max_tokens:
-            yield Chunk(released + stops.flush(text.flush()), token, "length", clock.timings(count))
+            yield StreamChunk(released + stops.flush(text.flush()), token, "length", clock.timings(count))
             return
-        yield Chunk(released, token)
+        yield StreamChunk(released, token)
 
 
-def generate(decoder: Decoder, tokenizer: Tokenizer, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
+def generate(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
              **kw) -> str:
     """The whole completion: exactly the concatenation of what `stream` yields."""
     return "".join(chunk.text for chunk in stream(decoder, tokenizer, prompt_ids, sampler, max_tokens, **kw))
