@@ -111,6 +111,10 @@ class TokenizerSpec:
     add_bos: bool = False  # prepend BOS to a raw prompt (Llama-1/TinyLlama style)
     chat_template: str | None = None
 
+    def bos_prefix(self) -> list[int]:
+        """What plain text starts with: [BOS] when the model expects it, else nothing."""
+        return [self.bos_token_id] if self.add_bos and self.bos_token_id is not None else []
+
 
 @dataclass(frozen=True)
 class Pooling:

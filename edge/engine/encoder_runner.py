@@ -29,27 +29,25 @@ class EncoderRunner:
         graph = bundle.manifest.graph
         return cls(Session(bundle.file(graph.file), graph.inputs, graph.outputs, threads), bundle.manifest)
 
-    @property
-    def threads(self) -> int:
-        return self.session.threads
-
-    def pad(self, batch: Sequence[Encoding]) -> dict[str, np.ndarray]:
-        """Right-padded (B, S) int64 arrays, S = the longest encoding in the batch."""
-        seq = max(len(e.ids) for e in batch)
-        arrays = {
-            "input_ids": np.full((len(batch), seq), self.pad_id, dtype=np.int64),
-            "attention_mask": np.zeros((len(batch), seq), dtype=np.int64),
-            "token_type_ids": np.zeros((len(batch), seq), dtype=np.int64),
-        }
-        for row, e in enumerate(batch):
-            n = len(e.ids)
-            arrays["input_ids"][row, :n] = e.ids
-            arrays["attention_mask"][row, :n] = e.attention_mask
-            arrays["token_type_ids"][row, :n] = e.type_ids
-        return arrays
-
     def run(self, batch: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:
         """(last_hidden_state (B, S, H), attention_mask (B, S))."""
-        arrays = self.pad(batch)
-        hidden = self.session.run({name: arrays[name] for name in self.inputs})[self.output]
+        arrays = padded_inputs(batch, self.pad_id)
+        hidden = self.session.run({name: arrays[name] for name in self.inputs})[self.output]  # only what it declares
         return hidden, arrays["attention_mask"]
+
+
+def padded_inputs(batch: Sequence[Encoding], pad_id: int) -> dict[str, np.ndarray]:
+    """An encoder's three inputs, right-padded (B, S) int64, S = the longest encoding.
+    Example: ids [[5, 6], [7]], pad 0 -> input_ids [[5, 6], [7, 0]], attention_mask [[1, 1], [1, 0]]"""
+    seq = max(len(e.ids) for e in batch)
+    arrays = {
+        "input_ids": np.full((len(batch), seq), pad_id, dtype=np.int64),
+        "attention_mask": np.zeros((len(batch), seq), dtype=np.int64),
+        "token_type_ids": np.zeros((len(batch), seq), dtype=np.int64),
+    }
+    for row, e in enumerate(batch):
+        n = len(e.ids)
+        arrays["input_ids"][row, :n] = e.ids
+        arrays["attention_mask"][row, :n] = e.attention_mask
+        arrays["token_type_ids"][row, :n] = e.type_ids
+    return arrays

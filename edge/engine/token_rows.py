@@ -41,13 +41,22 @@ class TokenRows:
     def lookup(self, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows of `ids` (seq,) as (seq, hidden) float32, written into `out` when given."""
         ids = ids.tolist()
-        codes = self.codes.rows(ids).reshape(len(ids), self.blocks, -1)
-        scales = self.scales.rows(ids).reshape(len(ids), self.blocks, 1)
-        rows = np.multiply(codes, scales, dtype=np.float32).reshape(len(ids), self.hidden)
+        codes = self.codes.rows(ids).reshape(len(ids), self.hidden)
+        scales = self.scales.rows(ids).reshape(len(ids), self.blocks)
+        rows = dequantize_rows(codes, scales)
         if out is None:
             return rows
         out[...] = rows
         return out
+
+
+def dequantize_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """int8 codes (n, hidden) times one scale per block of each row (n, blocks) -> (n, hidden)
+    float32, as the graph's own lookup computes them (Cast * scale).
+    Example: codes [[1, 2, 3, 4]], scales [[0.5, 2.0]] -> [[0.5, 1.0, 6.0, 8.0]]"""
+    n, blocks = scales.shape
+    blocked = codes.reshape(n, blocks, -1)  # (n, blocks, block)
+    return np.multiply(blocked, scales[:, :, None], dtype=np.float32).reshape(codes.shape)
 
 
 def _fits(codes: TensorRef, scales: TensorRef, vocab: int, hidden: int) -> bool:

@@ -56,9 +56,7 @@ class LanguageModel:
 
     def encode_text(self, text: str) -> list[int]:
         """Plain text, with BOS first when the model expects it (Llama-1/TinyLlama style)."""
-        spec = self.manifest.tokenizer
-        bos = [spec.bos_token_id] if spec.add_bos and spec.bos_token_id is not None else []
-        return bos + self.tokenizer.encode(text)
+        return self.manifest.tokenizer.bos_prefix() + self.tokenizer.encode(text)
 
     def encode_chat(self, messages: list[Message]) -> list[int]:
         """The template writes every special token itself, as transformers' apply_chat_template."""

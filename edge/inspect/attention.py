@@ -16,8 +16,10 @@ import numpy as np
 from edge.bundle import Bundle
 from edge.errors import BundleError, InputError
 from edge.inspect import tables
+from edge.engine.encoder_runner import padded_inputs
 from edge.engine.kv_cache import make_cache
 from edge.manifest import Inspection, ModelConfig
+from edge.tokenizer import Encoding
 from edge.engine.session import Session
 
 TOP = 3  # most-attended earlier tokens listed per token
@@ -55,7 +57,9 @@ class AttentionProbe:
             empty = np.zeros((1, self.model.num_kv_heads, 0, self.model.head_dim), dtype=np.float32)  # no past
             past = {name: empty for name in make_cache(kv, self.model).past_names}
             return {"input_ids": tokens, "logits_to_keep": np.array(1, dtype=np.int64), **past}
-        arrays = {"input_ids": tokens, "attention_mask": np.ones_like(tokens), "token_type_ids": np.zeros_like(tokens)}
+        ids = tokens[0].tolist()
+        sentence = Encoding(ids, [0] * len(ids), [1] * len(ids), truncated=False)
+        arrays = padded_inputs([sentence], 0)
         return {name: arrays[name] for name in self.inspection.graph.inputs}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.bundle import Bundle
+from edge.engine.token_rows import dequantize_rows
 from edge.errors import BundleError
 from edge.manifest import Inspection, TensorRef
 
@@ -37,6 +38,4 @@ def token_embeddings(bundle: Bundle) -> np.ndarray:
     table = read(bundle, found.embedding)  # (V, H)
     if found.embedding_scales is None:
         return np.asarray(table, dtype=np.float32)
-    scales = read(bundle, found.embedding_scales)  # (V, H / block)
-    block = table.shape[1] // scales.shape[1]
-    return (table.reshape(table.shape[0], -1, block) * scales[..., None]).reshape(table.shape).astype(np.float32)
+    return dequantize_rows(table, read(bundle, found.embedding_scales))  # scales (V, H / block)

@@ -45,9 +45,7 @@ def encode(tokenizer: Tokenizer, manifest: Manifest, text: str) -> list[int]:
         if encoding.truncated:
             raise InputError(f"the text is longer than this encoder's {limit} tokens; use a shorter text.")
         return encoding.ids
-    spec = manifest.tokenizer
-    bos = [spec.bos_token_id] if spec.add_bos and spec.bos_token_id is not None else []
-    return bos + tokenizer.encode(text)
+    return manifest.tokenizer.bos_prefix() + tokenizer.encode(text)
 
 
 def describe(tokenizer: Tokenizer, ids: list[int]) -> list[Token]:
