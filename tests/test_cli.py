@@ -34,7 +34,8 @@ def test_generate_json(bundle, capsys):
     assert main(["generate", "Hi", "--raw", "--json", "-n", "8", "--temperature", "0.8", "--seed", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"text", "token_ids", "finish_reason", "prompt_tokens", "completion_tokens", "timings"}
-    assert set(out["timings"]) == {"load_s", "ttft_s", "prefill_tok_s", "decode_tok_s"}
+    assert set(out["timings"]) == {"load_s", "ttft_s", "prefill_tok_s", "decode_tok_s", "decode_calls",
+                                   "drafted_tokens", "accepted_tokens"}
     lm = edge.load(bundle)
     assert out["text"] == lm.generate("Hi", raw=True, max_tokens=8, temperature=0.8, seed=3)
     assert out["prompt_tokens"] == len(lm.encode_prompt("Hi", raw=True))

@@ -13,27 +13,36 @@ GREEDY = make_sampler(SamplingParams())
 
 
 class ScriptedDecoder:
-    """Logits that force `script`: the i-th sampled token is script[i]. Records what it runs."""
+    """Logits that force `script`: the i-th sampled token is script[i], whatever was fed (so
+    drafted tokens are checked like real ones). Records what it runs."""
 
     def __init__(self, script: list[int], vocab_size: int, context_length: int = 256):
         self.script, self.vocab_size, self.context_length = script, vocab_size, context_length
-        self.cache_length, self.step, self.prefilled, self.reserved = 0, 0, [], 0
+        self.cache_length, self.prompt, self.prefilled, self.reserved = 0, 0, [], 0
 
     def _logits(self) -> np.ndarray:
+        """The row for the position after the cache: script[i] for the i-th generated token."""
         logits = np.zeros(self.vocab_size, dtype=np.float32)  # (vocab,)
-        logits[self.script[self.step]] = 10.0
+        step = self.cache_length - self.prompt
+        if step < len(self.script):  # a draft checked past the script's end gets flat logits
+            logits[self.script[step]] = 10.0
         return logits
 
     def prefill(self, ids) -> np.ndarray:
         self.prefilled.append(list(ids))
         self.cache_length += len(ids)
-        self.step = 0
+        self.prompt = self.cache_length
         return self._logits()
 
     def decode_step(self, token_id: int) -> np.ndarray:
-        self.cache_length += 1
-        self.step += 1
-        return self._logits()
+        return self.logits([token_id])[0]
+
+    def logits(self, ids) -> np.ndarray:
+        rows = []
+        for _ in ids:
+            self.cache_length += 1
+            rows.append(self._logits())
+        return np.stack(rows)  # (len(ids), vocab)
 
     def rewind_to(self, n: int) -> None:
         assert 0 <= n <= self.cache_length
@@ -260,21 +269,25 @@ def test_interrupted_chat_keeps_partial_reply(model):
 
 
 def test_keyboard_interrupt_mid_reply(model):
+    """Ctrl-C inside the 4th decoder call after the prompt (a step or a draft check)."""
     session = model.chat_session(max_tokens=12)
-    real, steps = session.decoder.decode_step, []
+    steps = []
 
-    def interrupted(token_id):
-        steps.append(token_id)
-        if len(steps) == 4:
-            raise KeyboardInterrupt
-        return real(token_id)
+    def interrupting(real):
+        def call(tokens):
+            steps.append(tokens)
+            if len(steps) == 4:
+                raise KeyboardInterrupt
+            return real(tokens)
+        return call
 
-    session.decoder.decode_step = interrupted
+    session.decoder.decode_step = interrupting(session.decoder.decode_step)
+    session.decoder.logits = interrupting(session.decoder.logits)
     shown = []
     with pytest.raises(KeyboardInterrupt):
         for chunk in session.send("Hello there"):
             shown.append(chunk.text)
-    session.decoder.decode_step = real
+    del session.decoder.decode_step, session.decoder.logits  # the runner's own methods again
     assert session.messages[-1]["content"] == "".join(shown)
     history = [*session.messages, {"role": "user", "content": "Go on"}]
     assert reply(session.send("Go on")) == model.chat(history, max_tokens=12)

@@ -17,6 +17,9 @@ LABELS = {
     "decode_tok_s": "decode after {short_prompt} (tok/s)",
     "decode_tok_s_long_context": "decode after {long_context} (tok/s)",
     "python_overhead": "python share of a decode step",
+    "decode_tok_s_quote_none": "quoting reply, no drafts (tok/s)",
+    "decode_tok_s_quote_lookup": "quoting reply, drafts (tok/s)",
+    "draft_accepted_share": "tokens from accepted drafts",
     "peak_rss_mb": "peak RSS (MB)",
 }
 
@@ -36,4 +39,5 @@ def bench(
         return
     for key, label in LABELS.items():
         label, value = label.format(**figures), figures[key]
-        print(f"{label:>34}: {value:.1%}" if key == "python_overhead" else f"{label:>34}: {value:.3g}")
+        share = key in ("python_overhead", "draft_accepted_share")
+        print(f"{label:>34}: {value:.1%}" if share else f"{label:>34}: {value:.3g}")

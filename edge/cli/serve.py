@@ -22,6 +22,8 @@ def serve(
                                 help="Require `Authorization: Bearer KEY` on every request ($EDGE_API_KEY)."),
     max_queue: int = typer.Option(16, "--max-queue", min=1, help="Requests that may wait per model; more get 429."),
     threads: int = typer.Option(None, "--threads", help="onnxruntime threads per model (default: physical cores)."),
+    draft: str = typer.Option("lookup", "--draft", help="lookup (default): prompt-lookup drafts, several tokens "
+                              "checked per step (same output); none: one token per step."),
 ):
     """Serve bundles over OpenAI's HTTP API: /v1/models, /v1/chat/completions, /v1/completions,
     /v1/embeddings, /health. The model id is the bundle folder's name."""
@@ -30,7 +32,9 @@ def serve(
 
     from edge.server.app import create_app
     import edge
+    from edge.generation.generate import check_draft
 
+    check_draft(draft)
     paths = [resolve_bundle(m) for m in models] if models else [resolve_bundle(None)]
     names = [p.name or p.resolve().name for p in paths]  # as given: a link keeps its own name
     if len(set(names)) != len(names):
@@ -41,7 +45,7 @@ def serve(
         print(warning, file=sys.stderr)
     print(f"edge serve: http://{host}:{port}/v1 serving {', '.join(loaded)}", file=sys.stderr)
     # Open streams get 5 s to finish on Ctrl-C; then the workers stop their jobs.
-    uvicorn.run(create_app(loaded, api_key, max_queue), host=host, port=port, log_level="warning",
+    uvicorn.run(create_app(loaded, api_key, max_queue, draft=draft), host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=5)
 
 

@@ -12,9 +12,9 @@ from edge.cli.app import ModelOption, app, load_for, resolve_bundle
 from edge.errors import InputError
 
 
-def _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop) -> dict:
+def _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft) -> dict:
     return dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                repetition_penalty=repetition_penalty, seed=seed, stop=stop or None)
+                repetition_penalty=repetition_penalty, seed=seed, stop=stop or None, draft=draft)
 
 
 MaxTokens = typer.Option(256, "--max-tokens", "-n", help="Most tokens to generate.")
@@ -25,6 +25,8 @@ MinP = typer.Option(0.0, "--min-p", help="Drop tokens below min-p x the top prob
 RepetitionPenalty = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeating earlier tokens.")
 Seed = typer.Option(None, "--seed", help="Seed for sampling: same seed, same output.")
 Stop = typer.Option(None, "--stop", help="Stop when this text appears (not printed); repeatable.")
+Draft = typer.Option("lookup", "--draft", help="lookup (default): check tokens guessed from the text itself "
+                     "several per step (same output, faster where the reply repeats the prompt); none: one per step.")
 
 
 @app.command()
@@ -39,6 +41,7 @@ def generate(
     repetition_penalty: float = RepetitionPenalty,
     seed: int = Seed,
     stop: list[str] = Stop,
+    draft: str = Draft,
     raw: bool = typer.Option(False, "--raw", help="Use the prompt as plain text (skip the chat template)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
 ):
@@ -46,7 +49,7 @@ def generate(
     text = sys.stdin.read() if prompt == "-" else prompt
     if not text.strip():
         raise InputError("the prompt is empty: give some text (or pipe it in with -).")
-    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop)
+    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
     lm = load_for(resolve_bundle(model), "text-generation")
     chunks = lm.stream(text, raw=raw, **options)
     if as_json:
@@ -66,7 +69,8 @@ def _print_json(chunks: list) -> None:
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
         "timings": {"load_s": t.load_s, "ttft_s": t.ttft_s, "prefill_tok_s": t.prefill_tok_s,
-                    "decode_tok_s": t.decode_tok_s},
+                    "decode_tok_s": t.decode_tok_s, "decode_calls": t.decode_calls,
+                    "drafted_tokens": t.drafted_tokens, "accepted_tokens": t.accepted_tokens},
     }, ensure_ascii=False))
 
 
@@ -82,10 +86,11 @@ def chat(
     repetition_penalty: float = RepetitionPenalty,
     seed: int = Seed,
     stop: list[str] = Stop,
+    draft: str = Draft,
 ):
     """Chat in the terminal. /reset forgets the conversation, /exit or Ctrl-D quits;
     Ctrl-C stops a reply and keeps the conversation."""
-    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop)
+    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
     session = load_for(resolve_bundle(model), "text-generation").chat_session(system, **options)
     print("edge chat: /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.", file=sys.stderr)
     while (line := _read_line()) is not None:

@@ -1,10 +1,17 @@
 """Generation in three layers, as in mlx-lm: token ids -> text chunks -> one string.
 
-`generate_tokens` drives the decoder (prefill, then one `decode_step` per token) and the
-sampler; it knows nothing about text. `stream` turns ids into UTF-8-safe text chunks and
-applies the stop rules (EOS ids, stop strings, max tokens), with timings on the last
-chunk. `generate` joins the chunks. Per token the Python work is one sampler call, one
-streaming-decoder push and a scan of the short held-back text for stop strings.
+`generate_tokens` drives the decoder and the sampler; it knows nothing about text. Each
+decoder call feeds the last sampled token plus the tokens drafted after it (none where no
+draft pays; see drafts.py) and returns logits for every one of those positions; the
+sampler then draws position by position and keeps drafted tokens while they equal its
+draws ("sample, then compare"), so the output is exactly what one-token steps would give:
+the same argmax when greedy, the same random draws from the same seeded generator when
+sampling. The cache is rewound past the drafts that were not kept.
+
+`stream` turns ids into UTF-8-safe text chunks, one per token, and applies the stop rules
+(EOS ids, stop strings, max tokens), with timings on the last chunk. `generate` joins the
+chunks. Per token the Python work is one sampler call, a few dictionary updates of the
+drafter, one streaming-detokenizer push and a scan of the short held-back text for stops.
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge.errors import ContextWindowError, InputError, check_positive_int
+from edge.generation.drafts import MAX_DRAFT, DraftLength, NgramDrafter
 from edge.generation.sampler import Sampler
+from edge.generation.stop import StopStrings
 from edge.tokenizer.stream import StreamDetokenizer
 
 if TYPE_CHECKING:
     from edge.engine.decoder_runner import DecoderRunner
     from edge.tokenizer import Tokenizer
+
+DRAFTS = ("lookup", "none")  # prompt-lookup drafts (the default), or one token per call
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,9 @@ class Timings:
     ttft_s: float  # time to first token: prefill + first sample
     prefill_tok_s: float  # prompt tokens actually run (not reused) per second
     decode_tok_s: float  # tokens after the first per second (0.0 with only one token)
+    drafted_tokens: int = 0  # drafted tokens checked by the decoder
+    accepted_tokens: int = 0  # of those, kept (each saved a decoder call)
+    decode_calls: int = 0  # decoder calls after the prompt
 
 
 @dataclass(frozen=True)
@@ -43,25 +57,82 @@ class StreamChunk:
     timings: Timings | None = None  # on the last chunk only
 
 
+@dataclass
+class DraftStats:
+    drafted: int = 0
+    accepted: int = 0
+    calls: int = 0
+
+
+def check_draft(draft: str) -> str:
+    if draft not in DRAFTS:
+        raise InputError(f"{{param}} must be one of {', '.join(DRAFTS)}, got {draft!r}.", param="draft")
+    return draft
+
+
 def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
-                    reuse: int = 0) -> Iterator[int]:
+                    reuse: int = 0, draft: str = "lookup", stats: DraftStats | None = None) -> Iterator[int]:
     """Yield up to `max_tokens` sampled ids; close the generator to stop early.
 
     `reuse`: how many leading prompt ids the decoder's cache already holds (a chat turn);
-    only the rest is prefilled. 0 starts from an empty cache.
+    only the rest is prefilled. 0 starts from an empty cache. Whenever the caller stops,
+    the cache holds every yielded id but the last (as after one-token steps), so a chat
+    turn can reuse it; rejected drafts are never left in it.
     """
     check_fits(len(prompt_ids), max_tokens, decoder.context_length)
+    check_draft(draft)
+    stats = stats if stats is not None else DraftStats()
     start = prefill_start(len(prompt_ids), reuse)
     decoder.rewind_to(start)
     decoder.reserve(len(prompt_ids) + max_tokens)
-    logits = decoder.prefill(prompt_ids[start:])  # (vocab,)
+    rows = decoder.prefill(prompt_ids[start:])[None]  # (1, vocab): the next position
     ids = list(prompt_ids)  # what the repetition penalty looks back on
-    for step in range(max_tokens):
-        token = sampler(logits, ids)
-        yield token
-        ids.append(token)
-        if step + 1 < max_tokens:
-            logits = decoder.decode_step(token)
+    drafter = NgramDrafter(ids) if draft == "lookup" else None
+    lengths, drafted, ngram, guess = DraftLength(), [], 0, None
+    try:
+        while True:
+            for i, row in enumerate(rows):  # row i: the position after drafted[:i]
+                token = sampler(row, ids)
+                ids.append(token)
+                yield token
+                if len(ids) - len(prompt_ids) == max_tokens:
+                    return
+                if i == len(drafted) or token != drafted[i]:
+                    break
+                stats.accepted += 1  # the next row is valid: this call saved one
+            if drafter is not None:
+                drafter.extend(ids[len(drafter.ids):])
+                _learn(lengths, ngram, drafted, i, guess, token)
+                room = min(max_tokens - (len(ids) - len(prompt_ids)) - 1, decoder.context_length - len(ids))
+                drafted, ngram, guess = _draft(drafter, lengths, room)
+                stats.drafted += len(drafted)
+            decoder.rewind_to(len(ids) - 1)  # keep the last token's predecessors: drop unkept drafts
+            if drafted:
+                rows = decoder.logits([ids[-1], *drafted])  # (1 + drafted, vocab)
+            else:
+                rows = decoder.decode_step(ids[-1])[None]  # (1, vocab)
+            stats.calls += 1
+    finally:
+        decoder.rewind_to(min(decoder.cache_length, len(ids) - 1))
+
+
+def _draft(drafter: NgramDrafter, lengths: DraftLength, room: int) -> tuple[list[int], int, int | None]:
+    """(the tokens to check, the n-gram they matched, the guess left unchecked when none)."""
+    candidates, ngram = drafter.propose(min(MAX_DRAFT, room))
+    if not candidates:
+        return [], 0, None
+    k = lengths.choose(ngram, len(candidates))
+    return candidates[:k], ngram, (None if k else candidates[0])
+
+
+def _learn(lengths: DraftLength, ngram: int, drafted: list[int], stopped_at: int, guess: int | None,
+           token: int) -> None:
+    """Tell the draft length what the last call showed: how many drafts matched, or, on a
+    plain step, whether the unchecked guess would have (free information)."""
+    if drafted:
+        lengths.observe(ngram, stopped_at, min(stopped_at + 1, len(drafted)))
+    elif guess is not None:
+        lengths.observe(ngram, int(token == guess), 1)
 
 
 def prefill_start(prompt_length: int, reuse: int) -> int:
@@ -83,12 +154,13 @@ def check_fits(prompt_tokens: int, max_tokens: int, context_length: int) -> None
 
 
 def stream(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int, *,
-           eos_ids: Collection[int] = (), stop: Sequence[str] = (), reuse: int = 0,
+           eos_ids: Collection[int] = (), stop: Sequence[str] = (), reuse: int = 0, draft: str = "lookup",
            load_s: float = 0.0) -> Iterator[StreamChunk]:
     """Text chunks, one per sampled token; EOS and stop strings end it and are not emitted."""
     eos, stops, text = frozenset(eos_ids), StopStrings(stop), StreamDetokenizer(tokenizer)
-    clock = _Clock(len(prompt_ids), len(prompt_ids) - prefill_start(len(prompt_ids), reuse), load_s)
-    tokens = generate_tokens(decoder, prompt_ids, sampler, max_tokens, reuse)
+    stats = DraftStats()
+    clock = _Clock(len(prompt_ids), len(prompt_ids) - prefill_start(len(prompt_ids), reuse), load_s, stats)
+    tokens = generate_tokens(decoder, prompt_ids, sampler, max_tokens, reuse, draft, stats)
     for count, token in enumerate(tokens, start=1):
         clock.tick()
         if token in eos:
@@ -110,51 +182,11 @@ def generate(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[
     return "".join(chunk.text for chunk in stream(decoder, tokenizer, prompt_ids, sampler, max_tokens, **kw))
 
 
-class StopStrings:
-    """Holds back text that could begin a stop string; releases the rest.
-
-    Example: stop ["</s>"]; push("ab<") -> ("ab", False); push("/s>x") -> ("", True)
-    """
-
-    def __init__(self, stops: Sequence[str]):
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise InputError(f"stop strings must be non-empty strings, got {list(stops)!r}.")
-        self._stops = tuple(stops)
-        self._held = ""  # never longer than the longest stop string
-
-    def push(self, text: str) -> tuple[str, bool]:
-        """(text safe to emit, whether a stop string appeared); after a hit, emit and end."""
-        pending = self._held + text
-        hits = [i for i in (pending.find(s) for s in self._stops) if i >= 0]
-        if hits:
-            self._held = ""
-            return pending[: min(hits)], True
-        keep = self._longest_partial(pending)
-        self._held = pending[len(pending) - keep:]
-        return pending[: len(pending) - keep], False
-
-    def flush(self, text: str = "") -> str:
-        """The held-back text at the end of generation (cut at a stop string if one completes)."""
-        released, hit = self.push(text)
-        held, self._held = ("" if hit else self._held), ""
-        return released + held
-
-    def _longest_partial(self, text: str) -> int:
-        """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
-        best = 0
-        for s in self._stops:
-            for n in range(min(len(s) - 1, len(text)), best, -1):
-                if text.endswith(s[:n]):
-                    best = n
-                    break
-        return best
-
-
 class _Clock:
     """Wall-clock marks for the final chunk's timings."""
 
-    def __init__(self, prompt_tokens: int, prefilled: int, load_s: float):
-        self.prompt_tokens, self.prefilled, self.load_s = prompt_tokens, prefilled, load_s
+    def __init__(self, prompt_tokens: int, prefilled: int, load_s: float, drafts: DraftStats):
+        self.prompt_tokens, self.prefilled, self.load_s, self.drafts = prompt_tokens, prefilled, load_s, drafts
         self.start = time.perf_counter()
         self.first = self.last = None
 
@@ -170,4 +202,5 @@ class _Clock:
             prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens, load_s=self.load_s, ttft_s=ttft,
             prefill_tok_s=self.prefilled / ttft if ttft > 0 else 0.0,
             decode_tok_s=(completion_tokens - 1) / decode if decode > 0 else 0.0,
+            drafted_tokens=self.drafts.drafted, accepted_tokens=self.drafts.accepted, decode_calls=self.drafts.calls,
         )

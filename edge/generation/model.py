@@ -20,7 +20,7 @@ from edge.generation.chat import ChatSession
 from edge.generation.chat_template import Message, render
 from edge.engine.decoder_runner import DecoderRunner
 from edge.errors import InputError, check_prompt
-from edge.generation.generate import StreamChunk
+from edge.generation.generate import StreamChunk, check_draft
 from edge.manifest import Manifest
 from edge.generation.sampler import SamplingParams, make_sampler
 from edge.tokenizer import Tokenizer, load_tokenizer
@@ -81,15 +81,17 @@ class LanguageModel:
 
     def stream_ids(self, ids: Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-                   seed: int | None = None, stop: str | Sequence[str] | None = None,
+                   seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                    decoder: DecoderRunner | None = None, reuse: int = 0) -> Iterator[StreamChunk]:
-        """Token ids in, chunks out. A chat session passes its own `decoder` and how many
-        leading ids its cache already holds (`reuse`)."""
+        """Token ids in, chunks out. `draft`: "lookup" checks tokens guessed from the text
+        itself several per decoder call (same output, faster where text repeats), "none" one
+        token per call. A chat session passes its own `decoder` and how many leading ids its
+        cache already holds (`reuse`)."""
         params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
         return generate.stream(decoder or self.decoder, self.tokenizer, list(ids), make_sampler(params), max_tokens,
                                eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
-                               load_s=self.load_s)
+                               draft=check_draft(draft), load_s=self.load_s)
 
     # --- scoring ---------------------------------------------------------------------------
 

@@ -34,8 +34,9 @@ from edge.server.worker import END, Job, QueueFull, ShuttingDown, Worker
 
 
 def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
-               max_body: int = MAX_BODY_BYTES) -> Starlette:
-    """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel)."""
+               max_body: int = MAX_BODY_BYTES, draft: str = "lookup") -> Starlette:
+    """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel);
+    `draft`: how generations draft tokens (see LanguageModel.stream_ids)."""
     workers = {name: Worker(model, max_queue, name) for name, model in models.items()}
 
     @contextlib.asynccontextmanager
@@ -48,6 +49,7 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
         ApiError: api_error, HTTPException: http_error, Exception: server_error,
     })
     app.state.workers, app.state.max_body, app.state.created = workers, max_body, int(time.time())
+    app.state.draft = draft
     if api_key:
         app.add_middleware(RequireKey, key=api_key)
     return app
@@ -88,7 +90,7 @@ async def embeddings(request: Request) -> JSONResponse:
 
 async def _generate(request: Request, req: GenerationRequest):
     worker = _worker(request, req.model, decoder=True)
-    job, items = _submit(worker, req.model, partial(_stream, req))
+    job, items = _submit(worker, req.model, partial(_stream, req, request.app.state.draft))
     completion = Completion(req.model, req.chat)
     # A prompt over the context window fails at the first item, before any header is sent.
     first = await _while_connected(request, job, anext(items))
@@ -166,13 +168,13 @@ def _sse(obj: dict) -> str:
 # --- jobs: run on the model's worker thread --------------------------------------------
 
 
-def _stream(req: GenerationRequest, lm) -> Iterator:
+def _stream(req: GenerationRequest, draft: str, lm) -> Iterator:
     """Chunks of one generation. Without max_tokens: as many as fit, up to edge's default."""
     ids = lm.encode_chat(req.prompt) if req.chat else lm.encode_prompt(req.prompt, raw=True)
     options = dict(req.options)
     if options["max_tokens"] is None:
         options["max_tokens"] = max(1, min(DEFAULT_MAX_TOKENS, lm.decoder.context_length - len(ids)))
-    return lm.stream_ids(ids, **options)
+    return lm.stream_ids(ids, draft=draft, **options)
 
 
 def _embed(texts: list[str], model) -> Iterator:

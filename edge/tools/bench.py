@@ -1,5 +1,6 @@
 """edge's own speed figures on one bundle: load, time to first token, prefill and decode
-tokens/s at short and long context, per-step Python overhead, peak RSS.
+tokens/s at short and long context, per-step Python overhead, decode with and without
+prompt-lookup drafts on a reply that quotes its prompt, peak RSS.
 
 In: a bundle path (and optionally the prompts, as token ids). Out: a flat dict of figures.
 It drives the decoder directly (greedy argmax, EOS ignored) so every run decodes the same
@@ -18,6 +19,7 @@ import numpy as np
 
 SHORT, LONG, DECODE, LONG_CONTEXT = 40, 500, 128, 1000  # capped by the model's context window
 _QUESTION = "Give me three tips for a healthy vegetable garden."  # 40 tokens with SmolLM2's template
+_QUOTE = "Repeat the following paragraph word for word:\n\n"
 _FILLER = (
     "The lighthouse keeper wrote about ships, storms and the price of flour in the village, "
     "and measured the tide every day at noon with a marked pole. "
@@ -32,8 +34,11 @@ def prompts(model) -> dict[str, list[int]]:
     window = model.decoder.context_length
     short = model.encode_prompt(_QUESTION) if model.manifest.tokenizer.chat_template else filler[:SHORT]
     short = short[: window - DECODE - 1]
+    passage = model.tokenizer.decode(filler[:150])
+    quote = model.encode_prompt(_QUOTE + passage) if model.manifest.tokenizer.chat_template else filler[:150]
     return {"short": short, "long": filler[: min(LONG, window - 1)],
-            "context": filler[: min(LONG_CONTEXT, window - DECODE // 4 - 1)]}
+            "context": filler[: min(LONG_CONTEXT, window - DECODE // 4 - 1)],
+            "quote": quote[: window - DECODE - 1]}
 
 
 def run(bundle: str | Path, threads: int | None = None, started: float | None = None,
@@ -62,6 +67,10 @@ def run(bundle: str | Path, threads: int | None = None, started: float | None = 
     decoder.reserve(len(ids["context"]) + DECODE // 4 + 1)
     last = int(decoder.prefill(ids["context"]).argmax())
     figures["decode_tok_s_long_context"], _ = _decode(model, last, DECODE // 4)
+    if "quote" in ids:  # compare.py feeds the other runtimes' prompts only
+        for draft in ("none", "lookup"):
+            figures[f"decode_tok_s_quote_{draft}"], accepted = _drafted(model, ids["quote"], draft)
+        figures["draft_accepted_share"] = accepted
     figures["peak_rss_mb"] = peak_rss_mb()
     return figures
 
@@ -92,6 +101,20 @@ def _decode(model, token: int, steps: int) -> tuple[float, float]:
     total = time.perf_counter() - start
     del session.run, session.run_bound  # back to the class's methods
     return steps / total, 1 - inside[0] / total
+
+
+def _drafted(model, prompt: list[int], draft: str) -> tuple[float, float]:
+    """Greedy tokens/s after the first (EOS ignored) through generate_tokens with `draft`,
+    and the share of tokens that came from accepted drafts."""
+    from edge.generation.generate import DraftStats, generate_tokens
+    from edge.generation.sampler import SamplingParams, make_sampler
+
+    stats = DraftStats()
+    tokens = generate_tokens(model.decoder, prompt, make_sampler(SamplingParams()), DECODE, draft=draft, stats=stats)
+    next(tokens)  # the prefill
+    start = time.perf_counter()
+    count = sum(1 for _ in tokens)
+    return count / (time.perf_counter() - start), stats.accepted / (count + 1)
 
 
 def peak_rss_mb() -> float:

@@ -1,0 +1,104 @@
+"""Drafts for speculative decoding: token ids seen so far in, a guess at the next few out.
+
+A decode step reads every weight once for one token; a call checking k drafted tokens
+reads them once for k + 1 positions and costs far less than k + 1 steps (COST below). So
+when the text repeats itself (quoting the prompt, code, lists, earlier chat turns), guessing
+the continuation from the sequence itself and checking the guess in one call is faster.
+
+`NgramDrafter`: prompt lookup. The most recent earlier occurrence of the last n tokens (n
+from MAX_NGRAM down to 1) proposes the tokens that followed it. An index from each n-gram
+to the position after its latest occurrence is updated as tokens arrive (n dictionary
+writes per token), so a proposal costs microseconds, not a scan of the context.
+
+`DraftLength`: how many tokens to draft, chosen to maximise the expected tokens per unit of
+cost. It keeps a running estimate of how often a drafted token is accepted, learnt from
+every step: verified drafts, and also, for free, the steps run without one (was the
+proposal's first token the one sampled?). So drafting stops where guesses fail (open-ended
+text pays for nothing) and resumes as soon as they start to hold again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+MAX_NGRAM = 4  # longest n-gram looked up; shorter ones are tried when it is not found
+MIN_NGRAM = 1
+MAX_DRAFT = 8  # longest draft checked in one call
+
+# The cost of one decoder call with n new tokens, relative to one token (index n - 1), at
+# batch 1 with a few hundred tokens of context: SmolLM2-135M int8, 2 threads, 2-core AMD
+# EPYC (benchmarks/speculative.py --costs measures it). Weights are read once per call, so
+# the extra positions cost only their arithmetic.
+COST = (1.00, 1.14, 1.25, 1.34, 1.47, 1.56, 1.66, 1.75, 1.87)
+
+
+class NgramDrafter:
+    """Proposes continuations of `ids` found earlier in `ids`.
+
+    Example: ids [5, 6, 7, 8, 5, 6] -> propose(3) == [7, 8, 5] (after the earlier "5 6")
+    """
+
+    def __init__(self, ids: Sequence[int] = ()):
+        self.ids: list[int] = []
+        self._after: list[dict[tuple[int, ...], int]] = [{} for _ in range(MAX_NGRAM + 1)]  # [n]: gram -> next position
+        self.extend(ids)
+
+    def extend(self, ids: Sequence[int]) -> None:
+        for token in ids:
+            self.append(token)
+
+    def append(self, token: int) -> None:
+        """Index the n-grams that end just before `token`: their continuation is now known."""
+        ids, end = self.ids, len(self.ids)
+        for n in range(MIN_NGRAM, min(MAX_NGRAM, end) + 1):
+            self._after[n][tuple(ids[end - n : end])] = end
+        ids.append(token)
+
+    def truncate(self, length: int) -> None:
+        """Forget the ids from `length` on (a rewound conversation): rebuilt, as it is rare."""
+        if length < len(self.ids):
+            kept = self.ids[:length]
+            self.__init__(kept)
+
+    def propose(self, k: int) -> tuple[list[int], int]:
+        """Up to k ids that followed the latest earlier occurrence of the longest matching
+        suffix, and that suffix's length n (0 and [] when nothing matches)."""
+        ids = self.ids
+        for n in range(min(MAX_NGRAM, len(ids)), MIN_NGRAM - 1, -1):
+            start = self._after[n].get(tuple(ids[len(ids) - n :]))
+            if start is not None:
+                return ids[start : start + k], n
+        return [], 0
+
+
+class DraftLength:
+    """How many drafted tokens to check next, from a running acceptance estimate.
+
+    With acceptance probability a per drafted token (each accepted only if the ones before
+    it were), a draft of k yields 1 + a + ... + a^k tokens for COST[k]; k = 0 is one plain
+    step. The estimate is kept per matched n-gram length: a 4-gram match is a surer guess
+    than a 1-gram one.
+    """
+
+    RATE = 0.15  # weight of the newest observation in the running estimates
+    PRIOR = 0.5
+
+    def __init__(self, limit: int = MAX_DRAFT):
+        self.limit = min(limit, len(COST) - 1)
+        self.accept = [self.PRIOR] * (MAX_NGRAM + 1)  # [n]: chance a drafted token is accepted
+
+    def choose(self, ngram: int, available: int) -> int:
+        """The draft length with the most tokens per cost (0: run a plain step)."""
+        a, best, best_k, expected = self.accept[ngram], 1.0, 0, 1.0
+        for k in range(1, min(self.limit, available) + 1):
+            expected += a**k
+            if expected / COST[k] > best:
+                best, best_k = expected / COST[k], k
+        return best_k
+
+    def observe(self, ngram: int, accepted: int, checked: int) -> None:
+        """`checked` drafted tokens were compared in order; the first `accepted` matched."""
+        rate, a = self.RATE, self.accept[ngram]
+        for i in range(checked):
+            a += rate * ((1.0 if i < accepted else 0.0) - a)
+        self.accept[ngram] = a
