@@ -236,3 +236,47 @@ def test_timings_count_drafts(model):
     assert t.decode_calls >= 1 and 0 <= t.accepted_tokens <= t.drafted_tokens
     assert t.decode_calls + t.accepted_tokens == len(chunks) - 1 or chunks[-1].finish_reason == "stop"
     assert math.isfinite(t.decode_tok_s)
+
+
+# --- one model, several streams (issue 16's defect) ------------------------------------
+
+
+def test_interleaved_streams_each_get_their_own_text(tiny_llama_bundle_fp32):
+    """Two streams read in turns from one model give exactly what each gives alone."""
+    import edge
+
+    model = edge.load(tiny_llama_bundle_fp32)
+    prompts = ["Count: one two three", "Colours: red green blue red green"]
+    alone = [model.generate(p, raw=True, max_tokens=20) for p in prompts]
+    streams = [model.stream(p, raw=True, max_tokens=20) for p in prompts]
+    texts = ["", ""]
+    for a, b in zip(*streams):
+        texts[0] += a.text
+        texts[1] += b.text
+    for rest, i in ((streams[0], 0), (streams[1], 1)):
+        texts[i] += "".join(c.text for c in rest)
+    assert texts == alone
+
+
+def test_threads_generate_at_once(tiny_llama_bundle_fp32):
+    import threading
+
+    import edge
+
+    model = edge.load(tiny_llama_bundle_fp32)
+    prompts = [f"Story {i}: once upon a time" + " and then" * i for i in range(6)]
+    alone = [model.generate(p, raw=True, max_tokens=24, temperature=0.9, seed=i) for i, p in enumerate(prompts)]
+    got, errors = [None] * len(prompts), []
+
+    def work(i):
+        try:
+            got[i] = model.generate(prompts[i], raw=True, max_tokens=24, temperature=0.9, seed=i)
+        except Exception as exc:  # reported below with the thread's index
+            errors.append((i, exc))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and got == alone

@@ -13,18 +13,26 @@ Either way the session stays usable.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from edge.generation.chat_template import Message
+from edge.engine.decoder_runner import DecoderRunner
 from edge.errors import InputError
+from edge.generation.chat_template import Message
 from edge.generation.generate import StreamChunk
 
-if TYPE_CHECKING:
-    from edge.generation.model import LanguageModel
+
+class ChatModel(Protocol):
+    """What a session needs of a `LanguageModel` (named here, so chat does not import it)."""
+
+    decoder: DecoderRunner
+
+    def encode_chat(self, messages: list[Message]) -> list[int]: ...
+
+    def stream_ids(self, ids: Sequence[int], **options) -> Iterator[StreamChunk]: ...
 
 
 class ChatSession:
-    def __init__(self, model: LanguageModel, system: str | None = None, **sampling):
+    def __init__(self, model: ChatModel, system: str | None = None, **sampling):
         """`sampling`: the keyword options of `LanguageModel.stream` (max_tokens, temperature, ...)."""
         if system is not None and not isinstance(system, str):
             raise InputError(f"the system prompt must be a string, got {type(system).__name__}.")

@@ -30,6 +30,12 @@ PERPLEXITY_WINDOW = 512  # next-token predictions per window (export.quality.WIN
 
 
 class LanguageModel:
+    """A loaded generation bundle. Thread-safe for generation: every `generate`, `stream`,
+    `chat` call and every chat session runs on a KV cache of its own over the one shared
+    onnxruntime session, so streams may be interleaved and threads may call it at once (each
+    gets exactly the output it would get alone; they share the CPU). A `ChatSession` itself
+    is one conversation: use it from one thread at a time."""
+
     def __init__(self, manifest: Manifest, tokenizer: Tokenizer, decoder: DecoderRunner, load_s: float = 0.0):
         self.manifest = manifest
         self.tokenizer = tokenizer
@@ -89,7 +95,9 @@ class LanguageModel:
         cache already holds (`reuse`)."""
         params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-        return generate.stream(decoder or self.decoder, self.tokenizer, list(ids), make_sampler(params), max_tokens,
+        # Each generation runs on a cache of its own (a fork shares the session and weights),
+        # so interleaved streams and threads never see each other's tokens.
+        return generate.stream(decoder or self.decoder.fork(), self.tokenizer, list(ids), make_sampler(params), max_tokens,
                                eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
                                draft=check_draft(draft), load_s=self.load_s)
 
