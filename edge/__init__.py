@@ -37,14 +37,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'edge' has no attribute {name!r}")
 
 
-def load(path: str | Path, threads: int | None = None) -> Union[LanguageModel, EmbeddingModel]:
+def load(model: str | Path | None = None, threads: int | None = None) -> Union[LanguageModel, EmbeddingModel]:
     """Open a bundle: a `LanguageModel` for text generation, an `EmbeddingModel` for
-    feature extraction. `threads`: onnxruntime intra-op threads (default: physical cores)."""
+    feature extraction. `model`: a bundle folder, or a model name in the edge cache
+    (`edge models`); None: $EDGE_MODEL, else the default model. `threads`: onnxruntime
+    intra-op threads (default: physical cores)."""
     from edge.bundle import open_bundle, verifying
+    from edge.paths import resolve_model
     from edge.tools.doctor import warn_if_unsuited
 
     started = time.perf_counter()
-    bundle = open_bundle(path, verify=False)  # checksums: while the model opens, below
+    bundle = open_bundle(resolve_model(model), verify=False)  # checksums: while the model opens, below
     warn_if_unsuited(bundle.manifest)
     with verifying(bundle):
         if bundle.manifest.is_decoder:

@@ -1,54 +1,60 @@
 """The typer app and what every command shares: which bundle to use, how to fail.
 
-The bundle comes from -m/--model, else $EDGE_MODEL, else the default bundle that the
-README's set-up command exports into the edge cache. Embedding commands do the same with
-$EDGE_EMBEDDING_MODEL and the default embedding bundle (all-MiniLM-L6-v2, int8).
+The bundle comes from -m/--model (a folder, or a model name in the edge cache), else
+$EDGE_MODEL, else the default bundle that the README's set-up command exports into the
+edge cache. Embedding commands do the same with $EDGE_EMBEDDING_MODEL and the default
+embedding bundle (all-MiniLM-L6-v2, int8).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
 from edge.errors import BundleError
-from edge.paths import default_bundle, default_embedding_bundle
+from edge.paths import DEFAULT_BUNDLE, DEFAULT_EMBEDDING_BUNDLE, resolve_model
 
 app = typer.Typer(
     name="edge",
     help="On-device quantized transformers: export, generate, chat, embed, search, bench. Offline.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion, typer's standard option
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-ModelOption = typer.Option(None, "-m", "--model", help="Bundle folder (default: $EDGE_MODEL, else the default bundle).")
+
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"edge {version('edge-runtime')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("edge (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                            help="Print edge's version and exit.")) -> None:
+    """On-device quantized transformers: export, generate, chat, embed, search, bench. Offline."""
+
+ModelOption = typer.Option(None, "-m", "--model", help="Bundle folder or model name (default: $EDGE_MODEL, "
+                           "else the default model).")
 EmbeddingModelOption = typer.Option(
-    None, "-m", "--model", help="Encoder bundle (default: $EDGE_EMBEDDING_MODEL, else the default embedding bundle)."
+    None, "-m", "--model", help="Encoder bundle folder or model name (default: $EDGE_EMBEDDING_MODEL, "
+    "else the default embedding model)."
 )
 
 
-def resolve_bundle(model: Path | None) -> Path:
-    return _resolve(model, "EDGE_MODEL", default_bundle(), "bundle", "the default bundle",
-                    "run the README's set-up command (make demo) to export it")
+def resolve_bundle(model: Path | str | None) -> Path:
+    return resolve_model(model, "EDGE_MODEL", DEFAULT_BUNDLE)
 
 
-def resolve_embedding_bundle(model: Path | None) -> Path:
-    return _resolve(model, "EDGE_EMBEDDING_MODEL", default_embedding_bundle(), "encoder bundle",
-                    "the default embedding bundle", "export it once with `python -m export.default embeddings`")
-
-
-def _resolve(model: Path | None, env: str, default: Path, kind: str, default_name: str, fix: str) -> Path:
-    """-m, else $env, else the default bundle if it was exported."""
-    if model is not None:
-        return model
-    if os.environ.get(env):
-        return Path(os.environ[env])
-    if not default.exists():
-        raise BundleError(f"no {kind} given and {default_name} {default} does not exist. Pass -m BUNDLE, "
-                          f"set {env}, or {fix}.")
-    return default
+def resolve_embedding_bundle(model: Path | str | None) -> Path:
+    return resolve_model(model, "EDGE_EMBEDDING_MODEL", DEFAULT_EMBEDDING_BUNDLE)
 
 
 def load_for(path: Path, task: str):
