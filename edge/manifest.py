@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ FORMAT = "edge-bundle"
 SCHEMA_VERSION = 2  # 2: int8 decoder graphs may take token rows (inputs_embeds), see edge/token_rows.py
 READS_VERSIONS = (1, 2)  # version 1 bundles (token ids only) still load
 MANIFEST_FILE = "manifest.json"
+RETIRED = ("extra",)  # top-level fields bundles of earlier exporters carry (always empty), skipped on read
 
 TASKS = ("text-generation", "feature-extraction")
 POSITIONAL_KINDS = ("learned", "rotary", "sinusoidal")
@@ -157,7 +158,6 @@ class Manifest:
     inspect: Inspection | None = None
     format: str = FORMAT
     schema_version: int = SCHEMA_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_decoder(self) -> bool:
@@ -172,6 +172,7 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         _check_header(data)
+        data = {key: value for key, value in data.items() if key not in RETIRED}
         try:
             return _build(cls, data)
         except (TypeError, KeyError, ValueError) as exc:
