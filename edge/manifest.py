@@ -16,7 +16,7 @@ from typing import Any
 from edge.errors import BundleError
 
 FORMAT = "edge-bundle"
-SCHEMA_VERSION = 2  # 2: int8 decoder graphs may take token rows (inputs_embeds), see edge/token_rows.py
+SCHEMA_VERSION = 2  # 2: int8 decoder graphs may take token rows (inputs_embeds), see edge/engine/token_rows.py
 READS_VERSIONS = (1, 2)  # version 1 bundles (token ids only) still load
 MANIFEST_FILE = "manifest.json"
 RETIRED = ("extra",)  # top-level fields bundles of earlier exporters carry (always empty), skipped on read
@@ -88,7 +88,7 @@ class TensorRef:
 @dataclass(frozen=True)
 class Inspection:
     """What `edge inspect` reads beyond the generation graph, and where an int8 decoder's
-    token rows are (its graph takes inputs_embeds: edge/token_rows.py reads `embedding` and
+    token rows are (its graph takes inputs_embeds: edge/engine/token_rows.py reads `embedding` and
     `embedding_scales`). Version 1 bundles without it still load; inspecting attention or
     embeddings then asks for a re-export."""
 
