@@ -6,7 +6,9 @@ fallback (None: float32 weights). `export/quantize.py` does the arithmetic and t
 builders follow the spec they are given; the choices themselves are all here. Why these
 values: README "Quantization: why this scheme", figures in benchmarks/quantization.md.
 
-A new recipe is one more entry in RECIPES; `--quantize` offers whatever is listed.
+A new recipe is one more entry in RECIPES; `--quantize` offers whatever is listed. Not
+here: how the quantized LM head is cut into row parts (graph/builder.py HEAD_PART_BYTES),
+which changes the load-time memory peak, not a single stored value.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from export.quantize import QuantSpec
 @dataclass(frozen=True)
 class Recipe:
     name: str  # what `--quantize` takes
-    describe: str  # one line for --help
+    describe: str  # a few words, for the error that lists the recipes
     decoder: QuantSpec | None  # causal LMs with edge's own graph (export/graph/llama.py, gpt2.py)
     encoder: QuantSpec | None  # feature-extraction models (export/graph/bert.py)
     traced: QuantSpec | None  # causal LMs through the traced fallback (export/graph/traced.py)
@@ -53,12 +55,14 @@ INT8_TRACED = QuantSpec(bits=8, block_size=32, symmetric=False, accuracy_level=4
 INT4_TRACED = QuantSpec(bits=4, block_size=32, symmetric=False, accuracy_level=4, embeddings=False)
 
 RECIPES = {
-    recipe.name: recipe
-    for recipe in (
-        Recipe("int8", "8-bit weights in blocks of 32 (the default)", INT8_DECODER, INT8_ENCODER, INT8_TRACED),
-        Recipe("int4", "4-bit weights with a float block minimum, 8-bit LM head", INT4_DECODER, INT4_DECODER,
-               INT4_TRACED),
-        Recipe("none", "float32 weights", None, None, None),
+    r.name: r
+    for r in (
+        Recipe("int8", "8-bit weights in blocks of 32, the default",
+               decoder=INT8_DECODER, encoder=INT8_ENCODER, traced=INT8_TRACED),
+        # int4 encoders: the decoder's spec unchanged (the blocks of 64 above are an 8-bit choice)
+        Recipe("int4", "4-bit weights with a float block minimum, 8-bit LM head",
+               decoder=INT4_DECODER, encoder=INT4_DECODER, traced=INT4_TRACED),
+        Recipe("none", "float32 weights", decoder=None, encoder=None, traced=None),
     )
 }
 DEFAULT = "int8"
@@ -69,5 +73,6 @@ def recipe(choice: str | Recipe) -> Recipe:
     if isinstance(choice, Recipe):
         return choice
     if choice not in RECIPES:
-        raise ExportError(f"--quantize must be one of {', '.join(RECIPES)}, got {choice!r}.")
+        offered = "; ".join(f"{r.name} ({r.describe})" for r in RECIPES.values())
+        raise ExportError(f"--quantize must be one of {offered}; got {choice!r}.")
     return RECIPES[choice]
