@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge.errors import BundleError
 
 FORMAT = "edge-bundle"
-SCHEMA_VERSION = 2  # 2: int8 decoder graphs may take token rows (inputs_embeds), see edge/token_rows.py
+SCHEMA_VERSION = 2  # 2: int8 decoder graphs may take token rows (inputs_embeds), see edge/engine/token_rows.py
 READS_VERSIONS = (1, 2)  # version 1 bundles (token ids only) still load
 MANIFEST_FILE = "manifest.json"
+RETIRED = ("extra",)  # top-level fields bundles of earlier exporters carry (always empty), skipped on read
 
 TASKS = ("text-generation", "feature-extraction")
 POSITIONAL_KINDS = ("learned", "rotary", "sinusoidal")
@@ -87,7 +88,7 @@ class TensorRef:
 @dataclass(frozen=True)
 class Inspection:
     """What `edge inspect` reads beyond the generation graph, and where an int8 decoder's
-    token rows are (its graph takes inputs_embeds: edge/token_rows.py reads `embedding` and
+    token rows are (its graph takes inputs_embeds: edge/engine/token_rows.py reads `embedding` and
     `embedding_scales`). Version 1 bundles without it still load; inspecting attention or
     embeddings then asks for a re-export."""
 
@@ -161,7 +162,6 @@ class Manifest:
     inspect: Inspection | None = None
     format: str = FORMAT
     schema_version: int = SCHEMA_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_decoder(self) -> bool:
@@ -176,6 +176,7 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         _check_header(data)
+        data = {key: value for key, value in data.items() if key not in RETIRED}
         try:
             return _build(cls, data)
         except (TypeError, KeyError, ValueError) as exc:

@@ -1,7 +1,13 @@
-"""`edge export`: source -> to_onnx -> quantize -> quality -> writer, in one function.
+"""`edge export`: source -> graph -> quantize -> quality -> writer, in one function.
 
-In: a SOURCE (hub id, folder, .gguf), an output folder, a quantization choice. Out: a
-bundle folder the runtime can load, with the quality it measured in its manifest.
+In: a SOURCE (hub id, folder, .gguf), an output folder, a recipe (export/recipes.py). Out:
+a bundle folder the runtime can load, with the quality it measured in its manifest.
+
+source.py loads the model; architectures.py names its family; graph/ builds the fp32 graph
+and, quantizing, the graph the recipe's spec for that family describes (quantize.py does
+the arithmetic), and the inspection graph (inspection.py); quality.py runs both with the
+edge runtime and compares them; writer.py checksums and moves the bundle into place.
+Encoders also record how they pool (sentence_transformers.py).
 """
 
 from __future__ import annotations
@@ -12,47 +18,62 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.bundle import Bundle
+from edge.embeddings.model import EmbeddingModel
 from edge.engine.decoder_runner import DecoderRunner
-from edge.errors import ExportError
-from edge.manifest import GraphSpec, Manifest, Quantization
-from export import __version__, architectures, inspection, quality, writer
-from export.graph import MODEL_FILE, build_decoder, build_inspection, traced
+from edge.engine.encoder_runner import EncoderRunner
+from edge.manifest import GraphSpec, Manifest, ModelConfig, Quality, Quantization
+from edge.tokenizer import load_tokenizer
+from export import __version__, architectures, inspection, quality, recipes, sentence_transformers, writer
+from export.architectures import Family
+from export.graph import MODEL_FILE, Graph, build_graph, traced
 from export.quantize import QuantSpec
+from export.recipes import Recipe
 from export.source import Source, load_source, shareable_name
 
-# why these two: README "Quantization: why this scheme", figures in benchmarks/quantization.md
-QUANTIZE = {
-    "int8": QuantSpec(bits=8),
-    "int4": QuantSpec(bits=4, block_min=True, head_symmetric=True),
-    "none": None,
-}
 TOKENIZER_FILE = "tokenizer.json"
 
 
 def export_model(
     source: str,
     out: Path,
-    quantize: str = "int8",
+    quantize: str | Recipe = recipes.DEFAULT,
     max_context: int | None = None,
     task: str | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Manifest:
-    if quantize not in QUANTIZE:
-        raise ExportError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}.")
+    """`quantize`: a recipe's name (`--quantize`: int8, int4, none) or a `Recipe` of one's own
+    (benchmarks/quantization.py compares variants so)."""
+    recipe = recipes.recipe(quantize)
     out = Path(out).expanduser()
     with writer.staging(out) as stage:
         log(f"reading {source}")
         src = load_source(source, task)
+        family = architectures.family(src.config)
         model = architectures.model_config(src.config, src.task, max_context)
-        if model.task != "text-generation":
-            from export.encoder import export_encoder  # encoders: the embeddings pipeline
-
-            return export_encoder(src, model, out, stage, quantize, log)
-        quant = QUANTIZE[quantize]
-        if architectures.family(src.config) == architectures.TRACED:
+        if family.task == architectures.EMBEDDINGS:
+            return _export_encoder(src, family, model, recipe.encoder, stage, out, log)
+        if family is architectures.TRACED:
             log(f"{model.architecture} has no native graph builder: tracing the transformers model")
-            model, quant = traced.with_cache_shape(model, src.module), traced.plain_spec(quant)
-        return _export_decoder(src, model, out, stage, quant, log)
+            model = traced.with_cache_shape(model, src.module)
+            return _export_decoder(src, family, model, recipe.traced, stage, out, log)
+        return _export_decoder(src, family, model, recipe.decoder, stage, out, log)
+
+
+def _export_decoder(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None,
+                    stage: Path, out: Path, log) -> Manifest:
+    staged = _stage(src, family, model, quant, stage, log)
+    log("measuring quality on the held-out text")
+    return _finish(staged, _measure_decoder(staged, src.tokenizer_json), out)
+
+
+def _export_encoder(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None,
+                    stage: Path, out: Path, log) -> Manifest:
+    pooling = sentence_transformers.read_pooling(sentence_transformers.folder(src), model)
+    log(f"pooling: {pooling.mode}{', normalised' if pooling.normalize else ''}, max {pooling.max_length} tokens "
+        f"({pooling.source})")
+    staged = _stage(src, family, model, quant, stage, log, pooling=pooling)
+    log("measuring cosine to fp32 on the shipped sentences")
+    return _finish(staged, _measure_encoder(staged), out)
 
 
 @dataclass(frozen=True)
@@ -72,37 +93,24 @@ class Staged:
     manifest: Manifest
 
 
-def stage_graphs(src: Source, model, stage: Path, quant: QuantSpec | None, build, build_inspect, log,
-                 **fields) -> Staged:
-    """`build(quant) -> (onnx proto, GraphSpec)` run for fp32 and, if quantizing, for `quant`;
-    `build_inspect(quant) -> (proto, GraphSpec, tables)` makes the inspection graph, which
-    shares the bundle graph's weight bytes (None: no inspection graph); `fields`: extra
-    Manifest fields (an encoder's pooling)."""
+def _stage(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None, stage: Path, log, **fields) -> Staged:
+    """The fp32 graph and, with `quant`, the quantized one beside it; the inspection graph,
+    which shares the bundle graph's weight bytes (none for traced graphs); the tokenizer.
+    `fields`: more Manifest fields (an encoder's pooling)."""
+    build = _builder(src, family, model)
     log("building the fp32 graph")
-    reference = save_graph(build, None, stage / ("reference" if quant else "bundle"))
-    return stage_bundle(src, model, stage / "bundle", reference, quant, build, build_inspect, log, **fields)
-
-
-def save_graph(build, quant: QuantSpec | None, folder: Path) -> SavedGraph:
-    proto, spec = build(quant)
-    return SavedGraph(folder, writer.save_graph(proto, folder, MODEL_FILE), spec)
-
-
-def stage_bundle(src: Source, model, bundle_dir: Path, reference: SavedGraph, quant: QuantSpec | None, build,
-                 build_inspect, log, **fields) -> Staged:
-    """With `quant`, the quantized graph built in `bundle_dir` beside the fp32 `reference`
-    (which stays where it is, for the next variant); without, the reference itself."""
+    reference = _save(build(None, False), stage / ("reference" if quant else "bundle"))
     bundle = reference
     if quant is not None:
         log(f"building the {quant.scheme} graph ({quant.describe()})")
-        bundle = save_graph(build, quant, bundle_dir)
+        bundle = _save(build(quant, False), stage / "bundle")
     inspect, inspect_files = None, []
-    if build_inspect is not None:
+    if family is not architectures.TRACED:
         log("building the inspection graph (attention weights for `edge inspect`)")
-        proto, inspect_spec, tables = build_inspect(quant)
-        inspect, inspect_files = inspection.save(proto, inspect_spec, tables, bundle.folder, MODEL_FILE,
-                                                 causal=model.task == "text-generation")
-        del proto
+        graph = build(quant, True)
+        inspect, inspect_files = inspection.save(graph.proto, graph.spec, graph.tables, bundle.folder, MODEL_FILE,
+                                                 causal=model.task == architectures.TEXT)
+        del graph
     (bundle.folder / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
     manifest = Manifest(model=model, graph=bundle.spec, tokenizer=src.tokens, quantization=_quantization(quant),
                         files={}, source=shareable_name(src.name), exporter_version=__version__, inspect=inspect,
@@ -111,42 +119,15 @@ def stage_bundle(src: Source, model, bundle_dir: Path, reference: SavedGraph, qu
                   manifest)
 
 
-def _export_decoder(src: Source, model, out: Path, stage: Path, quant: QuantSpec | None, log) -> Manifest:
-    staged = stage_graphs(src, model, stage, quant, decoder_builder(src, model), inspection_builder(src, model), log)
-    return finish_decoder(src, staged, out, log)
+def _builder(src: Source, family: Family, model: ModelConfig) -> Callable[[QuantSpec | None, bool], Graph]:
+    """`(quant, inspect) -> Graph`: edge's own graph for the family, or the traced model."""
+    if family is architectures.TRACED:
+        return lambda quant, inspect: traced.build_traced(src.module, quant, MODEL_FILE)
+    return lambda quant, inspect: build_graph(family.build, model, src.weights, src.config, quant, inspect)
 
 
-def save_decoder(src: Source, model, quant: QuantSpec | None, folder: Path) -> SavedGraph:
-    return save_graph(decoder_builder(src, model), quant, folder)
-
-
-def write_decoder_bundle(src: Source, model, out: Path, bundle_dir: Path, reference: SavedGraph,
-                         quant: QuantSpec | None, log) -> Manifest:
-    """One quantization variant measured against an fp32 `reference` saved once (benchmarks)."""
-    staged = stage_bundle(src, model, bundle_dir, reference, quant, decoder_builder(src, model),
-                          inspection_builder(src, model), log)
-    return finish_decoder(src, staged, out, log)
-
-
-def finish_decoder(src: Source, staged: Staged, out: Path, log) -> Manifest:
-    log("measuring quality on the held-out text")
-    report = _measure(staged.manifest, staged.bundle, staged.reference, src.tokenizer_json)
-    manifest = dataclasses.replace(staged.manifest, quality=report)
-    return writer.finish(staged.bundle, manifest, staged.files, out)
-
-
-def decoder_builder(src: Source, model):
-    """`quant -> (proto, GraphSpec)`: edge's own graph, or the traced transformers model."""
-    if architectures.family(src.config) == architectures.TRACED:
-        return lambda quant: traced.build_traced(src.module, quant, MODEL_FILE)
-    return lambda quant: build_decoder(model, src.weights, src.config, quant)
-
-
-def inspection_builder(src: Source, model):
-    """The inspection graph needs edge's own builder: traced models have none."""
-    if architectures.family(src.config) == architectures.TRACED:
-        return None
-    return lambda quant: build_inspection(model, src.weights, src.config, quant)
+def _save(graph: Graph, folder: Path) -> SavedGraph:
+    return SavedGraph(folder, writer.save_graph(graph.proto, folder, MODEL_FILE), graph.spec)
 
 
 def _quantization(quant: QuantSpec | None) -> Quantization:
@@ -155,7 +136,12 @@ def _quantization(quant: QuantSpec | None) -> Quantization:
     return Quantization(scheme=quant.scheme, method=quant.describe(), block_size=quant.block_size)
 
 
-def _measure(manifest: Manifest, bundle_dir: Path, reference: SavedGraph | None, tokenizer_json: str):
+def _finish(staged: Staged, report: Quality, out: Path) -> Manifest:
+    manifest = dataclasses.replace(staged.manifest, quality=report)
+    return writer.finish(staged.bundle, manifest, staged.files, out)
+
+
+def _measure_decoder(staged: Staged, tokenizer_json: str) -> Quality:
     from tokenizers import Tokenizer  # exporter side: the oracle tokenizer is fine here
 
     tokenizer = Tokenizer.from_str(tokenizer_json)
@@ -163,8 +149,16 @@ def _measure(manifest: Manifest, bundle_dir: Path, reference: SavedGraph | None,
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False).ids
 
-    quantized = DecoderRunner.open(Bundle(bundle_dir, manifest))
-    if reference is None:
+    quantized = DecoderRunner.open(Bundle(staged.bundle, staged.manifest))
+    if staged.reference is None:
         return quality.measure(quantized, None, encode)
-    fp32 = dataclasses.replace(manifest, graph=reference.spec, inspect=None)
-    return quality.measure(DecoderRunner.open(Bundle(reference.folder, fp32)), quantized, encode)
+    fp32 = dataclasses.replace(staged.manifest, graph=staged.reference.spec, inspect=None)
+    return quality.measure(DecoderRunner.open(Bundle(staged.reference.folder, fp32)), quantized, encode)
+
+
+def _measure_encoder(staged: Staged) -> Quality:
+    """Cosine of the bundle's sentence vectors to fp32's (to themselves with --quantize none)."""
+    tokenizer = load_tokenizer(staged.bundle / TOKENIZER_FILE)
+    models = [EmbeddingModel(staged.manifest, tokenizer, EncoderRunner.open(Bundle(folder, staged.manifest)))
+              for folder in (staged.reference.folder if staged.reference else staged.bundle, staged.bundle)]
+    return quality.measure_cosine(*models)

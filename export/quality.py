@@ -9,14 +9,13 @@ of sentences (mean and minimum).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 
 from edge.generation.chat import common_prefix
 from edge.engine.decoder_runner import DecoderRunner
-from edge.generation.model import PERPLEXITY_WINDOW, next_token_nll
+from edge.generation.model import score
 from edge.manifest import Quality
 
 HELDOUT = "heldout.txt"
@@ -44,25 +43,6 @@ def _data(name: str) -> str:
     return resources.files("export").joinpath("data", name).read_text(encoding="utf-8")
 
 
-@dataclass
-class Scores:
-    mean_nll: float  # mean negative log-likelihood of each next token
-    argmax: np.ndarray  # (n,) the model's top-1 guess at each position
-
-
-def score(decoder: DecoderRunner, ids: list[int], window: int) -> Scores:
-    """Teacher-forced scores over windows (fresh cache each), as LanguageModel.perplexity counts."""
-    nll, argmax = 0.0, []
-    for start in range(0, len(ids) - 1, window):
-        chunk = ids[start : start + window + 1]
-        decoder.reset()
-        logits = decoder.logits(chunk[:-1])  # (len - 1, vocab)
-        nll += next_token_nll(logits, chunk[1:])
-        argmax.append(logits.argmax(-1))
-    decoder.reset()
-    return Scores(nll / (len(ids) - 1), np.concatenate(argmax))
-
-
 def greedy(decoder: DecoderRunner, prompt: list[int], n: int) -> list[int]:
     decoder.reset()
     out = [int(decoder.prefill(prompt).argmax())]
@@ -75,13 +55,12 @@ def greedy(decoder: DecoderRunner, prompt: list[int], n: int) -> list[int]:
 def measure(reference: DecoderRunner, quantized: DecoderRunner | None, encode) -> Quality:
     """Perplexity of both graphs, and how often the quantized one picks fp32's token."""
     ids = encode(heldout_text())[:MAX_TOKENS]
-    window = min(PERPLEXITY_WINDOW, reference.context_length - 1)
-    ref = score(reference, ids, window)
+    ref = score(reference, ids)
     ppl_ref = float(np.exp(ref.mean_nll))
     if quantized is None:
         return Quality(text=HELDOUT, tokens=len(ids), perplexity_fp32=ppl_ref, perplexity=ppl_ref,
                        top1_agreement=1.0, greedy_agreement=1.0)
-    quant = score(quantized, ids, window)
+    quant = score(quantized, ids)
     prompts = [encode(p) for p in GREEDY_PROMPTS]
     steps = min(GREEDY_TOKENS, reference.context_length - max(len(p) for p in prompts))
     matched = sum(common_prefix(greedy(reference, p, steps), greedy(quantized, p, steps)) for p in prompts)

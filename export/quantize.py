@@ -16,7 +16,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """How linear weights are stored: `bits` per weight, one scale per `block_size` weights."""
+    """How linear weights are stored: `bits` per weight, one scale per `block_size` weights.
+    The specs bundles are made with are chosen in export/recipes.py."""
 
     bits: int = 8
     block_size: int = 32
@@ -29,6 +30,9 @@ class QuantSpec:
     head_symmetric: bool = False  # LM head as 8-bit symmetric blocks (Q8_0's grid: exact on it)
     keep_8bit: tuple[str, ...] = ()  # weights whose name contains one of these stay 8-bit
     embeddings: bool = True  # int8 embedding table (False: the graph keeps its float table)
+    # with an int8 table, a generation graph takes the rows (inputs_embeds) the runtime reads
+    # from it instead of ids (export/graph/causal_lm.py `takes_rows`)
+    embedding_rows: bool = True
     # (name part, block size): weights whose name contains the part use that block size, first match
     block_sizes: tuple[tuple[str, int], ...] = ()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ class Source:
     tokens: TokenizerSpec
     folder: Path | None = None  # local folder, for sentence-transformers files
     module: Any = None  # the transformers model itself, for the traced fallback
-    extra_files: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,10 +77,16 @@ def shareable_name(spec: str) -> str:
     return path.name
 
 
+def load_config(spec: str):
+    """The transformers config of SOURCE alone (no weights)."""
+    where = locate(spec)
+    return _hub_call(where, _load_config, where)
+
+
 def load_source(spec: str, task: str | None = None) -> Source:
     """Load config, weights and tokenizer; fail early (before weights) on unknown architectures."""
     where = locate(spec)
-    config = _hub_call(where, _load_config, where)
+    config = load_config(spec)
     task = architectures.check(config, task)
     model = _hub_call(where, _load_model, where, config, task)
     weights = {name: t.detach().to("cpu").float().numpy() for name, t in model.state_dict().items()}

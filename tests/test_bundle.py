@@ -83,6 +83,12 @@ def test_version_1_bundles_still_load(bundle):
     assert open_bundle(bundle).manifest.schema_version == 1
 
 
+def test_manifests_with_the_retired_extra_field_still_load(bundle):
+    """Earlier exporters wrote an always-empty "extra"; such bundles load as they did."""
+    _edit_manifest(bundle, lambda d: d.update(extra={}))
+    assert open_bundle(bundle).manifest == Manifest.read(bundle)
+
+
 @pytest.mark.parametrize("version", [SCHEMA_VERSION + 1, 0, None])
 def test_unknown_schema_version(bundle, version, capsys):
     _edit_manifest(bundle, lambda d: d.update(schema_version=version))

@@ -135,7 +135,7 @@ def test_hub_source_reads_sentence_transformers_files_from_the_hub(tiny_bert_dir
     from transformers import AutoConfig
 
     from export.architectures import model_config
-    from export.encoder import ST_FILES, read_pooling, sentence_transformers_folder
+    from export import sentence_transformers
     from export.source import Source
 
     folder = _with_sentence_transformers_files(tiny_bert_dir, tmp_path, {"pooling_mode_cls_token": True}, True, 16)
@@ -143,7 +143,7 @@ def test_hub_source_reads_sentence_transformers_files_from_the_hub(tiny_bert_dir
     monkeypatch.setattr(huggingface_hub, "snapshot_download",
                         lambda repo, allow_patterns: asked.append((repo, allow_patterns)) or str(folder))
     src = Source("someone/tiny-bert", "feature-extraction", AutoConfig.from_pretrained(folder), {}, "", None)
-    found = sentence_transformers_folder(src)
-    assert asked == [("someone/tiny-bert", ST_FILES)] and found == folder
-    pooling = read_pooling(found, model_config(src.config, src.task))
+    found = sentence_transformers.folder(src)
+    assert asked == [("someone/tiny-bert", sentence_transformers.FILES)] and found == folder
+    pooling = sentence_transformers.read_pooling(found, model_config(src.config, src.task))
     assert (pooling.mode, pooling.normalize, pooling.max_length) == ("cls", True, 16)

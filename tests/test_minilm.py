@@ -44,7 +44,7 @@ def test_manifest_records_sentence_transformers_settings(minilm_bundle_int8):
     assert (m.pooling.mode, m.pooling.normalize, m.pooling.max_length, m.pooling.source) == (
         "mean", True, 256, "sentence-transformers")
     assert m.quantization.scheme == "int8" and "MatMulNBits" in m.quantization.method
-    assert "blocks of 64: encoder.layer." in m.quantization.method  # encoders: see export.encoder.ENCODER_BLOCKS
+    assert "blocks of 64: encoder.layer." in m.quantization.method  # encoders: see export.recipes.INT8_ENCODER
     assert m.quality.tokens == len(sentences()) >= 200
     assert m.quality.cosine_mean >= 0.99 and m.quality.cosine_min >= 0.97
 

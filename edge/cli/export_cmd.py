@@ -15,7 +15,8 @@ from edge.errors import require_extra
 def export(
     source: str = typer.Argument(..., help="Hugging Face model id, local model folder, or .gguf file."),
     out: Path = typer.Option(..., "-o", "--out", help="Bundle folder to create (must not exist)."),
-    quantize: str = typer.Option("int8", "--quantize", "-q", help="int8 (default), int4, or none (fp32)."),
+    quantize: str = typer.Option("int8", "--quantize", "-q",
+                                 help="int8 (default), int4, or none (fp32): a recipe of export/recipes.py."),
     max_context: int = typer.Option(None, "--max-context", help="Cap the context window (tokens)."),
     task: str = typer.Option(None, "--task", help="text-generation or feature-extraction (detected)."),
 ):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from edge.generation.sampler import SamplingParams, make_sampler
 from edge.tokenizer import Tokenizer, load_tokenizer
 
 DEFAULT_MAX_TOKENS = 256
-PERPLEXITY_WINDOW = 512  # next-token predictions per window (export.quality.WINDOW)
+PERPLEXITY_WINDOW = 512  # next-token predictions per window of `score`
 
 
 class LanguageModel:
@@ -104,22 +105,35 @@ class LanguageModel:
     # --- scoring ---------------------------------------------------------------------------
 
     def perplexity(self, text: str) -> float:
-        """exp(mean next-token NLL), teacher-forced from a fresh cache in windows of at most
-        PERPLEXITY_WINDOW predictions; consecutive windows share one token, so every token
-        after the first is predicted once. The exporter's quality report counts the same way."""
+        """exp(mean next-token NLL) of the text's tokens, as `score` counts it."""
         if not isinstance(text, str):
             raise InputError(f"perplexity needs a string, got {type(text).__name__}.")
         ids = self.encode_text(text)
         if len(ids) < 2:
             raise InputError("perplexity needs at least two tokens of text: give a longer text.")
-        window = min(PERPLEXITY_WINDOW, self.decoder.context_length - 1)
-        nll = 0.0
-        for start in range(0, len(ids) - 1, window):
-            chunk = ids[start : start + window + 1]
-            self.decoder.reset()
-            nll += next_token_nll(self.decoder.logits(chunk[:-1]), chunk[1:])
-        self.decoder.reset()
-        return math.exp(nll / (len(ids) - 1))
+        return math.exp(score(self.decoder, ids).mean_nll)
+
+
+@dataclass(frozen=True)
+class Scores:
+    mean_nll: float  # mean negative log-likelihood of each token after the first
+    argmax: np.ndarray  # (n - 1,) the model's top-1 guess for each of those tokens
+
+
+def score(decoder: DecoderRunner, ids: Sequence[int]) -> Scores:
+    """Teacher-forced scores of `ids` (at least two), from a fresh cache in windows of at most
+    PERPLEXITY_WINDOW predictions; consecutive windows share one token, so every token after
+    the first is predicted once. `perplexity` and the exporter's quality report both count so."""
+    window = min(PERPLEXITY_WINDOW, decoder.context_length - 1)
+    nll, argmax = 0.0, []
+    for start in range(0, len(ids) - 1, window):
+        chunk = ids[start : start + window + 1]
+        decoder.reset()
+        logits = decoder.logits(chunk[:-1])  # (len(chunk) - 1, vocab)
+        nll += next_token_nll(logits, chunk[1:])
+        argmax.append(logits.argmax(-1))
+    decoder.reset()
+    return Scores(nll / (len(ids) - 1), np.concatenate(argmax))
 
 
 def next_token_nll(logits: np.ndarray, targets: Sequence[int], rows: int = 64) -> float:

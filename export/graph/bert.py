@@ -1,6 +1,6 @@
 """BERT encoders (all-MiniLM-L6-v2, BERT, MiniLM): post-norm blocks, learned positions,
 bidirectional attention under a padding mask, exact GELU. In: Hugging Face weights. Out:
-the encoder graph; pooling happens in the runtime (edge/pooling.py), so one graph serves
+the encoder graph; pooling happens in the runtime (edge/embeddings/pooling.py), so one graph serves
 mean and CLS pooling alike.
     inputs  input_ids (batch, seq) int64; attention_mask (batch, seq) int64, 1 for real
             tokens; token_type_ids (batch, seq) int64
@@ -22,7 +22,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "last_hidden_state"
 
 
-def build_encoder(g: GraphBuilder, model: ModelConfig, weights: dict[str, np.ndarray], config, file: str) -> GraphSpec:
+def build(g: GraphBuilder, model: ModelConfig, weights: dict[str, np.ndarray], config, file: str) -> GraphSpec:
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights else ""
     ids, mask, types = (g.input(name, INT64, ["batch", "seq"]) for name in INPUTS)
     eps = config.layer_norm_eps

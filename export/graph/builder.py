@@ -115,8 +115,9 @@ class GraphBuilder:
         return self.init(name, array.astype(np.float32))
 
     def embedding(self, ids: str, table: np.ndarray, name: str, role: str = "tokens") -> str:
-        """table[ids]: (…,) int64 -> (…, H); int8 blocks when quantizing (4.5x smaller)."""
-        if self.quant is None:
+        """table[ids]: (…,) int64 -> (…, H); int8 blocks when the spec quantizes embeddings
+        (4.5x smaller)."""
+        if self.quant is None or not self.quant.embeddings:
             return self.op("Gather", self.table(role, name, table), ids)
         block = self.quant.block_size
         codes, scales = quantize_embedding(table, block)  # (V, H) int8, (V, H/block)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto
 
+from edge.inspect.positions import rotary_angles
 from edge.manifest import GraphSpec, KVLayout, ModelConfig
 from export.graph.builder import MS_DOMAIN, GraphBuilder
 
@@ -62,12 +63,14 @@ class Rotary:
 
 def takes_rows(g: GraphBuilder) -> bool:
     """Whether the generation graph takes token embedding rows instead of ids: when its table
-    is int8. Mapped by onnxruntime, a table pulls each looked-up row's neighbours (a page and
-    the kernel's fault-around) into the resident set: 25-50 MB of SmolLM2's 31 MB over a long
-    prompt. The runtime reads only the rows it needs (edge/token_rows.py), from the table the
+    is int8 and the spec says so (`embedding_rows`, chosen in export/recipes.py). Mapped by
+    onnxruntime, a table pulls each looked-up row's neighbours (a page and the kernel's
+    fault-around) into the resident set: 25-50 MB of SmolLM2's 31 MB over a long prompt. The
+    runtime reads only the rows it needs (edge/engine/token_rows.py), from the table the
     inspection graph stores (which still gathers in-graph, as fp32 graphs do: a tied fp32
     head reads the whole table every step anyway)."""
-    return g.quant is not None and g.quant.embeddings and not g.capture_attention
+    quant = g.quant
+    return quant is not None and quant.embeddings and quant.embedding_rows and not g.capture_attention
 
 
 def declare_inputs(g: GraphBuilder, model: ModelConfig, kv: KVLayout) -> DecoderInputs:
@@ -117,8 +120,7 @@ def _declare_past(g: GraphBuilder, model: ModelConfig, kv: KVLayout) -> None:
 def rotary(g: GraphBuilder, model: ModelConfig, kv: KVLayout, inputs: DecoderInputs) -> Rotary:
     """cos/sin of position * theta^(-2i/d) for the form in use (HF rotate_half convention)."""
     dim = model.positional.rotary_dim
-    inv_freq = 1.0 / (model.positional.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
-    angles = np.outer(np.arange(model.context_length, dtype=np.float64), inv_freq)  # (ctx, dim/2)
+    angles = rotary_angles(model.context_length, dim, model.positional.rope_theta)  # (ctx, dim/2)
     cos = g.init("rotary.cos", np.cos(angles).astype(np.float32))
     sin = g.init("rotary.sin", np.sin(angles).astype(np.float32))
     if kv.shared_buffer:

@@ -1,6 +1,6 @@
 """GPT-2: LayerNorm, learned absolute positions, multi-head attention, GELU (tanh) MLP.
 In: Hugging Face weights (Conv1D layers store (in, out), so they are transposed here).
-Out: the decoder graph (see decoder.py).
+Out: the decoder graph (see causal_lm.py).
 """
 
 from __future__ import annotations

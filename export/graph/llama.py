@@ -1,5 +1,5 @@
 """The Llama family (SmolLM2, TinyLlama, Qwen2): RMSNorm, rotary positions, grouped-query
-attention, SwiGLU MLP. In: Hugging Face weights. Out: the decoder graph (see decoder.py).
+attention, SwiGLU MLP. In: Hugging Face weights. Out: the decoder graph (see causal_lm.py).
 """
 
 from __future__ import annotations

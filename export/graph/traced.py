@@ -1,8 +1,9 @@
 """The fallback for causal LMs the graph builder does not know: trace the Hugging Face
 model itself with torch.onnx, then quantize its MatMuls with the same block scheme.
 
-In: a transformers causal LM (a torch module) and a `QuantSpec` or None. Out: a graph
-with the plain decoder contract of export/graph/decoder.py, so the runtime runs it like
+In: a transformers causal LM (a torch module) and a `QuantSpec` or None (the recipe's
+`traced` spec: plain blocks, see export/recipes.py). Out: a graph with the plain decoder
+contract of export/graph/causal_lm.py, so the runtime runs it like
 a native plain graph (the cache grows by concatenation):
     inputs  input_ids (1, seq) int64; logits_to_keep () int64;
             past.{i}.key / past.{i}.value (1, kv_heads, past, head_dim)
@@ -26,10 +27,10 @@ from onnx import helper, numpy_helper
 
 from edge.errors import ExportError
 from edge.manifest import GraphSpec, KVLayout, ModelConfig
-from export.graph.builder import MS_DOMAIN
+from export.graph import Graph
+from export.graph.builder import MS_DOMAIN, OPSET
 from export.quantize import QuantSpec, quantize_matmul_weight
 
-OPSET = 17
 TRACE_PAST, TRACE_SEQ = 5, 3  # example lengths: both > 1, so neither axis is traced as a constant
 BUILDER = "torch.onnx (traced Hugging Face model)"
 
@@ -54,16 +55,7 @@ def with_cache_shape(model: ModelConfig, module) -> ModelConfig:
     return replace(model, num_layers=layers, num_kv_heads=kv_heads, head_dim=head_dim)
 
 
-def plain_spec(quant: QuantSpec | None) -> QuantSpec | None:
-    """What a traced graph stores: plain blocks for every MatMul (no float block offsets or
-    per-weight choices: its MatMuls carry the exporter's names, not the model's)."""
-    if quant is None:
-        return None
-    return QuantSpec(bits=quant.bits, block_size=quant.block_size, symmetric=quant.symmetric,
-                     accuracy_level=quant.accuracy_level, embeddings=False)
-
-
-def build_traced(module, quant: QuantSpec | None, file: str) -> tuple[onnx.ModelProto, GraphSpec]:
+def build_traced(module, quant: QuantSpec | None, file: str) -> Graph:
     layers, kv_heads, head_dim = cache_shape(module)
     kv = KVLayout(shared_buffer=False)
     past = [name.format(layer=i) for i in range(layers) for name in (kv.past_key, kv.past_value)]
@@ -73,7 +65,7 @@ def build_traced(module, quant: QuantSpec | None, file: str) -> tuple[onnx.Model
     if quant is not None:
         proto = quantize_matmuls(proto, quant)
     inputs = ("input_ids", "logits_to_keep", *past)
-    return proto, GraphSpec(file=file, inputs=inputs, outputs=("logits", *present), kv=kv, builder=BUILDER)
+    return Graph(proto, GraphSpec(file=file, inputs=inputs, outputs=("logits", *present), kv=kv, builder=BUILDER))
 
 
 def _with_cache(module, layers: int):
