@@ -21,13 +21,19 @@ def export(
     task: str = typer.Option(None, "--task", help="text-generation or feature-extraction (detected)."),
 ):
     """Export a model to a self-contained ONNX bundle and measure its quality against fp32."""
-    require_extra("edge export", "export", "torch", "transformers", "onnx", "gguf")
-    from export.pipeline import export_model
-
-    manifest = export_model(source, out, quantize=quantize, max_context=max_context, task=task,
-                            log=lambda message: print(f"export: {message}", file=sys.stderr))
+    manifest = run_export("edge export", source, out, quantize=quantize, max_context=max_context, task=task)
     print(f"wrote {out}")
     _print_quality(manifest)
+
+
+def run_export(command: str, source: str, out: Path, **options):
+    """The CLI's one way into the exporter (`edge export`, `edge pull`): only when such a
+    command runs, and with a one-line error when the `export` extra is missing."""
+    require_extra(command, "export", "torch", "transformers", "onnx", "gguf")
+    from export.pipeline import export_model
+
+    word = command.split()[-1]
+    return export_model(source, out, log=lambda message: print(f"{word}: {message}", file=sys.stderr), **options)
 
 
 @app.command()

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from edge.cli.app import app
-from edge.errors import BundleError, UsageError, require_extra
+from edge.errors import BundleError, UsageError
 from edge.paths import bundles_dir, is_name
 
 models_app = typer.Typer(help="Models in the edge cache: list (default), show NAME, rm NAME.",
@@ -72,8 +72,7 @@ def pull(
 
     Example: edge pull ./SmolLM2-135M-Instruct-Q4_1.gguf --name smollm2
     """
-    require_extra("edge pull", "export", "torch", "transformers", "onnx", "gguf")
-    from export.pipeline import export_model
+    from edge.cli.export_cmd import run_export
 
     name = name or default_name(source, quantize)
     if not is_name(name):
@@ -83,7 +82,7 @@ def pull(
         raise BundleError(f"a model named {name} exists already ({out}). Remove it with `edge models rm {name}`, "
                           "or pass --name.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_model(source, out, quantize=quantize, log=lambda message: print(f"pull: {message}", file=sys.stderr))
+    run_export("edge pull", source, out, quantize=quantize)
     print(name)
 
 
