@@ -21,12 +21,14 @@ from edge.generation.sampler import SamplingParams
 
 if TYPE_CHECKING:
     from edge.embeddings.model import EmbeddingModel
-    from edge.generation.model import LanguageModel
+    from edge.generation.model import Completion, LanguageModel
 
-__all__ = ["load", "LanguageModel", "EmbeddingModel", "EdgeError", "StreamChunk", "Timings", "SamplingParams"]
+__all__ = ["load", "LanguageModel", "EmbeddingModel", "Completion", "EdgeError", "StreamChunk", "Timings",
+           "SamplingParams", "__version__"]
 
 # The model types live beside onnxruntime; they are imported when first named (PEP 562).
-_LAZY = {"LanguageModel": "edge.generation.model", "EmbeddingModel": "edge.embeddings.model"}
+_LAZY = {"LanguageModel": "edge.generation.model", "EmbeddingModel": "edge.embeddings.model",
+         "Completion": "edge.generation.model"}
 
 
 def __getattr__(name: str):
@@ -34,7 +36,19 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("edge-runtime")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "0+unknown"
     raise AttributeError(f"module 'edge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API only (not the subpackages and helpers a module namespace also holds)."""
+    return sorted(__all__)
 
 
 def load(model: str | Path | None = None, threads: int | None = None) -> Union[LanguageModel, EmbeddingModel]:

@@ -78,3 +78,44 @@ def test_version_and_short_help(capsys):
     assert "Usage: " in (out := capsys.readouterr().out) and "generate" in out
     assert main(["generate", "-h"]) == 0
     assert "--max-tokens" in capsys.readouterr().out
+
+
+# --- the Python API's shape (issue 16) ---------------------------------------------------
+
+
+def test_api_keywords_are_explicit_and_typos_list_them(tiny_llama_bundle_int8):
+    import inspect
+
+    model = edge.load(tiny_llama_bundle_int8)
+    for method in (model.generate, model.stream, model.complete, model.chat, model.chat_session):
+        names = inspect.signature(method).parameters
+        assert {"max_tokens", "temperature", "top_p", "seed", "stop", "draft"} <= set(names), method.__name__
+        assert method.__doc__
+    assert inspect.signature(model.generate).parameters["temperature"].default == 0.0
+    with pytest.raises(TypeError, match="'temprature'; valid keywords: max_tokens, temperature"):
+        model.generate("hi", temprature=0.5)
+
+
+def test_complete_returns_text_usage_and_finish_reason(tiny_llama_bundle_int8):
+    model = edge.load(tiny_llama_bundle_int8)
+    done = model.complete("Hi", max_tokens=6, raw=True)
+    assert done.text == model.generate("Hi", max_tokens=6, raw=True)
+    assert done.finish_reason in ("stop", "length") and 1 <= done.completion_tokens <= 6
+    assert done.prompt_tokens == len(model.encode_prompt("Hi", raw=True))
+
+
+def test_models_are_context_managers(tiny_llama_bundle_int8, tiny_bert_bundle_int8):
+    with edge.load(tiny_llama_bundle_int8) as model:
+        assert model.generate("Hi", max_tokens=2)
+    with pytest.raises(edge.EdgeError, match="closed"):
+        model.generate("Hi", max_tokens=2)
+    with edge.load(tiny_bert_bundle_int8) as encoder:
+        assert encoder.embed(["a cat"]).shape == (1, encoder.dim)
+    with pytest.raises(edge.EdgeError, match="closed"):
+        encoder.embed(["a cat"])
+
+
+def test_dir_shows_the_public_api():
+    assert dir(edge) == sorted(edge.__all__)
+    assert edge.__version__ == version("edge-runtime")
+    assert edge.LanguageModel.__name__ == "LanguageModel" and edge.EmbeddingModel.__name__ == "EmbeddingModel"

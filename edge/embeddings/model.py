@@ -31,6 +31,9 @@ DEFAULT_BATCH_SIZE = 32
 
 
 class EmbeddingModel:
+    """A loaded encoder bundle: texts in, unit (or pooled) vectors out. Thread-safe: `embed`
+    keeps no state between calls."""
+
     def __init__(self, manifest: Manifest, tokenizer: Tokenizer, encoder: EncoderRunner, path: Path | None = None):
         if manifest.pooling is None:
             raise BundleError("this feature-extraction bundle has no pooling in its manifest. Re-export it.")
@@ -49,6 +52,16 @@ class EmbeddingModel:
     @property
     def dim(self) -> int:
         return self.manifest.model.hidden_size
+
+    def close(self) -> None:
+        """Release the onnxruntime session now; later calls raise an InputError."""
+        self.encoder.session.close()
+
+    def __enter__(self) -> EmbeddingModel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def identity(self) -> str:

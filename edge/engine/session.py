@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge.errors import BundleError
+from edge.errors import BundleError, InputError
 
 
 def default_threads() -> int:
@@ -147,15 +147,24 @@ class Session:
         self.output_names = list(outputs)
 
     def io_binding(self) -> ort.IOBinding:
-        return self._session.io_binding()
+        return self._open().io_binding()
 
     def run_bound(self, io: ort.IOBinding) -> None:
         """Run with inputs and outputs bound to caller-owned buffers (no output copies)."""
-        self._session.run_with_iobinding(io)
+        self._open().run_with_iobinding(io)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self._session.run(self.output_names, feeds)
+        values = self._open().run(self.output_names, feeds)
         return dict(zip(self.output_names, values))
+
+    def close(self) -> None:
+        """Release onnxruntime's session (its weights) now; later runs raise an InputError."""
+        self._session = None
+
+    def _open(self) -> ort.InferenceSession:
+        if self._session is None:
+            raise InputError("this model was closed. Load it again with edge.load(...).")
+        return self._session
 
 
 def _check_names(kind: str, expected: tuple[str, ...], actual: list[str]) -> None:

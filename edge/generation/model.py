@@ -8,9 +8,12 @@ thin layer over it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,13 +24,51 @@ from edge.generation.chat import ChatSession
 from edge.generation.chat_template import Message, render
 from edge.engine.decoder_runner import DecoderRunner
 from edge.errors import InputError, check_prompt
-from edge.generation.generate import StreamChunk, check_draft
+from edge.generation.generate import StreamChunk, Timings, check_draft
 from edge.manifest import Manifest
 from edge.generation.sampler import SamplingParams, make_sampler
 from edge.tokenizer import Tokenizer, load_tokenizer
 
 DEFAULT_MAX_TOKENS = 256
 PERPLEXITY_WINDOW = 512  # next-token predictions per window of `score`
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole generation: its text, why it ended and what it cost."""
+
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens)
+    prompt_tokens: int
+    completion_tokens: int
+    timings: Timings
+
+    @classmethod
+    def of(cls, chunks: list[StreamChunk]) -> Completion:
+        t = chunks[-1].timings
+        return cls("".join(c.text for c in chunks), chunks[-1].finish_reason, t.prompt_tokens,
+                   t.completion_tokens, t)
+
+
+def _options(method):
+    """Name the valid keywords when a call misspells one (Python's own TypeError does not)."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)  # help() and IDEs still see the explicit signature
+    def checked(*args, **kwargs):
+        unknown = sorted(set(kwargs) - set(signature.parameters))
+        if unknown:
+            valid = [n for n, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY]
+            raise TypeError(f"{method.__name__}() got an unexpected keyword {unknown[0]!r}; "
+                            f"valid keywords: {', '.join(valid)}")
+        return method(*args, **kwargs)
+
+    return checked
+
+
+def _given(arguments: dict) -> dict:
+    """A method's keyword options, from its locals(), for passing on."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "prompt", "messages", "system")}
 
 
 class LanguageModel:
@@ -70,37 +111,91 @@ class LanguageModel:
         return self.tokenizer.encode(render(messages, self.manifest.tokenizer))
 
     # --- generation ------------------------------------------------------------------------
+    # Every method takes the same sampling keywords (explicit, so an IDE and help() show them);
+    # a misspelt one is a TypeError that lists the valid names (see `_options`).
 
-    def generate(self, prompt: str, *, raw: bool = False, **options) -> str:
-        return "".join(chunk.text for chunk in self.stream(prompt, raw=raw, **options))
+    @_options
+    def generate(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                 seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
+                 raw: bool = False) -> str:
+        """The reply to `prompt` (one user message through the chat template; `raw`: plain
+        text to continue). Greedy by default; `temperature` > 0 samples (with `top_k`,
+        `top_p`, `min_p`, `repetition_penalty`, and `seed` for repeatable output). `stop`:
+        strings that end the reply (not included). `draft`: "lookup" (default) checks
+        tokens guessed from the text itself several per step, same output; "none"."""
+        return "".join(chunk.text for chunk in self.stream(prompt, **_given(locals())))
 
-    def stream(self, prompt: str, *, raw: bool = False, **options) -> Iterator[StreamChunk]:
-        return self.stream_ids(self.encode_prompt(prompt, raw), **options)
+    @_options
+    def stream(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
+               top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+               seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
+               raw: bool = False) -> Iterator[StreamChunk]:
+        """As `generate`, one `StreamChunk` per token (text, token, finish_reason, and the
+        timings on the last)."""
+        options = _given(locals())
+        return self.stream_ids(self.encode_prompt(prompt, options.pop("raw")), **options)
 
-    def chat(self, messages: list[Message], **options) -> str:
-        return "".join(chunk.text for chunk in self.stream_chat(messages, **options))
+    @_options
+    def complete(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                 seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
+                 raw: bool = False) -> Completion:
+        """As `generate`, with why it ended and the token counts (llama-cpp-python's shape):
+        `Completion(text, finish_reason, prompt_tokens, completion_tokens, timings)`."""
+        return Completion.of(list(self.stream(prompt, **_given(locals()))))
 
-    def stream_chat(self, messages: list[Message], **options) -> Iterator[StreamChunk]:
-        return self.stream_ids(self.encode_chat(messages), **options)
+    @_options
+    def chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
+             top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+             seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup") -> str:
+        """The assistant's reply to `messages` ([{"role": ..., "content": ...}, ...]); the
+        keywords as in `generate`."""
+        return "".join(chunk.text for chunk in self.stream_chat(messages, **_given(locals())))
 
-    def chat_session(self, system: str | None = None, **options) -> ChatSession:
-        return ChatSession(self, system, **options)
+    @_options
+    def stream_chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                    temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+                    repetition_penalty: float = 1.0, seed: int | None = None,
+                    stop: str | Sequence[str] | None = None, draft: str = "lookup") -> Iterator[StreamChunk]:
+        """As `chat`, one `StreamChunk` per token."""
+        return self.stream_ids(self.encode_chat(messages), **_given(locals()))
+
+    @_options
+    def chat_session(self, system: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                     temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+                     repetition_penalty: float = 1.0, seed: int | None = None,
+                     stop: str | Sequence[str] | None = None, draft: str = "lookup") -> ChatSession:
+        """A conversation that keeps its KV cache across turns: `session.send(text)` streams
+        each reply. The keywords (as in `generate`) are the session's defaults; `send` may
+        override them per turn."""
+        return ChatSession(self, system, **_given(locals()))
 
     def stream_ids(self, ids: Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                    seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                    decoder: DecoderRunner | None = None, reuse: int = 0) -> Iterator[StreamChunk]:
-        """Token ids in, chunks out. `draft`: "lookup" checks tokens guessed from the text
-        itself several per decoder call (same output, faster where text repeats), "none" one
-        token per call. A chat session passes its own `decoder` and how many leading ids its
-        cache already holds (`reuse`)."""
+        """Token ids in, chunks out. A chat session passes its own `decoder` and how many
+        leading ids its cache already holds (`reuse`)."""
         params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
         # Each generation runs on a cache of its own (a fork shares the session and weights),
         # so interleaved streams and threads never see each other's tokens.
-        return generate.stream(decoder or self.decoder.fork(), self.tokenizer, list(ids), make_sampler(params), max_tokens,
-                               eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
+        return generate.stream(decoder or self.decoder.fork(), self.tokenizer, list(ids), make_sampler(params),
+                               max_tokens, eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
                                draft=check_draft(draft), load_s=self.load_s)
+
+    # --- lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the onnxruntime session now (sessions and streams of this model stop working)."""
+        self.decoder.session.close()
+
+    def __enter__(self) -> LanguageModel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # --- scoring ---------------------------------------------------------------------------
 
