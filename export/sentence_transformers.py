@@ -24,11 +24,12 @@ FILES = ["modules.json", "sentence_bert_config.json", "*/config.json"]
 def folder(src: Source) -> Path | None:
     """Where the sentence-transformers files are: the source folder, or for a hub id those
     files alone fetched from the hub (a model without them: None, default pooling)."""
-    if src.folder is not None or locate(src.name).kind != "hub":
+    where = locate(src.name)
+    if src.folder is not None or where.kind != "hub":
         return src.folder
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(src.name, allow_patterns=FILES))
+    return Path(snapshot_download(src.name, allow_patterns=FILES, local_files_only=not where.online))
 
 
 def read_pooling(folder: Path | None, model: ModelConfig) -> Pooling:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -37,6 +40,7 @@ class _Location:
     kind: str  # "gguf", "folder" or "hub"
     path: str  # file's folder, local folder, or hub id
     gguf_file: str | None = None
+    online: bool = False  # hub only: the hub answered; otherwise only its local cache is read
 
 
 def locate(spec: str) -> _Location:
@@ -55,7 +59,32 @@ def locate(spec: str) -> _Location:
             f"source {spec!r} is neither a .gguf file, a model folder nor a hub id "
             "like 'HuggingFaceTB/SmolLM2-135M-Instruct'."
         )
-    return _Location("hub", spec)
+    return _Location("hub", spec, online=hub_reachable())
+
+
+HUB_PROBE_SECONDS = 3.0
+
+
+def hub_reachable() -> bool:
+    """Whether the hub answers a TCP connection within HUB_PROBE_SECONDS (name lookup
+    included). Offline, the hub client's own retries take ~30 s before failing; with this
+    answer an id not in the local cache fails at once, and a cached one still exports."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=HUB_PROBE_SECONDS).close()
+            answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)  # a stuck name lookup is not ours to wait on
+    worker.start()
+    worker.join(HUB_PROBE_SECONDS)
+    return bool(answered) and answered[0]
 
 
 def shareable_name(spec: str) -> str:
@@ -118,7 +147,7 @@ def _hub_call(where: _Location, fn, *args):
 
 
 def _pretrained_kwargs(where: _Location) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"local_files_only": where.kind != "hub"}
+    kwargs: dict[str, Any] = {"local_files_only": not where.online}
     if where.gguf_file:
         kwargs["gguf_file"] = where.gguf_file
     return kwargs

@@ -60,6 +60,30 @@ def test_hub_id_offline_is_one_clear_line(tmp_path, offline, capsys, monkeypatch
     assert "local folder or a .gguf file" in err[-1] and offline
 
 
+def test_hub_id_fails_at_once_when_the_hub_does_not_answer(tmp_path, capsys, monkeypatch):
+    """A hub that never answers (a stuck name lookup): one line within the probe's bound,
+    and the hub client is never asked to download."""
+    import socket
+    import time
+
+    from export import source
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(source, "HUB_PROBE_SECONDS", 0.5)
+    def stuck(*args, **kwargs):
+        time.sleep(30)
+        raise OSError("no answer")
+
+    for name in ("create_connection", "getaddrinfo"):
+        monkeypatch.setattr(socket, name, stuck)
+    monkeypatch.setattr(socket.socket, "connect", stuck)
+    started = time.monotonic()
+    assert main(["export", "HuggingFaceTB/SmolLM2-135M-Instruct", "-o", str(tmp_path / "out")]) == 1
+    assert time.monotonic() - started < 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: could not fetch 'HuggingFaceTB/SmolLM2-135M-Instruct'")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--quantize", "int3"], "--quantize must be one of"),
     (["--max-context", "0"], "--max-context must be positive"),
