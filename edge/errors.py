@@ -53,6 +53,15 @@ class InputError(EdgeError):
     """Empty or wrongly typed input (prompt, texts, files)."""
 
 
+class IncompleteOutputError(EdgeError):
+    """A constrained reply reached max_tokens before its structure (JSON, grammar) ended."""
+
+    def __init__(self, text: str):
+        super().__init__("the reply reached {param} before its structure was complete, so it is not valid: "
+                         "raise {param}.", param="max_tokens")
+        self.text = text
+
+
 class SearchIndexError(EdgeError):
     """The search index is missing, corrupt, or was built with another model."""
 

@@ -9,12 +9,31 @@ from pathlib import Path
 import typer
 
 from edge.cli.app import ModelOption, app, load_for, resolve_bundle
-from edge.errors import InputError
+from edge.errors import IncompleteOutputError, InputError
 
 
 def _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft) -> dict:
     return dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                 repetition_penalty=repetition_penalty, seed=seed, stop=stop or None, draft=draft)
+
+
+def _constraint(json_schema: str | None, regex: str | None, grammar: Path | None, choices: list[str] | None) -> dict:
+    """The structured-output options: a schema or grammar given as a file is read here."""
+    options = {"regex": regex, "choices": choices or None}
+    if json_schema is not None:
+        path = Path(json_schema)
+        options["json_schema"] = _read(path, "json_schema") if path.suffix == ".json" or path.is_file() else json_schema
+    if grammar is not None:
+        options["grammar"] = _read(grammar, "grammar")
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _read(path: Path, param: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {{param}} file {path} ({exc.__class__.__name__}). Check the path.",
+                         param=param) from None
 
 
 MaxTokens = typer.Option(256, "--max-tokens", "-n", help="Most tokens to generate.")
@@ -25,6 +44,11 @@ MinP = typer.Option(0.0, "--min-p", help="Drop tokens below min-p x the top prob
 RepetitionPenalty = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeating earlier tokens.")
 Seed = typer.Option(None, "--seed", help="Seed for sampling: same seed, same output.")
 Stop = typer.Option(None, "--stop", help="Stop when this text appears (not printed); repeatable.")
+JsonSchema = typer.Option(None, "--json-schema", help="Reply with JSON that fits this schema (a file, or the "
+                          "schema itself as JSON).")
+Regex = typer.Option(None, "--regex", help="Reply with text that matches this regular expression.")
+Grammar = typer.Option(None, "--grammar", help="Reply with text this Lark grammar file accepts (llguidance's syntax).")
+Choice = typer.Option(None, "--choice", help="Reply with exactly one of these; repeatable.")
 Draft = typer.Option("lookup", "--draft", help="lookup (default): check tokens guessed from the text itself "
                      "several per step (same output, faster where the reply repeats the prompt); none: one per step.")
 
@@ -42,6 +66,10 @@ def generate(
     seed: int = Seed,
     stop: list[str] = Stop,
     draft: str = Draft,
+    json_schema: str = JsonSchema,
+    regex: str = Regex,
+    grammar: Path = Grammar,
+    choice: list[str] = Choice,
     raw: bool = typer.Option(False, "--raw", help="Use the prompt as plain text (skip the chat template)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
 ):
@@ -50,14 +78,18 @@ def generate(
     if not text.strip():
         raise InputError("the prompt is empty: give some text (or pipe it in with -).")
     options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
+    options.update(_constraint(json_schema, regex, grammar, choice))
     lm = load_for(resolve_bundle(model), "text-generation")
     chunks = lm.stream(text, raw=raw, **options)
     if as_json:
         _print_json([*chunks])
         return
+    chunk = None
     for chunk in chunks:
         print(chunk.text, end="", flush=True)
     print()
+    if chunk is not None and chunk.complete is False:  # shown, but not passed off as valid
+        raise IncompleteOutputError("")
 
 
 def _print_json(chunks: list) -> None:
@@ -66,6 +98,7 @@ def _print_json(chunks: list) -> None:
         "text": "".join(c.text for c in chunks),
         "token_ids": [c.token for c in chunks],
         "finish_reason": chunks[-1].finish_reason,
+        **({} if chunks[-1].complete is None else {"complete": chunks[-1].complete}),
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
         "timings": {"load_s": t.load_s, "ttft_s": t.ttft_s, "prefill_tok_s": t.prefill_tok_s,
@@ -87,10 +120,15 @@ def chat(
     seed: int = Seed,
     stop: list[str] = Stop,
     draft: str = Draft,
+    json_schema: str = JsonSchema,
+    regex: str = Regex,
+    grammar: Path = Grammar,
+    choice: list[str] = Choice,
 ):
     """Chat in the terminal. /reset forgets the conversation, /exit or Ctrl-D quits;
     Ctrl-C stops a reply and keeps the conversation."""
     options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
+    options.update(_constraint(json_schema, regex, grammar, choice))
     session = load_for(resolve_bundle(model), "text-generation").chat_session(system, **options)
     print("edge chat: /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.", file=sys.stderr)
     while (line := _read_line()) is not None:

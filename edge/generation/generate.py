@@ -29,6 +29,7 @@ from edge.tokenizer.stream import StreamDetokenizer
 
 if TYPE_CHECKING:
     from edge.engine.decoder_runner import DecoderRunner
+    from edge.generation.constraints import Matcher
     from edge.tokenizer import Tokenizer
 
 DRAFTS = ("lookup", "none")  # prompt-lookup drafts (the default), or one token per call
@@ -55,6 +56,7 @@ class StreamChunk:
     token: int
     finish_reason: str | None = None  # None, "stop" (EOS or stop string) or "length"
     timings: Timings | None = None  # on the last chunk only
+    complete: bool | None = None  # last chunk of a constrained reply: whether it fits the grammar whole
 
 
 @dataclass
@@ -71,13 +73,16 @@ def check_draft(draft: str) -> str:
 
 
 def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
-                    reuse: int = 0, draft: str = "lookup", stats: DraftStats | None = None) -> Iterator[int]:
+                    reuse: int = 0, draft: str = "lookup", stats: DraftStats | None = None,
+                    matcher: Matcher | None = None) -> Iterator[int]:
     """Yield up to `max_tokens` sampled ids; close the generator to stop early.
 
     `reuse`: how many leading prompt ids the decoder's cache already holds (a chat turn);
     only the rest is prefilled. 0 starts from an empty cache. Whenever the caller stops,
     the cache holds every yielded id but the last (as after one-token steps), so a chat
-    turn can reuse it; rejected drafts are never left in it.
+    turn can reuse it; rejected drafts are never left in it. `matcher`: a grammar the ids
+    must follow (constraints.py): each position's logits are masked to it, and the tokens
+    it forces are checked as drafts.
     """
     check_fits(len(prompt_ids), max_tokens, decoder.context_length)
     check_draft(draft)
@@ -88,11 +93,13 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
     rows = decoder.prefill(prompt_ids[start:])[None]  # (1, vocab): the next position
     ids = list(prompt_ids)  # what the repetition penalty looks back on
     drafter = NgramDrafter(ids) if draft == "lookup" else None
-    lengths, drafted, ngram, guess = DraftLength(), [], 0, None
+    lengths, drafted, ngram, guess, looked_up = DraftLength(), [], 0, None, False
     try:
         while True:
             for i, row in enumerate(rows):  # row i: the position after drafted[:i]
-                token = sampler(row, ids)
+                token = sampler(row if matcher is None else matcher.mask(row), ids)
+                if matcher is not None:
+                    matcher.consume(token)
                 ids.append(token)
                 yield token
                 if len(ids) - len(prompt_ids) == max_tokens:
@@ -100,12 +107,18 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
                 if i == len(drafted) or token != drafted[i]:
                     break
                 stats.accepted += 1  # the next row is valid: this call saved one
+            room = min(max_tokens - (len(ids) - len(prompt_ids)) - 1, decoder.context_length - len(ids))
             if drafter is not None:
                 drafter.extend(ids[len(drafter.ids):])
-                _learn(lengths, ngram, drafted, i, guess, token)
-                room = min(max_tokens - (len(ids) - len(prompt_ids)) - 1, decoder.context_length - len(ids))
+                if looked_up or guess is not None:
+                    _learn(lengths, ngram, drafted if looked_up else [], i, guess, token)
+            drafted, looked_up, guess = (matcher.forced() if matcher is not None else [])[:room], False, None
+            if not drafted and drafter is not None:
                 drafted, ngram, guess = _draft(drafter, lengths, room)
-                stats.drafted += len(drafted)
+                if matcher is not None:
+                    drafted = drafted[: matcher.valid_prefix(drafted)]  # a draft the grammar refuses is no guess
+                looked_up = bool(drafted)
+            stats.drafted += len(drafted)
             decoder.rewind_to(len(ids) - 1)  # keep the last token's predecessors: drop unkept drafts
             if drafted:
                 rows = decoder.logits([ids[-1], *drafted])  # (1 + drafted, vocab)
@@ -155,23 +168,29 @@ def check_fits(prompt_tokens: int, max_tokens: int, context_length: int) -> None
 
 def stream(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int, *,
            eos_ids: Collection[int] = (), stop: Sequence[str] = (), reuse: int = 0, draft: str = "lookup",
-           load_s: float = 0.0) -> Iterator[StreamChunk]:
-    """Text chunks, one per sampled token; EOS and stop strings end it and are not emitted."""
+           matcher: Matcher | None = None, load_s: float = 0.0) -> Iterator[StreamChunk]:
+    """Text chunks, one per sampled token; EOS and stop strings end it and are not emitted.
+    With a `matcher`, the last chunk says whether the reply fits the grammar whole."""
     eos, stops, text = frozenset(eos_ids), StopStrings(stop), StreamDetokenizer(tokenizer)
     stats = DraftStats()
     clock = _Clock(len(prompt_ids), len(prompt_ids) - prefill_start(len(prompt_ids), reuse), load_s, stats)
-    tokens = generate_tokens(decoder, prompt_ids, sampler, max_tokens, reuse, draft, stats)
+    tokens = generate_tokens(decoder, prompt_ids, sampler, max_tokens, reuse, draft, stats, matcher)
+
+    def last(released: str, token: int, reason: str, count: int) -> StreamChunk:
+        complete = None if matcher is None else matcher.accepting
+        return StreamChunk(released, token, reason, clock.timings(count), complete)
+
     for count, token in enumerate(tokens, start=1):
         clock.tick()
         if token in eos:
-            yield StreamChunk(stops.flush(text.flush()), token, "stop", clock.timings(count))
+            yield last(stops.flush(text.flush()), token, "stop", count)
             return
         released, hit = stops.push(text.push(token))
         if hit:
-            yield StreamChunk(released, token, "stop", clock.timings(count))
+            yield last(released, token, "stop", count)
             return
         if count == max_tokens:
-            yield StreamChunk(released + stops.flush(text.flush()), token, "length", clock.timings(count))
+            yield last(released + stops.flush(text.flush()), token, "length", count)
             return
         yield StreamChunk(released, token)
 

@@ -14,7 +14,11 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +27,8 @@ from edge.bundle import Bundle
 from edge.generation.chat import ChatSession
 from edge.generation.chat_template import Message, render
 from edge.engine.decoder_runner import DecoderRunner
-from edge.errors import InputError, check_prompt
+from edge.errors import IncompleteOutputError, InputError, check_prompt
+from edge.generation.constraints import Grammar, grammar_text
 from edge.generation.generate import StreamChunk, Timings, check_draft
 from edge.manifest import Manifest
 from edge.generation.sampler import SamplingParams, make_sampler
@@ -42,12 +47,24 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     timings: Timings
+    complete: bool | None = None  # with a constraint: whether the text fits it whole
 
     @classmethod
     def of(cls, chunks: list[StreamChunk]) -> Completion:
         t = chunks[-1].timings
         return cls("".join(c.text for c in chunks), chunks[-1].finish_reason, t.prompt_tokens,
-                   t.completion_tokens, t)
+                   t.completion_tokens, t, chunks[-1].complete)
+
+
+def _whole(chunks: Iterator[StreamChunk]) -> str:
+    """The text of a whole reply; a constrained one cut before its end is an error, not a result."""
+    parts, last = [], None
+    for last in chunks:
+        parts.append(last.text)
+    text = "".join(parts)
+    if last is not None and last.complete is False:
+        raise IncompleteOutputError(text)
+    return text
 
 
 def _options(method):
@@ -78,19 +95,23 @@ class LanguageModel:
     gets exactly the output it would get alone; they share the CPU). A `ChatSession` itself
     is one conversation: use it from one thread at a time."""
 
-    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, decoder: DecoderRunner, load_s: float = 0.0):
+    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, decoder: DecoderRunner, load_s: float = 0.0,
+                 tokenizer_file: Path | None = None):
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.decoder = decoder
         self.load_s = load_s  # reported in the timings of every generation
+        self.tokenizer_file = tokenizer_file  # the bundle's tokenizer.json, for structured output
+        self._guidance = None  # llguidance's tokenizer, made on the first constrained call
 
     @classmethod
     def open(cls, bundle: Bundle, threads: int | None = None, started: float | None = None) -> LanguageModel:
         """`started`: when loading began (perf_counter), if before this call (bundle checks)."""
         started = time.perf_counter() if started is None else started
-        tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
+        tokenizer_file = bundle.file(bundle.manifest.tokenizer.file)
+        tokenizer = load_tokenizer(tokenizer_file)
         decoder = DecoderRunner.open(bundle, threads)
-        return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started)
+        return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started, tokenizer_file)
 
     # --- prompts -> ids --------------------------------------------------------------------
 
@@ -118,21 +139,27 @@ class LanguageModel:
     def generate(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                  seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
-                 raw: bool = False) -> str:
+                 raw: bool = False, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
+                 choices: Sequence[str] | None = None) -> str:
         """The reply to `prompt` (one user message through the chat template; `raw`: plain
         text to continue). Greedy by default; `temperature` > 0 samples (with `top_k`,
         `top_p`, `min_p`, `repetition_penalty`, and `seed` for repeatable output). `stop`:
         strings that end the reply (not included). `draft`: "lookup" (default) checks
-        tokens guessed from the text itself several per step, same output; "none"."""
-        return "".join(chunk.text for chunk in self.stream(prompt, **_given(locals())))
+        tokens guessed from the text itself several per step, same output; "none".
+        Structured output, one of: `json_schema` (a dict, JSON text or pydantic model
+        class), `regex`, `grammar` (Lark, as llguidance reads it), `choices` (a list of
+        strings); a reply cut by max_tokens before the structure is complete raises
+        `IncompleteOutputError` (its `.text` holds what was generated)."""
+        return _whole(self.stream(prompt, **_given(locals())))
 
     @_options
     def stream(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
                top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
-               raw: bool = False) -> Iterator[StreamChunk]:
+               raw: bool = False, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
+               choices: Sequence[str] | None = None) -> Iterator[StreamChunk]:
         """As `generate`, one `StreamChunk` per token (text, token, finish_reason, and the
-        timings on the last)."""
+        timings on the last; with a constraint, `complete` on the last)."""
         options = _given(locals())
         return self.stream_ids(self.encode_prompt(prompt, options.pop("raw")), **options)
 
@@ -140,24 +167,30 @@ class LanguageModel:
     def complete(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                  seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
-                 raw: bool = False) -> Completion:
+                 raw: bool = False, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
+                 choices: Sequence[str] | None = None) -> Completion:
         """As `generate`, with why it ended and the token counts (llama-cpp-python's shape):
-        `Completion(text, finish_reason, prompt_tokens, completion_tokens, timings)`."""
+        `Completion(text, finish_reason, prompt_tokens, completion_tokens, timings, complete)`,
+        `complete` False when a constrained reply was cut before its structure ended."""
         return Completion.of(list(self.stream(prompt, **_given(locals()))))
 
     @_options
     def chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
              top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
-             seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup") -> str:
+             seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
+             json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
+             choices: Sequence[str] | None = None) -> str:
         """The assistant's reply to `messages` ([{"role": ..., "content": ...}, ...]); the
         keywords as in `generate`."""
-        return "".join(chunk.text for chunk in self.stream_chat(messages, **_given(locals())))
+        return _whole(self.stream_chat(messages, **_given(locals())))
 
     @_options
     def stream_chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS,
                     temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                     repetition_penalty: float = 1.0, seed: int | None = None,
-                    stop: str | Sequence[str] | None = None, draft: str = "lookup") -> Iterator[StreamChunk]:
+                    stop: str | Sequence[str] | None = None, draft: str = "lookup", json_schema: Any = None,
+                    regex: str | None = None, grammar: str | None = None,
+                    choices: Sequence[str] | None = None) -> Iterator[StreamChunk]:
         """As `chat`, one `StreamChunk` per token."""
         return self.stream_ids(self.encode_chat(messages), **_given(locals()))
 
@@ -165,7 +198,9 @@ class LanguageModel:
     def chat_session(self, system: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
                      temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                      repetition_penalty: float = 1.0, seed: int | None = None,
-                     stop: str | Sequence[str] | None = None, draft: str = "lookup") -> ChatSession:
+                     stop: str | Sequence[str] | None = None, draft: str = "lookup", json_schema: Any = None,
+                     regex: str | None = None, grammar: str | None = None,
+                     choices: Sequence[str] | None = None) -> ChatSession:
         """A conversation that keeps its KV cache across turns: `session.send(text)` streams
         each reply. The keywords (as in `generate`) are the session's defaults; `send` may
         override them per turn."""
@@ -174,16 +209,38 @@ class LanguageModel:
     def stream_ids(self, ids: Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
                    top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                    seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
-                   decoder: DecoderRunner | None = None, reuse: int = 0) -> Iterator[StreamChunk]:
+                   json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
+                   choices: Sequence[str] | None = None, decoder: DecoderRunner | None = None,
+                   reuse: int = 0) -> Iterator[StreamChunk]:
         """Token ids in, chunks out. A chat session passes its own `decoder` and how many
         leading ids its cache already holds (`reuse`)."""
         params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        constraint = self.constraint(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
         # Each generation runs on a cache of its own (a fork shares the session and weights),
         # so interleaved streams and threads never see each other's tokens.
         return generate.stream(decoder or self.decoder.fork(), self.tokenizer, list(ids), make_sampler(params),
                                max_tokens, eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
-                               draft=check_draft(draft), load_s=self.load_s)
+                               draft=check_draft(draft), load_s=self.load_s,
+                               matcher=constraint.matcher() if constraint else None)
+
+    def constraint(self, *, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
+                   choices: Sequence[str] | None = None) -> Grammar | None:
+        """The structured-output grammar these arguments ask for, compiled and checked for this
+        model's tokenizer (None without one); an invalid one is an InputError naming it."""
+        found = grammar_text(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
+        if found is None:
+            return None
+        if self._guidance is None:  # ~0.7 s for SmolLM2's vocabulary: once per model
+            import llguidance
+
+            spec = self.manifest.tokenizer
+            if self.tokenizer_file is None:
+                raise InputError("structured output needs the bundle's tokenizer.json: open the model with edge.load.")
+            self._guidance = llguidance.LLTokenizer(
+                self.tokenizer_file.read_text(encoding="utf-8"), n_vocab=self.manifest.model.vocab_size,
+                eos_token=list(spec.eos_token_ids) or None)
+        return Grammar(self._guidance, *found)
 
     # --- lifetime ----------------------------------------------------------------------------
 
