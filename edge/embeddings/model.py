@@ -43,7 +43,7 @@ class EmbeddingModel:
 
     @classmethod
     def open(cls, bundle: Bundle, threads: int | None = None) -> EmbeddingModel:
-        tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
+        tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file, "tokenizer.file"))
         return cls(bundle.manifest, tokenizer, EncoderRunner.open(bundle, threads), bundle.path)
 
     @property

@@ -40,7 +40,7 @@ class LanguageModel:
     def open(cls, bundle: Bundle, threads: int | None = None, started: float | None = None) -> LanguageModel:
         """`started`: when loading began (perf_counter), if before this call (bundle checks)."""
         started = time.perf_counter() if started is None else started
-        tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
+        tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file, "tokenizer.file"))
         decoder = DecoderRunner.open(bundle, threads)
         return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started)
 
