@@ -16,17 +16,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from edge.errors import EdgeError
-from edge.generation.generate import StreamChunk, Timings
-from edge.generation.sampler import SamplingParams
 
 if TYPE_CHECKING:
     from edge.embeddings.model import EmbeddingModel
+    from edge.generation.generate import StreamChunk, Timings
     from edge.generation.model import LanguageModel
+    from edge.generation.sampler import SamplingParams
 
 __all__ = ["load", "LanguageModel", "EmbeddingModel", "EdgeError", "StreamChunk", "Timings", "SamplingParams"]
 
-# The model types live beside onnxruntime; they are imported when first named (PEP 562).
-_LAZY = {"LanguageModel": "edge.generation.model", "EmbeddingModel": "edge.embeddings.model"}
+# The model types live beside onnxruntime, the others beside numpy; each is imported when
+# first named (PEP 562), so `import edge` (and the CLI's start) imports neither.
+_LAZY = {"LanguageModel": "edge.generation.model", "EmbeddingModel": "edge.embeddings.model",
+         "StreamChunk": "edge.generation.generate", "Timings": "edge.generation.generate",
+         "SamplingParams": "edge.generation.sampler"}
 
 
 def __getattr__(name: str):

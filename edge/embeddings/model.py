@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.engine.encoder_runner import EncoderRunner
-from edge.errors import BundleError, InputError
+from edge.errors import BundleError, InputError, check_text
 from edge.manifest import Manifest
 from edge.embeddings.pooling import l2_normalize, pooler
 from edge.tokenizer import Encoding, Tokenizer, load_tokenizer
@@ -88,3 +88,4 @@ def _check_texts(texts) -> None:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise InputError(f"text {i} is a {type(text).__name__}, not a string. Pass strings only.")
+        check_text(text, "texts")

@@ -15,7 +15,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from edge.errors import ChatTemplateError, InputError
+from edge.errors import ChatTemplateError, InputError, check_text
 from edge.manifest import TokenizerSpec
 
 Message = dict[str, str]
@@ -44,6 +44,7 @@ def check_messages(messages: object) -> None:
             raise InputError(f'message {i} must be a dict with string "role" and "content", got {m!r}.')
         if not m["role"]:
             raise InputError(f"message {i} has an empty role: use system, user or assistant.")
+        check_text(m["content"], "messages")
 
 
 @lru_cache(maxsize=8)
