@@ -68,7 +68,8 @@ def index(
     skipped = report.skipped
     print(f"indexed {report.files} files ({report.chunks} chunks) into {out}: {len(report.embedded_files)} embedded, "
           f"{report.reused_files} unchanged, {len(report.removed_files)} removed; skipped "
-          f"{len(skipped.binary)} binary and {len(skipped.non_utf8)} non-UTF-8 files.")
+          f"{len(skipped.binary)} binary, {len(skipped.non_utf8)} non-UTF-8 and {len(skipped.unreadable)} "
+          "unreadable files or folders.")
 
 
 @app.command()
