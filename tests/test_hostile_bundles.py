@@ -207,3 +207,21 @@ def test_info_without_agreement_figures(bundle, capsys):
     assert main(["info", str(bundle)]) == 0
     out = capsys.readouterr().out
     assert "perplexity" in out and "agreement" not in out
+
+
+def test_graph_data_location_out_of_the_bundle(bundle, capsys):
+    """model.onnx names its weight file itself; onnxruntime refuses a location that leaves
+    the folder, and edge reports that as one line (the manifest's files pass containment)."""
+    import onnx
+
+    graph = onnx.load(bundle / "model.onnx", load_external_data=False)
+    shutil.copy(bundle / "model.onnx.data", bundle.parent / "stolen.data")
+    for tensor in graph.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../stolen.data"
+    (bundle / "model.onnx").write_bytes(graph.SerializeToString())
+    _edit(bundle, lambda d: d["files"].update({"model.onnx": sha256(bundle / "model.onnx")}))
+    with pytest.raises(BundleError, match="onnxruntime cannot load model.onnx"):
+        edge.load(bundle)
+    assert "Re-export" in _one_line_error(capsys, "generate", "Hi", "-m", str(bundle), "-n", "1", "--raw")

@@ -10,17 +10,39 @@ modules lazily, so `edge --help` stays fast and the runtime commands never impor
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 
 def main(argv: list[str] | None = None) -> int:
+    sigints: list[int] = []
+    previous = _count_sigints(sigints)
     try:
         return _run(argv)
     except BaseException as exc:
-        if not interrupted(exc):
+        # An extension module interrupted while it imports may swallow the KeyboardInterrupt
+        # and fail with an ImportError (numpy: "PyCapsule_Import could not import module").
+        if not (interrupted(exc) or (isinstance(exc, ImportError) and sigints)):
             raise
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _count_sigints(sigints: list[int]):
+    """Raise KeyboardInterrupt on Ctrl-C, as Python does, and note that it came; the handler
+    it replaces (None off the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return None  # off the main thread handlers cannot be set; an ignored Ctrl-C stays ignored
+
+    def on_sigint(signum, frame):
+        sigints.append(signum)
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, on_sigint)
 
 
 def _run(argv: list[str] | None) -> int:
