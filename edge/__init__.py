@@ -11,13 +11,15 @@ Heavy parts (onnxruntime, the tokenizer) load inside `load`, so `import edge` st
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Union
-
 from edge.errors import EdgeError
 
+# typing.TYPE_CHECKING without importing typing: `import edge` (and so the `edge` command's
+# start, before it can catch Ctrl-C) imports nothing Python has not loaded already.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Union
+
     from edge.embeddings.model import EmbeddingModel
     from edge.generation.generate import StreamChunk, Timings
     from edge.generation.model import LanguageModel
@@ -43,6 +45,8 @@ def __getattr__(name: str):
 def load(path: str | Path, threads: int | None = None) -> Union[LanguageModel, EmbeddingModel]:
     """Open a bundle: a `LanguageModel` for text generation, an `EmbeddingModel` for
     feature extraction. `threads`: onnxruntime intra-op threads (default: physical cores)."""
+    import time
+
     from edge.bundle import open_bundle, verifying
     from edge.tools.doctor import warn_if_unsuited
 

@@ -10,15 +10,14 @@ modules lazily, so `edge --help` stays fast and the runtime commands never impor
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 
 
 def main(argv: list[str] | None = None) -> int:
     sigints: list[int] = []
-    previous = _count_sigints(sigints)
+    previous = None
     try:
+        previous = _count_sigints(sigints)
         return _run(argv)
     except BaseException as exc:
         # An extension module interrupted while it imports may swallow the KeyboardInterrupt
@@ -29,12 +28,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if previous is not None:
+            import signal
+
             signal.signal(signal.SIGINT, previous)
 
 
 def _count_sigints(sigints: list[int]):
     """Raise KeyboardInterrupt on Ctrl-C, as Python does, and note that it came; the handler
     it replaces (None off the main thread, where handlers cannot be set)."""
+    import signal
+    import threading
+
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return None  # off the main thread handlers cannot be set; an ignored Ctrl-C stays ignored
 

@@ -48,7 +48,7 @@ def vocab(spec: dict, kind: str) -> dict[str, int]:
     """The model's vocab, checked to map tokens to integer ids in range: {"a": 0, ...}."""
     table = field(spec, "vocab", kind)
     if not isinstance(table, dict) or not all(type(i) is int for i in table.values()):
-        raise TokenizerError(f"tokenizer.json {kind} vocab must map tokens to integer ids; {CORRUPT}")
+        raise TokenizerError(f"tokenizer.json has a token id that is not an integer in the {kind} vocab; {CORRUPT}")
     bad = next((i for i in table.values() if not 0 <= i <= MAX_TOKEN_ID), None)
     if bad is not None:
         raise TokenizerError(f"tokenizer.json has token id {bad}, outside 0..{MAX_TOKEN_ID}; {CORRUPT}")
