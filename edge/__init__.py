@@ -11,24 +11,28 @@ Heavy parts (onnxruntime, the tokenizer) load inside `load`, so `import edge` st
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Union
-
 from edge.errors import EdgeError
-from edge.generation.generate import StreamChunk, Timings
-from edge.generation.sampler import SamplingParams
 
+# typing.TYPE_CHECKING without importing typing: `import edge` (and so the `edge` command's
+# start, before it can catch Ctrl-C) imports nothing Python has not loaded already.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Union
+
     from edge.embeddings.model import EmbeddingModel
+    from edge.generation.generate import StreamChunk, Timings
     from edge.generation.model import Completion, LanguageModel
+    from edge.generation.sampler import SamplingParams
 
 __all__ = ["load", "LanguageModel", "EmbeddingModel", "Completion", "EdgeError", "StreamChunk", "Timings",
            "SamplingParams", "__version__"]
 
-# The model types live beside onnxruntime; they are imported when first named (PEP 562).
+# The model types live beside onnxruntime, the others beside numpy; each is imported when
+# first named (PEP 562), so `import edge` (and the CLI's start) imports neither.
 _LAZY = {"LanguageModel": "edge.generation.model", "EmbeddingModel": "edge.embeddings.model",
-         "Completion": "edge.generation.model"}
+         "Completion": "edge.generation.model", "StreamChunk": "edge.generation.generate",
+         "Timings": "edge.generation.generate", "SamplingParams": "edge.generation.sampler"}
 
 
 def __getattr__(name: str):
@@ -56,6 +60,8 @@ def load(model: str | Path | None = None, threads: int | None = None) -> Union[L
     feature extraction. `model`: a bundle folder, or a model name in the edge cache
     (`edge models`); None: $EDGE_MODEL, else the default model. `threads`: onnxruntime
     intra-op threads (default: physical cores)."""
+    import time
+
     from edge.bundle import open_bundle, verifying
     from edge.paths import resolve_model
     from edge.tools.doctor import warn_if_unsuited

@@ -8,6 +8,7 @@ checked against the manifest when the session opens (session.py).
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,13 +28,14 @@ class Bundle:
     path: Path
     manifest: Manifest
 
-    def file(self, name: str) -> Path:
-        return self.path / name
+    def file(self, name: str, field: str = "files") -> Path:
+        """`name` inside the bundle folder; BundleError (naming `field`) if it leads out."""
+        return inside(self.path, name, field)
 
-    def tensor_file(self, ref: TensorRef) -> Path:
+    def tensor_file(self, ref: TensorRef, field: str = "inspect") -> Path:
         """The file holding `ref`'s bytes, checked to be long enough for them."""
-        path = self.file(ref.file)
-        size = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
+        path = self.file(ref.file, field)
+        size = math.prod(ref.shape) * np.dtype(ref.dtype).itemsize
         if not path.is_file() or path.stat().st_size < ref.offset + size:
             raise BundleError(f"{ref.file} in bundle {self.path} is missing or too short. Re-export the bundle.")
         return path
@@ -47,12 +49,41 @@ def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
     if not path.is_dir():
         raise BundleError(f"{path} is a file, not a bundle folder. {_HINT}")
     manifest = Manifest.read(path)
+    named = named_files(manifest)
+    for field, name in named:
+        inside(path, name, field)
     for name in (manifest.graph.file, manifest.tokenizer.file):
         if name not in manifest.files:
             raise BundleError(f"manifest.json does not list {name} with a checksum. Re-export the bundle.")
     for name, digest in manifest.files.items():
         _check_file(path, name, digest, verify)
     return Bundle(path, manifest)
+
+
+def named_files(manifest: Manifest) -> list[tuple[str, str]]:
+    """(manifest field, file name) for every file the manifest names."""
+    named = [(f"files.{name}", name) for name in manifest.files]
+    named += [("graph.file", manifest.graph.file), ("tokenizer.file", manifest.tokenizer.file)]
+    found = manifest.inspect
+    if found is not None:
+        named += [(f"inspect.{key}.file", ref.file) for key in ("embedding", "embedding_scales", "positions")
+                  if (ref := getattr(found, key)) is not None]
+        named += [("inspect.graph.file", found.graph.file)] if found.graph is not None else []
+    return named
+
+
+def inside(root: Path, name: str, field: str) -> Path:
+    """`root / name` if it stays inside `root` once symlinks are resolved, else BundleError:
+    a bundle passed around must not make edge read (or hash, a content oracle) other files.
+
+    Example: (b, "model.onnx", ...) -> b/model.onnx;  (b, "../x" or "/etc/hostname", "files") -> BundleError
+    """
+    path = root / name
+    base = root.resolve()
+    if not name or Path(name).is_absolute() or not path.resolve().is_relative_to(base) or path.resolve() == base:
+        raise BundleError(f"manifest.json field {field} names {name!r}, which is not a file inside the bundle "
+                          f"folder {root}. Use a bundle from a source you trust, or re-export it.")
+    return path
 
 
 @contextmanager

@@ -109,4 +109,20 @@ def check_prompt(prompt: object, param: str = "prompt") -> str:
     """`prompt` if it is a non-empty string, else an InputError about `param`."""
     if not isinstance(prompt, str) or not prompt:
         raise InputError("the prompt is empty: give some text to continue.", param=param)
-    return prompt
+    return check_text(prompt, param)
+
+
+def check_text(text: str, param: str | None = None) -> str:
+    """`text` if it is valid Unicode: a lone surrogate ("a\\ud800", what invalid UTF-8 or a
+    broken JSON escape becomes) has no UTF-8 form, so no tokenizer can read it.
+
+    Example: "a\\ud800" -> InputError("{param} has a lone surrogate U+D800 at character 1 ...")
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = "{param}" if param is not None else "the text"
+        raise InputError(f"{where} has a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}, "
+                         "which is not text. Send valid UTF-8 (or JSON escapes of whole characters).",
+                         param=param) from None
+    return text

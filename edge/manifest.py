@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge import jsonfile
 from edge.errors import BundleError
 
 FORMAT = "edge-bundle"
@@ -178,26 +182,22 @@ class Manifest:
         _check_header(data)
         data = {key: value for key, value in data.items() if key not in RETIRED}
         try:
-            return _build(cls, data)
-        except (TypeError, KeyError, ValueError) as exc:
-            raise BundleError(
-                f"manifest.json is malformed ({exc}). Re-export the bundle with `edge export`."
-            ) from None
+            return _build(cls, data, "")
+        except ValueError as exc:
+            raise BundleError(f"manifest.json is malformed: {exc}. Re-export the bundle with `edge export`.") from None
 
     @classmethod
     def read(cls, bundle_dir: Path) -> Manifest:
         path = Path(bundle_dir) / MANIFEST_FILE
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = jsonfile.loads(path.read_bytes())
         except FileNotFoundError:
             raise BundleError(
                 f"{bundle_dir} has no {MANIFEST_FILE}: it is not an edge bundle. "
                 "Create one with `edge export SOURCE -o DIR`."
             ) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(
-                f"{path} is not valid JSON ({exc.__class__.__name__}). Re-export the bundle."
-            ) from None
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path} cannot be read ({exc}). Re-export the bundle.") from None
         return cls.from_dict(data)
 
 
@@ -205,28 +205,31 @@ def _check_header(data: Any) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BundleError("manifest.json is not an edge bundle manifest. Re-export with `edge export`.")
     version = data.get("schema_version")
-    if version not in READS_VERSIONS:
+    if isinstance(version, bool) or version not in READS_VERSIONS:
         raise BundleError(
             f"bundle schema version {version!r} is not supported by this edge (it reads versions "
             f"{', '.join(map(str, READS_VERSIONS))}). Re-export the bundle with this edge, or install a matching edge."
         )
 
 
-def _build(kind: type, value: Any) -> Any:
-    """Rebuild a (nested) frozen dataclass from plain JSON data, rejecting unknown keys."""
-    if not dataclasses.is_dataclass(kind):
-        return value
+def _build(kind: type, value: Any, where: str) -> Any:
+    """Rebuild a (nested) frozen dataclass from plain JSON data, checking every field's type
+    and range (ValueError naming the field, e.g. "field model.num_kv_heads must be ...")."""
     if not isinstance(value, dict):
-        raise ValueError(f"{kind.__name__} must be an object")
+        raise ValueError(f"field {where or 'manifest'} must be an object")
     hints = {f.name: f for f in dataclasses.fields(kind)}
     unknown = set(value) - set(hints)
     if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)} in {kind.__name__}")
-    kwargs = {}
-    for name, raw in value.items():
-        kwargs[name] = _convert(hints[name].type, raw)
-    result = kind(**kwargs)
-    _validate(result)
+        raise ValueError(f"unknown field(s) {sorted(unknown)} in {where or 'the manifest'}")
+    kwargs = {name: _convert(hints[name].type, raw, f"{where}.{name}".lstrip(".")) for name, raw in value.items()}
+    try:
+        result = kind(**kwargs)
+    except TypeError:  # a required field is missing
+        missing = [n for n, f in hints.items() if n not in value and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        raise ValueError(f"field {where + '.' if where else ''}{missing[0]} is missing") from None
+    for name, message in _problems(result):
+        raise ValueError(f"field {where + '.' if where else ''}{name} {message}")
     return result
 
 
@@ -242,25 +245,116 @@ _NESTED = {
     "Quantization": Quantization,
     "Quality": Quality,
 }
+_SCALARS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+_KINDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean"}
 
 
-def _convert(annotation: str, raw: Any) -> Any:
-    """Map JSON values onto the annotated type: nested dataclasses, tuples, optionals."""
+def _convert(annotation: str, raw: Any, where: str) -> Any:
+    """Map a JSON value onto the annotated type (nested dataclasses, tuples, dicts,
+    optionals), or ValueError naming the field. Example: ("int", "4", "model.num_layers")
+    -> ValueError("field model.num_layers must be an integer, got '4'")"""
+    name, *rest = annotation.split(" | ")
     if raw is None:
-        return None
-    name = annotation.split(" | ")[0]
+        if rest == ["None"]:
+            return None
+        raise ValueError(f"field {where} must not be null")
     if name in _NESTED:
-        return _build(_NESTED[name], raw)
-    if name.startswith("tuple"):
-        return tuple(raw)
+        return _build(_NESTED[name], raw, where)
+    if name.startswith(("tuple", "dict")):
+        container, item = (list, name[6:-6]) if name.startswith("tuple") else (dict, name[5:-1].split(", ")[1])
+        if not isinstance(raw, container):
+            raise ValueError(f"field {where} must be {'an array' if container is list else 'an object'}")
+        if container is dict:
+            return {str(k): _convert(item, v, f"{where}.{k}") for k, v in raw.items()} if item != "Any" else raw
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(raw))
+    if isinstance(raw, bool) != (name == "bool") or not isinstance(raw, _SCALARS[name]):
+        raise ValueError(f"field {where} must be {_KINDS[name]}, got {_short(raw)}")
+    if name == "float" and not math.isfinite(raw):
+        raise ValueError(f"field {where} must be a finite number, got {raw!r}")
     return raw
 
 
-def _validate(obj: Any) -> None:
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# Upper bounds far above any model edge can run, low enough that nothing is allocated from
+# a hostile number (num_layers 1e9 used to allocate for 40 s before a MemoryError).
+LIMITS = {"num_layers": 1024, "num_heads": 1024, "num_kv_heads": 1024, "head_dim": 4096,
+          "hidden_size": 1 << 17, "vocab_size": 1 << 22, "context_length": 1 << 20}
+DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _problems(obj: Any) -> Iterator[tuple[str, str]]:
+    """(field, what is wrong) for values of the right type but out of range."""
     if isinstance(obj, ModelConfig):
         if obj.task not in TASKS:
-            raise ValueError(f"task {obj.task!r} is not one of {TASKS}")
+            yield "task", f"must be one of {TASKS}, got {_short(obj.task)}"
+        for name, top in LIMITS.items():
+            value = getattr(obj, name)
+            if not 1 <= value <= top:
+                yield name, f"must be between 1 and {top}, got {value}"
         if obj.num_heads % obj.num_kv_heads:
-            raise ValueError("num_heads must be a multiple of num_kv_heads")
-    if isinstance(obj, Positional) and obj.kind not in POSITIONAL_KINDS:
-        raise ValueError(f"positional kind {obj.kind!r} is not one of {POSITIONAL_KINDS}")
+            yield "num_kv_heads", f"must divide num_heads ({obj.num_heads}), got {obj.num_kv_heads}"
+        if (obj.positional.rotary_dim or 0) > obj.head_dim:
+            yield "positional.rotary_dim", f"must be at most head_dim ({obj.head_dim}), got {obj.positional.rotary_dim}"
+    elif isinstance(obj, Positional):
+        if obj.kind not in POSITIONAL_KINDS:
+            yield "kind", f"must be one of {POSITIONAL_KINDS}, got {_short(obj.kind)}"
+        if obj.rope_theta is not None and obj.rope_theta <= 0:
+            yield "rope_theta", f"must be > 0, got {obj.rope_theta}"
+        if obj.rotary_dim is not None and not (2 <= obj.rotary_dim <= LIMITS["head_dim"] and obj.rotary_dim % 2 == 0):
+            yield "rotary_dim", f"must be an even number between 2 and {LIMITS['head_dim']}, got {obj.rotary_dim}"
+    elif isinstance(obj, TensorRef):
+        if obj.offset < 0:
+            yield "offset", f"must be >= 0, got {obj.offset}"
+        if not 1 <= len(obj.shape) <= 4 or any(not 0 <= d <= 1 << 31 for d in obj.shape):
+            yield "shape", f"must be 1 to 4 sizes between 0 and 2**31, got {_short(list(obj.shape))}"
+        if obj.dtype not in DTYPES:
+            yield "dtype", f"must be one of {DTYPES}, got {_short(obj.dtype)}"
+    elif isinstance(obj, KVLayout):
+        if sorted(obj.axes) != sorted(KVLayout.axes):
+            yield "axes", f"must order {list(KVLayout.axes)}, got {_short(list(obj.axes))}"
+        if obj.dtype not in ("float32", "float16"):
+            yield "dtype", f"must be float32 or float16, got {_short(obj.dtype)}"
+    elif isinstance(obj, TokenizerSpec):
+        ids = [("bos_token_id", obj.bos_token_id), ("pad_token_id", obj.pad_token_id),
+               *(("eos_token_ids", i) for i in obj.eos_token_ids)]
+        for name, value in ids:
+            if value is not None and not 0 <= value < LIMITS["vocab_size"]:
+                yield name, f"must be a token id between 0 and {LIMITS['vocab_size'] - 1}, got {value}"
+    elif isinstance(obj, Pooling):
+        if obj.mode not in ("mean", "cls"):
+            yield "mode", f"must be mean or cls, got {_short(obj.mode)}"
+        if not 1 <= obj.max_length <= LIMITS["context_length"]:
+            yield "max_length", f"must be between 1 and {LIMITS['context_length']}, got {obj.max_length}"
+    elif isinstance(obj, Quantization):
+        if obj.block_size is not None and not 1 <= obj.block_size <= 1 << 16:
+            yield "block_size", f"must be between 1 and 65536, got {obj.block_size}"
+    elif isinstance(obj, Quality):
+        yield from _quality_problems(obj)
+    elif isinstance(obj, Manifest):
+        for name, digest in obj.files.items():
+            if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+                yield f"files.{name}", "must be a sha256 (64 lowercase hex digits)"
+
+
+def _quality_problems(q: Quality) -> Iterator[tuple[str, str]]:
+    if q.tokens < 0:
+        yield "tokens", f"must be >= 0, got {q.tokens}"
+    for name in ("perplexity", "perplexity_fp32"):
+        value = getattr(q, name)
+        if value is not None and value <= 0:
+            yield name, f"must be > 0, got {value}"
+    if (q.perplexity is None) != (q.perplexity_fp32 is None):
+        yield "perplexity", "and perplexity_fp32 must be given together"
+    for name in ("top1_agreement", "greedy_agreement"):
+        value = getattr(q, name)
+        if value is not None and not 0 <= value <= 1:
+            yield name, f"must be between 0 and 1, got {value}"
+    for name in ("cosine_mean", "cosine_min"):
+        value = getattr(q, name)
+        if value is not None and not -1 <= value <= 1:
+            yield name, f"must be between -1 and 1, got {value}"

@@ -1,6 +1,10 @@
 """Write a bundle atomically: everything goes to a temporary sibling folder, checksums
 are taken, the manifest is written last, and the folder is renamed into place. A failure
 or Ctrl-C at any point leaves nothing at the output path.
+
+A killed export cannot clean up after itself, so the staging folder's name carries the
+exporter's process id (`.NAME.partial-PID-XXXX`), and every export removes the staging
+folders beside its output whose process is gone (hundreds of MB each).
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +25,7 @@ from edge.errors import ExportError
 from edge.manifest import MANIFEST_FILE, Manifest
 
 DATA_SUFFIX = ".data"
+STAGING = re.compile(r"\..+\.partial-(\d+)-[A-Za-z0-9_]+")
 SIZE_THRESHOLD = 1024  # initializers of at least this many bytes go to the data file
 
 
@@ -29,11 +35,34 @@ def staging(out: Path) -> Iterator[Path]:
     if out.exists():
         raise ExportError(f"{out} already exists. Remove it or choose another -o.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_stale_staging(out.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_staging(folder: Path) -> list[Path]:
+    """Delete the staging folders in `folder` left by exports whose process is gone."""
+    removed = []
+    for path in folder.iterdir():
+        found = STAGING.fullmatch(path.name)
+        if found and path.is_dir() and not path.is_symlink() and not _alive(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (a reused pid counts as alive: kept, safe)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; or not a pid at all
+        return True
+    return True
 
 
 def save_graph(proto: onnx.ModelProto, folder: Path, name: str) -> list[str]:

@@ -13,7 +13,7 @@ import edge
 import edge.embeddings.index
 from edge.cli import main
 from edge.errors import InputError, SearchIndexError
-from edge.embeddings.index import SearchIndex, build_index
+from edge.embeddings.index import LOCK, SearchIndex, build_index
 from edge.embeddings.pooling import l2_normalize
 from edge.embeddings.search import search
 
@@ -84,7 +84,7 @@ def test_rerun_embeds_only_changed_files_and_drops_deleted_ones(docs, tmp_path, 
     assert sorted(after.meta["files"]) == sorted(str(docs / n) for n in ("guide/setup.rst", "new.txt", "notes.md"))
     old_rows, new_rows = (i.meta["files"][str(docs / "guide/setup.rst")]["rows"] for i in (before, after))
     np.testing.assert_array_equal(after.vectors[slice(*new_rows)], before.vectors[slice(*old_rows)])
-    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", *after.meta["data"].values()])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", LOCK, *after.meta["data"].values()])
 
 
 def test_an_index_inside_the_indexed_folder_does_not_index_itself(docs, bert):

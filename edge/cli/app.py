@@ -8,6 +8,8 @@ embedding bundle (all-MiniLM-L6-v2, int8).
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -66,3 +68,16 @@ def load_for(path: Path, task: str):
         raise BundleError(f"{path} is a {model.manifest.model.task} bundle; this command needs a {task} one. "
                           "Pass another bundle with -m.")
     return model
+
+
+def read_stdin() -> str:
+    """Standard input as text. Invalid UTF-8 bytes become U+FFFD (as `decode` shows them)
+    rather than an error: piped text is often a file of mixed encodings."""
+    raw = getattr(sys.stdin, "buffer", None)  # absent when stdin was replaced by a text stream
+    return raw.read().decode("utf-8", errors="replace") if raw is not None else sys.stdin.read()
+
+
+def from_argv(text: str) -> str:
+    """An argument as text: Python keeps invalid UTF-8 in argv as lone surrogates
+    (surrogateescape); they become U+FFFD, as on standard input."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")

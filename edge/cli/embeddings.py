@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import EmbeddingModelOption, app, load_for, resolve_embedding_bundle
+from edge.cli.app import EmbeddingModelOption, app, from_argv, load_for, read_stdin, resolve_embedding_bundle
 from edge.errors import BundleError, InputError
 
 BatchSize = typer.Option(32, "--batch-size", help="Texts per encoder run.")
@@ -28,7 +28,8 @@ def embed(
 ):
     """Print one vector per text as JSON: one array per line (or one object with --json)."""
     if texts == ["-"]:
-        texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+        texts = [line for line in read_stdin().splitlines() if line.strip()]
+    texts = [from_argv(t) for t in texts]
     if not texts:
         raise InputError("no texts to embed: pass TEXT arguments, or lines on standard input with -.")
     encoder = load_encoder(resolve_embedding_bundle(model))
@@ -67,7 +68,8 @@ def index(
     skipped = report.skipped
     print(f"indexed {report.files} files ({report.chunks} chunks) into {out}: {len(report.embedded_files)} embedded, "
           f"{report.reused_files} unchanged, {len(report.removed_files)} removed; skipped "
-          f"{len(skipped.binary)} binary and {len(skipped.non_utf8)} non-UTF-8 files.")
+          f"{len(skipped.binary)} binary, {len(skipped.non_utf8)} non-UTF-8 and {len(skipped.unreadable)} "
+          "unreadable files or folders.")
 
 
 @app.command()
@@ -86,7 +88,7 @@ def search(
     bundle = model or found.bundle
     if model is None and not bundle.exists():
         raise BundleError(f"the bundle this index was built with ({bundle}) is gone. Pass it with -m BUNDLE.")
-    hits = run_search(found, load_encoder(bundle), query, k)
+    hits = run_search(found, load_encoder(bundle), from_argv(query), k)
     if as_json:
         print(json.dumps([{"score": h.score, "file": h.file, "start_line": h.start_line, "end_line": h.end_line,
                            "text": h.text} for h in hits], ensure_ascii=False))

@@ -83,13 +83,16 @@ def _size(path: Path) -> str:
 
 
 def _print_quality(manifest) -> None:
+    """The measured figures, each only if the bundle recorded it (the manifest checked its range)."""
     q = manifest.quality
     if q is None:
         return
     if q.perplexity is not None:
         delta = 100 * (q.perplexity / q.perplexity_fp32 - 1)
-        print(f"{'quality':>13}: perplexity {q.perplexity:.2f} vs fp32 {q.perplexity_fp32:.2f} ({delta:+.1f}%), "
-              f"top-1 agreement {q.top1_agreement:.1%}, greedy agreement {q.greedy_agreement:.1%} "
-              f"({q.tokens} tokens of {q.text})")
+        agreement = "".join(f", {name} agreement {value:.1%}" for name, value in
+                            (("top-1", q.top1_agreement), ("greedy", q.greedy_agreement)) if value is not None)
+        print(f"{'quality':>13}: perplexity {q.perplexity:.2f} vs fp32 {q.perplexity_fp32:.2f} ({delta:+.1f}%)"
+              f"{agreement} ({q.tokens} tokens of {q.text})")
     if q.cosine_mean is not None:
-        print(f"{'quality':>13}: cosine to fp32 mean {q.cosine_mean:.4f}, min {q.cosine_min:.4f} ({q.tokens} {q.text})")
+        low = f", min {q.cosine_min:.4f}" if q.cosine_min is not None else ""
+        print(f"{'quality':>13}: cosine to fp32 mean {q.cosine_mean:.4f}{low} ({q.tokens} {q.text})")

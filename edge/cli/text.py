@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import ModelOption, app, load_for, resolve_bundle
+from edge.cli.app import ModelOption, app, from_argv, load_for, read_stdin, resolve_bundle
 from edge.errors import IncompleteOutputError, InputError
 
 
@@ -74,7 +74,7 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
 ):
     """Generate a reply to PROMPT (through the bundle's chat template unless --raw), streamed."""
-    text = sys.stdin.read() if prompt == "-" else prompt
+    text = read_stdin() if prompt == "-" else from_argv(prompt)
     if not text.strip():
         raise InputError("the prompt is empty: give some text (or pipe it in with -).")
     options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
@@ -85,8 +85,12 @@ def generate(
         _print_json([*chunks])
         return
     chunk = None
-    for chunk in chunks:
-        print(chunk.text, end="", flush=True)
+    try:
+        for chunk in chunks:
+            print(chunk.text, end="", flush=True)
+    except KeyboardInterrupt:  # keep what was shown, end its line; main() says "interrupted", exit 130
+        print(flush=True)
+        raise
     print()
     if chunk is not None and chunk.complete is False:  # shown, but not passed off as valid
         raise IncompleteOutputError("")
@@ -129,6 +133,8 @@ def chat(
     Ctrl-C stops a reply and keeps the conversation."""
     options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
     options.update(_constraint(json_schema, regex, grammar, choice))
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")  # invalid UTF-8 typed or piped in: U+FFFD, as for generate -
     session = load_for(resolve_bundle(model), "text-generation").chat_session(system, **options)
     print("edge chat: /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.", file=sys.stderr)
     while (line := _read_line()) is not None:

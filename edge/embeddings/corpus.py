@@ -2,8 +2,9 @@
 
 A directory is walked recursively (hidden files and folders skipped, in sorted order so
 runs are reproducible); a file given by name is always considered. A file with a NUL byte
-near its start is binary, one that does not decode as UTF-8 is skipped as non-UTF-8;
-both are counted, never fatal.
+near its start is binary, one that does not decode as UTF-8 is skipped as non-UTF-8, and a
+file or folder that cannot be read (permissions, vanished meanwhile) as unreadable; all
+are counted, never fatal.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ class TextFile:
 class Skipped:
     binary: list[Path] = field(default_factory=list)
     non_utf8: list[Path] = field(default_factory=list)
+    unreadable: list[Path] = field(default_factory=list)  # files and folders
 
 
 def text_files(paths: Iterable[str | Path], exclude: Path | None, skipped: Skipped) -> Iterator[TextFile]:
     """Every text file under `paths` (each once), leaving out anything inside `exclude`."""
     seen: set[Path] = set()
-    for path in _walk(paths):
+    for path in _walk(paths, skipped):
         if path in seen or (exclude is not None and path.is_relative_to(exclude)):
             continue
         seen.add(path)
@@ -45,7 +47,11 @@ def text_files(paths: Iterable[str | Path], exclude: Path | None, skipped: Skipp
 
 
 def read_text_file(path: Path, skipped: Skipped) -> TextFile | None:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError:
+        skipped.unreadable.append(path)
+        return None
     if b"\0" in data[:SNIFF_BYTES]:
         skipped.binary.append(path)
         return None
@@ -57,19 +63,22 @@ def read_text_file(path: Path, skipped: Skipped) -> TextFile | None:
     return TextFile(path, text.removeprefix("\ufeff"), hashlib.sha256(data).hexdigest())
 
 
-def _walk(paths: Iterable[str | Path]) -> Iterator[Path]:
+def _walk(paths: Iterable[str | Path], skipped: Skipped) -> Iterator[Path]:
     for given in paths:
         path = Path(given).expanduser().resolve()
         if path.is_file():
             yield path
         elif path.is_dir():
-            yield from _walk_dir(path)
+            yield from _walk_dir(path, skipped)
         else:
             raise InputError(f"{given} does not exist. Pass files or folders to index.")
 
 
-def _walk_dir(root: Path) -> Iterator[Path]:
-    for folder, dirs, files in os.walk(root):
+def _walk_dir(root: Path, skipped: Skipped) -> Iterator[Path]:
+    def unreadable(error: OSError) -> None:
+        skipped.unreadable.append(Path(error.filename))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith("."):

@@ -5,22 +5,30 @@ An index is a folder of plain files (no pickle):
                         text was chunked, each file's sha256 and rows, data checksums
     vectors-<id>.npy    (chunks, dim) float32, unit rows (so a dot product is the cosine)
     chunks-<id>.jsonl   one {"file", "start_line", "end_line", "text"} per row
+    .edge-index.lock    held (fcntl.flock, exclusive) by the one run writing the folder
 Each run writes new data files, then replaces index.json in one atomic rename, then
-deletes the old data files: an interrupted run leaves the previous index as it was.
-Re-running embeds only files whose bytes changed and drops files that are gone.
+deletes the old data files: an interrupted run leaves the previous index as it was. A
+second run on the same folder while one writes fails at once (the lock), so one run never
+deletes another's files. A folder left by a first run killed before its commit (only
+edge's own files, no index.json) is cleaned and rebuilt. Re-running embeds only files
+whose bytes changed and drops files that are gone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edge import jsonfile
 from edge.bundle import sha256
 from edge.embeddings.chunking import chunk_text
 from edge.embeddings.corpus import Skipped, TextFile, text_files
@@ -31,6 +39,10 @@ from edge.embeddings.pooling import l2_normalize
 FORMAT = "edge-index"
 VERSION = 1
 META = "index.json"
+LOCK = ".edge-index.lock"
+# Every name a run of edge writes in an index folder: what an uncommitted folder may hold.
+OWN_FILES = re.compile(r"vectors-[0-9a-f]{12}\.npy|chunks-[0-9a-f]{12}\.jsonl|\.index\.json\.[0-9a-f]{12}\.partial"
+                       + "|" + re.escape(LOCK))
 DEFAULT_CHUNK_TOKENS = 128
 DEFAULT_OVERLAP = 32
 EMBED_GROUP = 256  # texts per embed call: the progress bar's step
@@ -106,6 +118,12 @@ def build_index(
     `progress(done, total)` is called as new chunks are embedded."""
     out, paths = Path(out).expanduser().resolve(), list(paths)
     chunking = _chunking(model, chunk_tokens, overlap)
+    with _locked(out):
+        return _build(out, paths, model, chunking, progress)
+
+
+def _build(out: Path, paths: list, model: EmbeddingModel, chunking: dict, progress) -> IndexReport:
+    """build_index's work, with the folder's lock held."""
     report = IndexReport()
     previous = _previous(out, model, chunking, report)
     rows: list[tuple[TextFile, list[Entry], np.ndarray | None]] = []
@@ -139,13 +157,61 @@ def _chunking(model: EmbeddingModel, chunk_tokens: int, overlap: int) -> dict:
     return {"tokens": budget, "overlap": overlap}
 
 
-def _previous(out: Path, model: EmbeddingModel, chunking: dict, report: IndexReport) -> SearchIndex | None:
-    """The existing index when its vectors can be reused; else None and the reason in `report`."""
-    if not out.exists():
-        return None
-    if not out.is_dir() or (any(out.iterdir()) and not (out / META).is_file()):
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold the index folder's lock (creating the folder) for the whole build; fail at once
+    if another run holds it. The kernel drops the lock when this process ends, however it
+    ends. A failed run leaves no folder or lock file it made itself."""
+    if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not an edge index. Choose another -o.")
+    created, lock_created = not out.exists(), not (out / LOCK).exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise InputError(f"cannot write the index at {out} ({exc.strerror or exc.__class__.__name__}). "
+                         "Choose an -o in a folder you can write.") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SearchIndexError(f"another `edge index` is writing {out} right now. Wait for it to finish, "
+                               "or choose another -o.") from None
+    try:
+        yield
+    except BaseException:
+        if not (out / META).exists():
+            if created:
+                _remove_own_files(out)
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            elif lock_created:
+                (out / LOCK).unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _remove_own_files(out: Path) -> None:
+    for path in out.iterdir():
+        if OWN_FILES.fullmatch(path.name) and path.name != LOCK:
+            path.unlink()
+    (out / LOCK).unlink(missing_ok=True)
+
+
+def _previous(out: Path, model: EmbeddingModel, chunking: dict, report: IndexReport) -> SearchIndex | None:
+    """The existing index when its vectors can be reused; else None and the reason in `report`.
+    A folder holding only edge's own files but no index.json (a first run killed before its
+    commit) is cleaned; a folder holding anything else is refused."""
     if not (out / META).is_file():
+        names = [p.name for p in out.iterdir()]
+        if not all(OWN_FILES.fullmatch(name) for name in names):
+            raise InputError(f"{out} exists and is not an edge index. Choose another -o.")
+        if len(names) > 1:
+            report.rebuilt = "the last run was interrupted before it finished"
+        for name in names:
+            if name != LOCK:
+                (out / name).unlink()
         return None
     try:
         previous = SearchIndex.open(out)
@@ -196,7 +262,8 @@ def _meta(model: EmbeddingModel, chunking: dict, rows, report: IndexReport) -> d
                   "bundle": str(model.path.resolve()) if model.path else ""},
         "chunking": chunking,
         "files": files,
-        "skipped": {"binary": len(report.skipped.binary), "non_utf8": len(report.skipped.non_utf8)},
+        "skipped": {"binary": len(report.skipped.binary), "non_utf8": len(report.skipped.non_utf8),
+                    "unreadable": len(report.skipped.unreadable)},
     }
 
 
@@ -215,8 +282,8 @@ def _write(out: Path, meta: dict, vectors: np.ndarray, entries: Sequence[Entry])
     partial = out / f".{META}.{run}.partial"
     partial.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(partial, out / META)  # the commit point
-    for stale in [*out.glob("vectors-*.npy"), *out.glob("chunks-*.jsonl"), *out.glob(f".{META}.*.partial")]:
-        if stale.name not in names.values():
+    for stale in out.iterdir():  # safe: the lock keeps other runs out of this folder
+        if OWN_FILES.fullmatch(stale.name) and stale.name not in (*names.values(), LOCK):
             stale.unlink()
 
 
@@ -225,12 +292,47 @@ def _read_meta(path: Path) -> dict:
     if not file.is_file():
         raise SearchIndexError(f"{path} is not an edge index (no {META}). Build one with `edge index PATH... -o {path}`.")
     try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SearchIndexError(f"index {path} is corrupt ({META}: {exc.__class__.__name__}). {_REBUILD}") from None
+        meta = jsonfile.loads(file.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SearchIndexError(f"index {path} is corrupt ({META}: {exc}). {_REBUILD}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise SearchIndexError(f"{path}/{META} is not a version {VERSION} edge index. {_REBUILD}")
+    problem = _meta_problem(meta)
+    if problem:
+        raise SearchIndexError(f"index {path} is corrupt ({META} field {problem}). {_REBUILD}")
     return meta
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with index.json's fields, or None. Example: {"model": {}} -> "model.identity must be ..."."""
+    def kind(value, want, text):
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        return None if ok else text
+
+    model, chunking, data = meta.get("model"), meta.get("chunking"), meta.get("data")
+    files, checksums = meta.get("files"), meta.get("checksums")
+    for name, value in (("model", model), ("chunking", chunking), ("files", files), ("data", data),
+                        ("checksums", checksums)):
+        if not isinstance(value, dict):
+            return f"{name} must be an object"
+    for name in ("identity", "source", "bundle"):
+        if not isinstance(model.get(name), str):
+            return f"model.{name} must be a string"
+    if kind(model.get("dim"), int, "") is not None or not 1 <= model["dim"] <= 1 << 16:
+        return "model.dim must be an integer between 1 and 65536"
+    if any(kind(chunking.get(k), int, "") is not None for k in ("tokens", "overlap")):
+        return "chunking.tokens and chunking.overlap must be integers"
+    for name, entry in files.items():
+        rows = entry.get("rows") if isinstance(entry, dict) else None
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(rows, list)
+                and len(rows) == 2 and all(type(r) is int and r >= 0 for r in rows) and rows[0] <= rows[1]):
+            return f"files.{name[:60]} must be {{\"sha256\": ..., \"rows\": [start, end]}}"
+    for key, pattern in (("vectors", r"vectors-[0-9a-f]{12}\.npy"), ("chunks", r"chunks-[0-9a-f]{12}\.jsonl")):
+        if not (isinstance(data.get(key), str) and re.fullmatch(pattern, data[key])):
+            return f"data.{key} must name this index's own {key} file"  # never a path out of the folder
+        if not isinstance(checksums.get(data[key]), str):
+            return f"checksums.{data[key]} must be a string"
+    return None
 
 
 def _read_vectors(path: Path, meta: dict) -> np.ndarray:
@@ -243,7 +345,11 @@ def _read_vectors(path: Path, meta: dict) -> np.ndarray:
 
 def _read_entries(path: Path, meta: dict) -> list[Entry]:
     with open(_checked(path, meta, "chunks"), encoding="utf-8") as f:
-        return [Entry(**json.loads(line)) for line in f]
+        entries = [Entry(**json.loads(line)) for line in f]
+    if not all(isinstance(e.file, str) and isinstance(e.text, str) and type(e.start_line) is int
+               and type(e.end_line) is int for e in entries):
+        raise ValueError("a chunk has a field of the wrong type")
+    return entries
 
 
 def _checked(path: Path, meta: dict, kind: str) -> Path:

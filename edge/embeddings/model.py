@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.engine.encoder_runner import EncoderRunner
-from edge.errors import BundleError, InputError
+from edge.errors import BundleError, InputError, check_text
 from edge.manifest import Manifest
 from edge.embeddings.pooling import l2_normalize, pooler
 from edge.tokenizer import Encoding, Tokenizer, load_tokenizer
@@ -46,7 +46,7 @@ class EmbeddingModel:
 
     @classmethod
     def open(cls, bundle: Bundle, threads: int | None = None) -> EmbeddingModel:
-        tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
+        tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file, "tokenizer.file"))
         return cls(bundle.manifest, tokenizer, EncoderRunner.open(bundle, threads), bundle.path)
 
     @property
@@ -101,3 +101,4 @@ def _check_texts(texts) -> None:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise InputError(f"text {i} is a {type(text).__name__}, not a string. Pass strings only.")
+        check_text(text, "texts")

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge.bundle import Bundle
-from edge.errors import ContextWindowError, InputError
+from edge.errors import BundleError, ContextWindowError, InputError
 from edge.engine.kv_cache import make_cache
 from edge.manifest import Manifest, ModelConfig
 from edge.engine.session import Session
@@ -28,6 +28,27 @@ from edge.engine.token_rows import TokenRows
 # 1,000 tokens). benchmarks/README.md has the figures.
 PREFILL_CHUNK = 64
 IDS, ROWS = "input_ids", "inputs_embeds"  # the two forms of a graph's token input
+
+
+def check_graph(session: Session, manifest: Manifest) -> None:
+    """The manifest's layer, head and size counts against the shapes the graph declares."""
+    model, kv = manifest.model, manifest.graph.kv
+    hidden = {-1: ("model.hidden_size", model.hidden_size)}
+    session.check_dims(ROWS, hidden)
+    session.check_dims("logits", {-1: ("model.vocab_size", model.vocab_size)})
+    if kv is None:
+        return
+    pasts = [n for n in manifest.graph.inputs if n.startswith(kv.past_key.split("{layer}")[0])
+             and n.endswith(kv.past_key.split("{layer}")[-1])]
+    layers = [kv.past_key.format(layer=i) for i in range(model.num_layers)]
+    if sorted(pasts) != sorted(layers):
+        raise BundleError(f"manifest.json field model.num_layers is {model.num_layers} but the graph has "
+                          f"{len(pasts)} layers of KV cache. The bundle is inconsistent: re-export it.")
+    axes = {kv.axes.index("kv_heads"): ("model.num_kv_heads", model.num_kv_heads),
+            kv.axes.index("head_dim"): ("model.head_dim", model.head_dim)}
+    for layer in range(model.num_layers):
+        session.check_dims(kv.past_key.format(layer=layer), axes)
+        session.check_dims(kv.past_value.format(layer=layer), axes)
 
 
 class DecoderRunner:
@@ -47,7 +68,8 @@ class DecoderRunner:
     @classmethod
     def open(cls, bundle: Bundle, threads: int | None = None) -> DecoderRunner:
         graph = bundle.manifest.graph
-        session = Session(bundle.file(graph.file), graph.inputs, graph.outputs, threads)
+        session = Session(bundle.file(graph.file, "graph.file"), graph.inputs, graph.outputs, threads)
+        check_graph(session, bundle.manifest)
         return cls(session, bundle.manifest, TokenRows.open(bundle) if ROWS in graph.inputs else None)
 
     def fork(self) -> DecoderRunner:

@@ -27,7 +27,9 @@ class EncoderRunner:
     @classmethod
     def open(cls, bundle: Bundle, threads: int | None = None) -> EncoderRunner:
         graph = bundle.manifest.graph
-        return cls(Session(bundle.file(graph.file), graph.inputs, graph.outputs, threads), bundle.manifest)
+        session = Session(bundle.file(graph.file, "graph.file"), graph.inputs, graph.outputs, threads)
+        session.check_dims(graph.outputs[0], {-1: ("model.hidden_size", bundle.manifest.model.hidden_size)})
+        return cls(session, bundle.manifest)
 
     def run(self, batch: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:
         """(last_hidden_state (B, S, H), attention_mask (B, S))."""

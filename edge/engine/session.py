@@ -145,6 +145,19 @@ class Session:
         _check_names("inputs", inputs, [i.name for i in self._session.get_inputs()])
         _check_names("outputs", outputs, [o.name for o in self._session.get_outputs()])
         self.output_names = list(outputs)
+        self.shapes = {v.name: v.shape for v in [*self._session.get_inputs(), *self._session.get_outputs()]}
+
+    def check_dims(self, name: str, expected: dict[int, tuple[str, int]]) -> None:
+        """BundleError if tensor `name` declares a fixed size other than the manifest's on an
+        axis: `expected` maps axis -> (manifest field, size). Symbolic axes are not checked.
+        Checked at load, so a manifest that disagrees with its graph never reaches `run`
+        (where onnxruntime would fail with a RuntimeError deep in a kernel)."""
+        shape = self.shapes.get(name) or []
+        for axis, (field, size) in expected.items():
+            declared = shape[axis] if -len(shape) <= axis < len(shape) else None
+            if isinstance(declared, int) and declared != size:
+                raise BundleError(f"manifest.json field {field} is {size} but the graph's {name} has {declared} "
+                                  "there. The bundle is inconsistent: re-export it.")
 
     def io_binding(self) -> ort.IOBinding:
         return self._open().io_binding()

@@ -25,7 +25,7 @@ import numpy as np
 from edge.generation import generate
 from edge.bundle import Bundle
 from edge.generation.chat import ChatSession
-from edge.generation.chat_template import Message, render
+from edge.generation.chat_template import Message, check_template, render
 from edge.engine.decoder_runner import DecoderRunner
 from edge.errors import IncompleteOutputError, InputError, check_prompt
 from edge.generation.constraints import Grammar, grammar_text
@@ -108,7 +108,8 @@ class LanguageModel:
     def open(cls, bundle: Bundle, threads: int | None = None, started: float | None = None) -> LanguageModel:
         """`started`: when loading began (perf_counter), if before this call (bundle checks)."""
         started = time.perf_counter() if started is None else started
-        tokenizer_file = bundle.file(bundle.manifest.tokenizer.file)
+        check_template(bundle.manifest.tokenizer, bundle.path)
+        tokenizer_file = bundle.file(bundle.manifest.tokenizer.file, "tokenizer.file")
         tokenizer = load_tokenizer(tokenizer_file)
         decoder = DecoderRunner.open(bundle, threads)
         return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started, tokenizer_file)

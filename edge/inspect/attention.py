@@ -36,7 +36,7 @@ class AttentionProbe:
         found = tables.inspection(bundle)
         if found.graph is None:
             raise BundleError(f"bundle {bundle.path} has no inspection graph. Re-export it with `edge export`.")
-        session = Session(bundle.file(found.graph.file), found.graph.inputs, found.graph.outputs, threads)
+        session = Session(bundle.file(found.graph.file, "inspect.graph.file"), found.graph.inputs, found.graph.outputs, threads)
         return cls(session, bundle.manifest.model, found)
 
     def weights(self, ids: Sequence[int]) -> np.ndarray:

@@ -28,7 +28,7 @@ from edge.tokenizer import load_tokenizer
 class Inspector:
     def __init__(self, path: str | Path):
         self.bundle = open_bundle(path)
-        self.tokenizer = load_tokenizer(self.bundle.file(self.bundle.manifest.tokenizer.file))
+        self.tokenizer = load_tokenizer(self.bundle.file(self.bundle.manifest.tokenizer.file, "tokenizer.file"))
         self._embeddings: Embeddings | None = None
         self._probe: AttentionProbe | None = None
 

@@ -117,7 +117,9 @@ async def _while_connected(request: Request, job: Job, awaitable):
         if not work.done():
             work.cancel()
             job.cancel()
-    if work.cancelled():
+    # cancel() only schedules the cancellation: a task cancelled just now is not done yet,
+    # and asking for its result then raised InvalidStateError instead of answering 499.
+    if not work.done() or work.cancelled():
         raise ApiError(499, "the client closed the connection.", code="client_closed")
     return work.result()
 

@@ -42,14 +42,15 @@ def _too_large(limit: int) -> ApiError:
 
 
 class RequireKey:
-    """ASGI middleware: every HTTP request needs `Authorization: Bearer <key>`, else 401."""
+    """ASGI middleware: every HTTP request needs `Authorization: Bearer <key>`, else 401.
+    The scheme is case-insensitive (RFC 9110: "bearer" is as good as "Bearer"); the key is not."""
 
     def __init__(self, app, key: str):
-        self.app, self.expected = app, f"Bearer {key}".encode()
+        self.app, self.expected = app, key.encode()
 
     async def __call__(self, scope, receive, send) -> None:
-        given = Headers(scope=scope).get("authorization", "").encode() if scope["type"] == "http" else None
-        if given is not None and not hmac.compare_digest(given, self.expected):
+        given = Headers(scope=scope).get("authorization", "") if scope["type"] == "http" else None
+        if given is not None and not self._accepts(given):
             response = _error_response(ApiError(401, "missing or wrong API key. Send the header "
                                                      "`Authorization: Bearer <key>` with the server's --api-key.",
                                                 code="invalid_api_key"))
@@ -57,6 +58,11 @@ class RequireKey:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _accepts(self, header: str) -> bool:
+        scheme, _, key = header.strip().partition(" ")
+        given = key.strip().encode("latin-1", "replace")  # HTTP headers are latin-1
+        return scheme.lower() == "bearer" and hmac.compare_digest(given, self.expected)
 
 
 async def api_error(request: Request, exc: ApiError) -> JSONResponse:

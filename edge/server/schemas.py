@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.errors import ContextWindowError, EdgeError, SamplingError, check_positive_int
+from edge.errors import ContextWindowError, EdgeError, SamplingError, check_positive_int, check_text
 from edge.generation.sampler import SamplingParams
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -65,7 +65,7 @@ def parse_completion(body: object) -> GenerationRequest:
         if len(prompt) != 1 or not isinstance(prompt[0], str):
             raise ApiError(400, "`prompt` must be a string (or a list of exactly one string).", param="prompt")
         prompt = prompt[0]
-    return _generation(body, prompt, max_tokens=_first(body, "max_tokens"))
+    return _generation(body, _text(prompt, "prompt"), max_tokens=_first(body, "max_tokens"))
 
 
 def parse_embedding(body: object) -> EmbeddingRequest:
@@ -75,6 +75,8 @@ def parse_embedding(body: object) -> EmbeddingRequest:
     if not texts or not all(isinstance(t, str) and t for t in texts):
         raise ApiError(400, "`input` must be a non-empty string or a non-empty array of non-empty strings "
                             "(token-id input is not supported).", param="input")
+    for text in texts:
+        _text(text, "input")
     encoding = _field(body, "encoding_format", str, default="float")
     if encoding not in ("float", "base64"):
         raise ApiError(400, f"`encoding_format` must be \"float\" or \"base64\", got {encoding!r}.",
@@ -168,10 +170,10 @@ def _message(message: object, index: int) -> dict:
 def _content(content: object, param: str) -> str:
     """A string, or a list of text parts (joined by newlines); images and audio are refused."""
     if isinstance(content, str):
-        return content
+        return _text(content, param)
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
                                          and isinstance(p.get("text"), str) for p in content):
-        return "\n".join(p["text"] for p in content)
+        return _text("\n".join(p["text"] for p in content), param)
     raise ApiError(400, f"`{param}.content` must be a string or a list of text parts.", param=param)
 
 
@@ -180,14 +182,28 @@ def _stop(body: dict) -> list[str] | None:
     stops = [stop] if isinstance(stop, str) else stop
     if stops is not None and not all(isinstance(s, str) and s for s in stops):
         raise ApiError(400, "`stop` must be a non-empty string or an array of non-empty strings.", param="stop")
+    for text in stops or ():
+        _text(text, "stop")
     return stops or None
+
+
+def _text(text: str, param: str) -> str:
+    """`text` unless it holds a lone surrogate (JSON allows "\\ud800"; UTF-8 has no form for it)."""
+    try:
+        return check_text(text, param)
+    except EdgeError as exc:
+        raise ApiError(400, exc.render(f"`{param}`"), param=param) from None
 
 
 def _refuse_unsupported(body: dict) -> None:
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and (type(n) is not int or n != 1):  # type(): True == 1 in Python
         raise ApiError(400, f"`n` must be 1: edge returns one choice per request, got {n!r}.", param="n")
-    for name in ("tools", "functions", "logprobs", "frequency_penalty", "presence_penalty"):
+    # Until structured output lands, a JSON-mode request must not silently get free text.
+    if body.get("response_format") not in (None, {"type": "text"}):
+        raise ApiError(400, "`response_format` is not supported by edge serve (only {\"type\": \"text\"}). "
+                            "Leave it out.", param="response_format")
+    for name in ("tools", "functions", "logprobs", "top_logprobs", "frequency_penalty", "presence_penalty"):
         if body.get(name):  # absent, null, false, 0 and [] all mean "off"
             raise ApiError(400, f"`{name}` is not supported by edge serve. Leave it out.", param=name)
 

@@ -13,10 +13,10 @@ is refused at load with a TokenizerError naming the component.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
+from edge import jsonfile
 from edge.errors import TokenizerError
 from edge.tokenizer import decoders, normalizers, pre_tokenizers, processors
 from edge.tokenizer import spec as specs
@@ -35,6 +35,15 @@ MODELS: dict[str, Callable[[dict], Model]] = {"BPE": BPE, "WordPiece": WordPiece
 def load_tokenizer(path: Path) -> Tokenizer:
     """The tokenizer a tokenizer.json describes; TokenizerError if edge cannot reproduce it."""
     config = _read(Path(path))
+    try:
+        return _build(config)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        # A field of the wrong JSON type somewhere the component builders do not check one by one.
+        raise TokenizerError(f"{path} is malformed ({exc.__class__.__name__}: {str(exc)[:120]}); "
+                             "re-export the model") from None
+
+
+def _build(config: dict) -> Tokenizer:
     model = specs.build("model", config.get("model"), MODELS)
     normalizer = _optional(normalizers.build, config.get("normalizer"))
     parts = Parts(
@@ -52,10 +61,10 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 def _read(path: Path) -> dict:
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = jsonfile.loads(path.read_bytes())
     except FileNotFoundError:
         raise TokenizerError(f"{path} does not exist; pass the path of a tokenizer.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:
         raise TokenizerError(f"{path} is not a readable tokenizer.json ({error}); re-export the model") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise TokenizerError(f"{path} has no 'model' section, so it is not a tokenizer.json; re-export the model")

@@ -25,19 +25,28 @@ class BPE:
 
     def __init__(self, spec: dict):
         _reject_options(spec)
-        self.vocab: dict[str, int] = specs.field(spec, "vocab", "model BPE")
+        self.vocab: dict[str, int] = specs.vocab(spec, "model BPE")
         self.unk_token: str | None = spec.get("unk_token")
+        if self.unk_token is not None:
+            specs.text(spec, "unk_token", "model BPE")
         self.fuse_unk = bool(spec.get("fuse_unk", False))
         self.byte_fallback = bool(spec.get("byte_fallback", False))
         self.ignore_merges = bool(spec.get("ignore_merges", False))
-        self.merges = self._rank_merges(specs.field(spec, "merges", "model BPE"))
+        merges = specs.field(spec, "merges", "model BPE")
+        if not isinstance(merges, list):
+            raise TokenizerError(f"tokenizer.json BPE merges must be a list; {specs.CORRUPT}")
+        self.merges = self._rank_merges(merges)
         self._cache: dict[str, list[int]] = {}
 
     def _rank_merges(self, merges: list) -> dict[int, int]:
         """Example: [["a", "b"], "ab c"] -> {id(a) << 32 | id(b): 0 << 32 | id(ab), ...: 1 << 32 | id(abc)}"""
         ranked = {}
         for rank, merge in enumerate(merges):
-            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+            pair = merge.split(" ", 1) if isinstance(merge, str) else merge
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+                raise TokenizerError(f"tokenizer.json BPE merge {rank} ({merge!r:.60}) must be \"left right\" or "
+                                     f"[left, right]; {specs.CORRUPT}")
+            left, right = pair
             try:
                 key = self.vocab[left] << _SHIFT | self.vocab[right]
                 ranked[key] = rank << _SHIFT | self.vocab[left + right]

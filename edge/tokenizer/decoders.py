@@ -11,6 +11,7 @@ from typing import Callable
 
 import regex
 
+from edge.errors import TokenizerError
 from edge.tokenizer import spec as specs
 from edge.tokenizer.bytelevel import to_bytes, to_text
 from edge.tokenizer.pre_tokenizers import prepend_scheme
@@ -68,7 +69,7 @@ def byte_fallback(tokens: list[str]) -> list[str]:
 
 
 def _metaspace(spec: dict) -> TextDecoder:
-    replacement = specs.field(spec, "replacement", "decoder")
+    replacement = specs.text(spec, "replacement", "decoder Metaspace")
     strip_first = prepend_scheme(spec) != "never"
 
     def decode(tokens: list[str]) -> list[str]:
@@ -80,12 +81,14 @@ def _metaspace(spec: dict) -> TextDecoder:
 
 def _replace(spec: dict) -> TextDecoder:
     pattern = compile_pattern(*specs.pattern_source(spec, "decoder Replace"), "decoder Replace")
-    content = specs.field(spec, "content", "decoder")
+    content = specs.text(spec, "content", "decoder Replace")
     return lambda tokens: [pattern.sub(lambda _: content, t) for t in tokens]
 
 
 def _strip(spec: dict) -> TextDecoder:
-    content, start, stop = spec.get("content", " "), spec.get("start", 0), spec.get("stop", 0)
+    content, start, stop = specs.text(spec, "content", "decoder Strip", " "), spec.get("start", 0), spec.get("stop", 0)
+    if not all(type(n) is int and n >= 0 for n in (start, stop)):
+        raise TokenizerError(f"tokenizer.json decoder Strip start and stop must be integers >= 0; {specs.CORRUPT}")
 
     def strip(token: str) -> str:
         """Example (content " ", start 1): "  a" -> " a" """

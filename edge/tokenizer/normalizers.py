@@ -77,12 +77,12 @@ def _unicode(form: str) -> Callable[[dict], Normalizer]:
 
 def _replace(spec: dict) -> Normalizer:
     pattern = compile_pattern(*specs.pattern_source(spec, "normalizer Replace"), "normalizer Replace")
-    content = specs.field(spec, "content", "normalizer")
+    content = specs.text(spec, "content", "normalizer Replace")
     return lambda text: pattern.sub(lambda _: content, text)
 
 
 def _prepend(spec: dict) -> Normalizer:
-    prefix = specs.field(spec, "prepend", "normalizer")
+    prefix = specs.text(spec, "prepend", "normalizer Prepend")
     return lambda text: prefix + text if text else text
 
 

@@ -50,7 +50,7 @@ def _split(spec: dict) -> PreTokenizer:
 
 
 def _metaspace(spec: dict) -> PreTokenizer:
-    replacement = specs.field(spec, "replacement", "pre_tokenizer")
+    replacement = specs.text(spec, "replacement", "pre_tokenizer Metaspace")
     scheme = prepend_scheme(spec)
     split = _splitter(regex.compile(regex.escape(replacement)), "MergedWithNext") if spec.get("split", True) else None
 

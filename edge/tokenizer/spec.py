@@ -41,6 +41,28 @@ def field(spec: dict, key: str, kind: str) -> Any:
     return spec[key]
 
 
+MAX_TOKEN_ID = (1 << 24) - 1  # real vocabularies stay below ~300k ids
+
+
+def vocab(spec: dict, kind: str) -> dict[str, int]:
+    """The model's vocab, checked to map tokens to integer ids in range: {"a": 0, ...}."""
+    table = field(spec, "vocab", kind)
+    if not isinstance(table, dict) or not all(type(i) is int for i in table.values()):
+        raise TokenizerError(f"tokenizer.json has a token id that is not an integer in the {kind} vocab; {CORRUPT}")
+    bad = next((i for i in table.values() if not 0 <= i <= MAX_TOKEN_ID), None)
+    if bad is not None:
+        raise TokenizerError(f"tokenizer.json has token id {bad}, outside 0..{MAX_TOKEN_ID}; {CORRUPT}")
+    return table
+
+
+def text(spec: dict, key: str, kind: str, default: str | None = None) -> str:
+    """A string field of a component spec (a replacement, a prefix, ...)."""
+    value = spec.get(key, default) if default is not None else field(spec, key, kind)
+    if not isinstance(value, str):
+        raise TokenizerError(f"tokenizer.json {kind} field {key!r} must be a string, got {value!r:.40}; {CORRUPT}")
+    return value
+
+
 def chain(steps: list[Callable[[T], T]]) -> Callable[[T], T]:
     """The steps of a Sequence normalizer or decoder, applied one after the other."""
 

@@ -17,17 +17,48 @@ WHITESPACE = regex.compile(r"\p{White_Space}")
 BEHAVIORS = ("Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous")
 
 
-def compile_pattern(text: str, is_regex: bool, kind: str) -> regex.Pattern:
+# A tokenizer.json regex may backtrack catastrophically: `(a|aa)+$` took over 60 s on a
+# 45-character prompt. Each call gets this long, plus this much per character (2 s per
+# million: real pre-tokenizer patterns run at ~0.1-0.3 s per million characters).
+TIMEOUT_S = 2.0
+TIMEOUT_PER_CHAR_S = 2e-6
+
+
+class BoundedPattern:
+    """A regex from tokenizer.json, run with a time limit: a TokenizerError naming the pattern
+    rather than a hang. It offers the two calls the tokenizer makes, `finditer` and `sub`."""
+
+    def __init__(self, source: str, is_regex: bool, kind: str):
+        self.source, self.kind = source, kind
+        try:
+            self.compiled = regex.compile(source if is_regex else regex.escape(source))
+        except (regex.error, RecursionError, OverflowError) as error:
+            raise TokenizerError(
+                f"tokenizer.json {kind} pattern {source!r:.80} does not compile ({error}); fix the pattern"
+            ) from None
+
+    def finditer(self, text: str) -> list[regex.Match]:
+        return self._bounded(lambda limit: list(self.compiled.finditer(text, timeout=limit)), text)
+
+    def sub(self, replace, text: str) -> str:
+        return self._bounded(lambda limit: self.compiled.sub(replace, text, timeout=limit), text)
+
+    def _bounded(self, run, text: str):
+        try:
+            return run(TIMEOUT_S + TIMEOUT_PER_CHAR_S * len(text))
+        except TimeoutError:
+            raise TokenizerError(
+                f"tokenizer.json {self.kind} pattern {self.source!r:.80} took too long on a text of {len(text)} "
+                "characters (catastrophic backtracking?); fix the pattern or use another tokenizer"
+            ) from None
+
+
+def compile_pattern(text: str, is_regex: bool, kind: str) -> BoundedPattern:
     """A pattern from tokenizer.json: a regex, or a literal string matched as is."""
-    try:
-        return regex.compile(text if is_regex else regex.escape(text))
-    except regex.error as error:
-        raise TokenizerError(
-            f"tokenizer.json {kind} pattern {text!r} does not compile ({error}); fix the pattern"
-        ) from None
+    return BoundedPattern(text, is_regex, kind)
 
 
-def find_matches(pattern: regex.Pattern, text: str) -> list[tuple[int, int, bool]]:
+def find_matches(pattern: regex.Pattern | BoundedPattern, text: str) -> list[tuple[int, int, bool]]:
     """Spans covering `text`, flagged True where `pattern` matched.
 
     Example: (r"\\d+", "ab12c") -> [(0, 2, False), (2, 4, True), (4, 5, False)]
@@ -70,7 +101,7 @@ def apply_behavior(spans: list[tuple[int, int, bool]], behavior: str) -> list[tu
     return [(s, e) for s, e in merged]
 
 
-def split_piece(piece: Piece, pattern: regex.Pattern, behavior: str, invert: bool = False) -> list[Piece]:
+def split_piece(piece: Piece, pattern: regex.Pattern | BoundedPattern, behavior: str, invert: bool = False) -> list[Piece]:
     """Split one piece; empty pieces are dropped, as `tokenizers` drops them.
 
     Example: (("a b", True), WHITESPACE, "Removed") -> [("a", True), ("b", False)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from edge.errors import TokenizerError
+from edge.errors import TokenizerError, check_text
 from edge.tokenizer import spec as specs
 from edge.tokenizer.added import AddedVocabulary
 from edge.tokenizer.decoders import TextDecoder
@@ -71,6 +71,7 @@ class Tokenizer:
 
         Example (SmolLM2): "hi<|im_end|>" -> [6004, 2]
         """
+        check_text(text)
         parts, ids = self._parts, []
         for piece, token_id, first in parts.added.split(text, parts.normalizer):
             if token_id is not None:
@@ -106,7 +107,7 @@ class Tokenizer:
         return [t for t in tokens if t is not None and t not in special]
 
 
-MAX_TOKEN_ID = (1 << 24) - 1  # real vocabularies stay below ~300k ids
+MAX_TOKEN_ID = specs.MAX_TOKEN_ID
 
 
 def _token_list(tokens: dict[int, str]) -> list[str | None]:

@@ -14,7 +14,7 @@ CACHE_SIZE = 100_000
 
 class WordPiece:
     def __init__(self, spec: dict):
-        self.vocab: dict[str, int] = specs.field(spec, "vocab", "model WordPiece")
+        self.vocab: dict[str, int] = specs.vocab(spec, "model WordPiece")
         self.prefix: str = spec.get("continuing_subword_prefix", "##")
         self.max_chars: int = spec.get("max_input_chars_per_word", 100)
         unk_token = spec.get("unk_token", "[UNK]")
