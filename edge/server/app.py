@@ -30,6 +30,7 @@ from edge.server.http import MAX_BODY_BYTES, RequireKey, api_error, http_error, 
 from edge.server.openai_format import Completion
 from edge.server.schemas import (ApiError, GenerationRequest, from_edge_error, parse_chat, parse_completion,
                                  parse_embedding)
+from edge.server.tools import as_text, parse_calls
 from edge.server.worker import END, Job, QueueFull, ShuttingDown, Worker
 
 
@@ -94,11 +95,14 @@ async def _generate(request: Request, req: GenerationRequest):
     completion = Completion(req.model, req.chat)
     # A prompt over the context window fails at the first item, before any header is sent.
     first = await _while_connected(request, job, anext(items))
-    if req.stream:
+    if req.stream and not req.tools:
         return EventStream(_events(completion, first, items, req.include_usage), job)
     chunks = [first] + await _while_connected(request, job, _collect(items))
-    last = chunks[-1]
-    return JSONResponse(completion.response("".join(c.text for c in chunks), last.finish_reason, last.timings))
+    text, last = "".join(c.text for c in chunks), chunks[-1]
+    calls = parse_calls(text) if req.tools else None
+    if req.stream:  # a reply that may be a call is sent once it is known which it is
+        return EventStream(_whole_events(completion, text, last, calls, req.include_usage), job)
+    return JSONResponse(completion.response(text, last.finish_reason, last.timings, calls))
 
 
 async def _collect(items: AsyncIterator) -> list:
@@ -149,6 +153,21 @@ async def _events(completion: Completion, first, items: AsyncIterator, include_u
     yield "data: [DONE]\n\n"
 
 
+async def _whole_events(completion: Completion, text: str, last, calls: list[dict] | None,
+                        include_usage: bool) -> AsyncIterator[str]:
+    """A finished reply as a stream: its tool calls in OpenAI's delta format, or its text."""
+    yield _sse(completion.chunk("", first=True, with_usage=include_usage))
+    if calls:
+        for chunk in completion.tool_call_chunks(calls, include_usage):
+            yield _sse(chunk)
+    else:
+        yield _sse(completion.chunk(text, with_usage=include_usage))
+        yield _sse(completion.chunk("", last.finish_reason, with_usage=include_usage))
+    if include_usage:
+        yield _sse(completion.usage_chunk(last.timings))
+    yield "data: [DONE]\n\n"
+
+
 class EventStream(StreamingResponse):
     """An SSE response that cancels its job however it ends: finished, failed, or client gone."""
 
@@ -172,8 +191,15 @@ def _sse(obj: dict) -> str:
 
 def _stream(req: GenerationRequest, draft: str, lm) -> Iterator:
     """Chunks of one generation. Without max_tokens: as many as fit, up to edge's default."""
-    ids = lm.encode_chat(req.prompt) if req.chat else lm.encode_prompt(req.prompt, raw=True)
     options = dict(req.options)
+    if req.chat:
+        turns = req.tools.messages(req.prompt, lm.manifest.tokenizer.chat_template) if req.tools else \
+            [as_text(m) for m in req.prompt]
+        if req.tools and (grammar := req.tools.grammar()):
+            options["grammar"] = grammar
+        ids = lm.encode_chat(turns)
+    else:
+        ids = lm.encode_prompt(req.prompt, raw=True)
     if options["max_tokens"] is None:
         options["max_tokens"] = max(1, min(DEFAULT_MAX_TOKENS, lm.decoder.context_length - len(ids)))
     return lm.stream_ids(ids, draft=draft, **options)

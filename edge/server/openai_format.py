@@ -23,10 +23,23 @@ class Completion:
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
 
-    def response(self, text: str, finish_reason: str, timings: Timings) -> dict:
-        choice = {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
+    def response(self, text: str, finish_reason: str, timings: Timings, tool_calls: list[dict] | None = None) -> dict:
+        """With `tool_calls` the message calls them (content null, finish_reason "tool_calls")."""
+        if tool_calls:
+            choice, finish_reason = {"message": {"role": "assistant", "content": None, "tool_calls": tool_calls}}, \
+                "tool_calls"
+        else:
+            choice = {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
         return self._body("chat.completion" if self.chat else "text_completion", choice, finish_reason,
                           usage=usage(timings))
+
+    def tool_call_chunks(self, tool_calls: list[dict], with_usage: bool = False) -> list[dict]:
+        """A streamed call in OpenAI's delta format: per call its id, name and arguments, then
+        the finish reason."""
+        extra = {"usage": None} if with_usage else {}
+        deltas = [{"tool_calls": [{"index": i, **call}]} for i, call in enumerate(tool_calls)]
+        return [*(self._body("chat.completion.chunk", {"delta": d}, None, **extra) for d in deltas),
+                self._body("chat.completion.chunk", {"delta": {}}, "tool_calls", **extra)]
 
     def chunk(self, text: str, finish_reason: str | None = None, first: bool = False, with_usage: bool = False) -> dict:
         """A stream chunk; the chat stream's first chunk also carries the role."""

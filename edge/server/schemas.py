@@ -1,20 +1,23 @@
 """OpenAI request bodies (parsed JSON) in; validated requests with edge's keyword names out.
 
 Every problem becomes an `ApiError` naming the field, in one line. Unknown fields are
-ignored, as OpenAI clients send optional extras; fields edge cannot honour (n > 1, tools,
-logprobs, token-id input) are refused rather than silently dropped. Sampling values are
+ignored, as OpenAI clients send optional extras; fields edge cannot honour (n > 1,
+logprobs, token-id input) are refused rather than silently dropped. `response_format`
+(JSON mode, a JSON schema) and `tools` become constraints on the reply (tools.py). Sampling values are
 checked by edge's own `SamplingParams`, so the server and the CLI accept the same ranges.
 As in OpenAI's API, temperature defaults to 1; pass 0 for greedy decoding.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from edge.errors import ContextWindowError, EdgeError, SamplingError, check_positive_int, check_text
 from edge.generation.sampler import SamplingParams
+from edge.server.tools import NAME, Tools
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 KINDS = {  # what a field must be, as said in an error message
     str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object", list: "an array",
 }
@@ -36,6 +39,7 @@ class GenerationRequest:
     options: dict  # LanguageModel.stream_ids keywords; max_tokens None = as many as fit, up to the default
     stream: bool
     include_usage: bool
+    tools: Tools | None = None  # function calling (chat only)
 
     @property
     def chat(self) -> bool:
@@ -55,7 +59,8 @@ def parse_chat(body: object) -> GenerationRequest:
     messages = [_message(m, i) for i, m in enumerate(_field(body, "messages", list, required=True))]
     if not messages:
         raise ApiError(400, "`messages` is empty: send at least one message.", param="messages")
-    return _generation(body, messages, max_tokens=_first(body, "max_completion_tokens", "max_tokens"))
+    return _generation(body, messages, max_tokens=_first(body, "max_completion_tokens", "max_tokens"),
+                       tools=_tools(body))
 
 
 def parse_completion(body: object) -> GenerationRequest:
@@ -84,7 +89,8 @@ def parse_embedding(body: object) -> EmbeddingRequest:
     return EmbeddingRequest(_model(body), texts, encoding == "base64", _field(body, "dimensions", int))
 
 
-def _generation(body: dict, prompt: str | list[dict], max_tokens: tuple[str, object]) -> GenerationRequest:
+def _generation(body: dict, prompt: str | list[dict], max_tokens: tuple[str, object],
+                tools: Tools | None = None) -> GenerationRequest:
     _refuse_unsupported(body)
     name, value = max_tokens
     if value is not None:
@@ -101,13 +107,62 @@ def _generation(body: dict, prompt: str | list[dict], max_tokens: tuple[str, obj
         repetition_penalty=_field(body, "repetition_penalty", float, default=1.0),
         seed=_field(body, "seed", int),
         stop=_stop(body),
+        **_response_format(body),
     )
+    if tools is not None and "json_schema" in options:
+        raise ApiError(400, "give `tools` or a JSON `response_format`, not both.", param="response_format")
     check_sampling(options)
     stream = _field(body, "stream", bool, default=False)
     usage = _field(body, "stream_options", dict, default={}).get("include_usage", False)
     if not isinstance(usage, bool):
         raise ApiError(400, "`stream_options.include_usage` must be a boolean.", param="stream_options")
-    return GenerationRequest(_model(body), prompt, options, stream, stream and usage)
+    return GenerationRequest(_model(body), prompt, options, stream, stream and usage, tools)
+
+
+def _response_format(body: dict) -> dict:
+    """OpenAI's response_format as edge's json_schema option: {} for text."""
+    form = _field(body, "response_format", dict)
+    if form is None or form.get("type") == "text":
+        return {}
+    if form.get("type") == "json_object":
+        return {"json_schema": {"type": "object"}}
+    if form.get("type") == "json_schema" and isinstance(form.get("json_schema"), dict):
+        schema = form["json_schema"].get("schema", {})
+        if not isinstance(schema, dict):
+            raise ApiError(400, "`response_format.json_schema.schema` must be an object.", param="response_format")
+        return {"json_schema": schema}
+    raise ApiError(400, "`response_format` must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+                        "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}.",
+                   param="response_format")
+
+
+def _tools(body: dict) -> Tools | None:
+    """OpenAI's tools and tool_choice: function definitions checked, the choice resolved."""
+    tools = _field(body, "tools", list)
+    if not tools:
+        if body.get("tool_choice") not in (None, "none", "auto"):
+            raise ApiError(400, "`tool_choice` needs `tools`.", param="tool_choice")
+        return None
+    functions = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not NAME.match(fn["name"]):
+            raise ApiError(400, f"`tools[{i}]` must be {{\"type\": \"function\", \"function\": {{\"name\": "
+                                "<letters, digits, _ or ->, \"parameters\": <a JSON schema>}}}.", param=f"tools[{i}]")
+        parameters = fn.get("parameters") or {"type": "object", "properties": {}}
+        if not isinstance(parameters, dict):
+            raise ApiError(400, f"`tools[{i}].function.parameters` must be a JSON schema object.", param=f"tools[{i}]")
+        functions.append({"name": fn["name"], "description": fn.get("description") or "", "parameters": parameters})
+    names = [f["name"] for f in functions]
+    if len(set(names)) != len(names):
+        raise ApiError(400, "two `tools` share a function name.", param="tools")
+    choice = body.get("tool_choice", "auto")
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        choice = choice["function"].get("name")
+    if choice not in ("auto", "required", "none", *names):
+        raise ApiError(400, f"`tool_choice` must be auto, required, none or one of the tools' names, got {choice!r}.",
+                       param="tool_choice")
+    return Tools(tuple(functions), choice)
 
 
 def check_sampling(options: dict) -> None:
@@ -119,10 +174,15 @@ def check_sampling(options: dict) -> None:
         raise from_edge_error(exc) from None
 
 
+# edge keywords the API spells otherwise: structured output comes from these request fields
+API_PARAMS = {"json_schema": "response_format", "grammar": "tools"}
+
+
 def from_edge_error(exc: EdgeError) -> ApiError:
     """Edge's one-line message with its parameter named as the API names it, in `param`."""
     code = "context_length_exceeded" if isinstance(exc, ContextWindowError) else None
-    return ApiError(400, exc.render(), param=exc.param, code=code)
+    param = API_PARAMS.get(exc.param, exc.param)
+    return ApiError(400, exc.render(param), param=param, code=code)
 
 
 def _object(body: object) -> dict:
@@ -164,6 +224,19 @@ def _message(message: object, index: int) -> dict:
     role = message.get("role")
     if role not in ROLES:
         raise ApiError(400, f"`{param}.role` must be one of {', '.join(ROLES)}, got {role!r}.", param=param)
+    if role == "assistant" and message.get("tool_calls"):  # an earlier call, sent back with its result
+        calls = message["tool_calls"]
+        try:
+            parsed = [{"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+                      for c in calls]
+        except (TypeError, KeyError, ValueError):
+            raise ApiError(400, f"`{param}.tool_calls` must be OpenAI tool calls with JSON arguments.",
+                           param=param) from None
+        content = message.get("content")
+        return {"role": "assistant", "content": _content(content, param) if content else "", "tool_calls": parsed}
+    if role == "tool":
+        return {"role": "tool", "content": _content(message.get("content"), param),
+                "tool_call_id": str(message.get("tool_call_id", ""))}
     return {"role": ROLES[role], "content": _content(message.get("content"), param)}
 
 
@@ -199,11 +272,7 @@ def _refuse_unsupported(body: dict) -> None:
     n = body.get("n")
     if n is not None and (type(n) is not int or n != 1):  # type(): True == 1 in Python
         raise ApiError(400, f"`n` must be 1: edge returns one choice per request, got {n!r}.", param="n")
-    # Until structured output lands, a JSON-mode request must not silently get free text.
-    if body.get("response_format") not in (None, {"type": "text"}):
-        raise ApiError(400, "`response_format` is not supported by edge serve (only {\"type\": \"text\"}). "
-                            "Leave it out.", param="response_format")
-    for name in ("tools", "functions", "logprobs", "top_logprobs", "frequency_penalty", "presence_penalty"):
+    for name in ("functions", "logprobs", "top_logprobs", "frequency_penalty", "presence_penalty"):
         if body.get(name):  # absent, null, false, 0 and [] all mean "off"
             raise ApiError(400, f"`{name}` is not supported by edge serve. Leave it out.", param=name)
 
