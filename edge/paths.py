@@ -33,7 +33,8 @@ def bundles_dir() -> Path:
     return cache_dir() / "bundles"
 
 
-def resolve_model(model: str | Path | None, env: str = "EDGE_MODEL", default: str = DEFAULT_BUNDLE) -> Path:
+def resolve_model(model: str | Path | None, env: str = "EDGE_MODEL", default: str = DEFAULT_BUNDLE,
+                  make: str = "run `make demo` (or `edge pull`) to make it") -> Path:
     """The bundle folder `model` names: a path, else a name in the cache. None: $`env`, else
     the default bundle. Example: "smollm2-135m-instruct-int8" -> ~/.cache/edge/bundles/smollm2-135m-instruct-int8"""
     given = model if model is not None else os.environ.get(env) or None
@@ -41,7 +42,7 @@ def resolve_model(model: str | Path | None, env: str = "EDGE_MODEL", default: st
         path = bundles_dir() / default
         if not path.exists():
             raise BundleError(f"no model given and the default {default} is not in {bundles_dir()}. Pass -m "
-                              f"BUNDLE or a model name, set {env}, or run `make demo` (or `edge pull`) to make it.")
+                              f"BUNDLE or a model name, set {env}, or {make}.")
         return path
     path = Path(given).expanduser()
     if path.exists() or not is_name(str(given)):

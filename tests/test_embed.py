@@ -141,7 +141,8 @@ def test_hub_source_reads_sentence_transformers_files_from_the_hub(tiny_bert_dir
     folder = _with_sentence_transformers_files(tiny_bert_dir, tmp_path, {"pooling_mode_cls_token": True}, True, 16)
     asked = []
     monkeypatch.setattr(huggingface_hub, "snapshot_download",
-                        lambda repo, allow_patterns: asked.append((repo, allow_patterns)) or str(folder))
+                        lambda repo, allow_patterns, local_files_only=False:
+                        asked.append((repo, allow_patterns)) or str(folder))
     src = Source("someone/tiny-bert", "feature-extraction", AutoConfig.from_pretrained(folder), {}, "", None)
     found = sentence_transformers.folder(src)
     assert asked == [("someone/tiny-bert", sentence_transformers.FILES)] and found == folder

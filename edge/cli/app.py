@@ -56,7 +56,8 @@ def resolve_bundle(model: Path | str | None) -> Path:
 
 
 def resolve_embedding_bundle(model: Path | str | None) -> Path:
-    return resolve_model(model, "EDGE_EMBEDDING_MODEL", DEFAULT_EMBEDDING_BUNDLE)
+    return resolve_model(model, "EDGE_EMBEDDING_MODEL", DEFAULT_EMBEDDING_BUNDLE,
+                         "export it once with `python -m export.default embeddings`")
 
 
 def load_for(path: Path, task: str):
