@@ -157,23 +157,44 @@ def stream(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[in
            eos_ids: Collection[int] = (), stop: Sequence[str] = (), reuse: int = 0, draft: str = "lookup",
            load_s: float = 0.0) -> Iterator[StreamChunk]:
     """Text chunks, one per sampled token; EOS and stop strings end it and are not emitted."""
-    eos, stops, text = frozenset(eos_ids), StopStrings(stop), StreamDetokenizer(tokenizer)
     stats = DraftStats()
-    clock = _Clock(len(prompt_ids), len(prompt_ids) - prefill_start(len(prompt_ids), reuse), load_s, stats)
-    tokens = generate_tokens(decoder, prompt_ids, sampler, max_tokens, reuse, draft, stats)
-    for count, token in enumerate(tokens, start=1):
-        clock.tick()
-        if token in eos:
-            yield StreamChunk(stops.flush(text.flush()), token, "stop", clock.timings(count))
+    clock = Clock(len(prompt_ids), len(prompt_ids) - prefill_start(len(prompt_ids), reuse), load_s, stats)
+    text = TextStream(tokenizer, max_tokens, eos_ids, stop, clock)
+    for token in generate_tokens(decoder, prompt_ids, sampler, max_tokens, reuse, draft, stats):
+        yield text.push(token)
+        if text.finished:
             return
+
+
+class TextStream:
+    """One generation's sampled ids in, its text chunks out: the stop rules (EOS, stop
+    strings, max tokens), UTF-8-safe detokenization, and the timings on the last chunk.
+    `stream` and the batching scheduler both push their tokens through one of these."""
+
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int, eos_ids: Collection[int], stop: Sequence[str],
+                 clock: Clock):
+        self._eos, self._stops, self._text = frozenset(eos_ids), StopStrings(stop), StreamDetokenizer(tokenizer)
+        self._max_tokens, self._clock, self._count = max_tokens, clock, 0
+        self.finished = False
+
+    def push(self, token: int) -> StreamChunk:
+        """The chunk `token` releases; after a chunk with a finish reason, `finished` is set."""
+        self._clock.tick()
+        self._count += 1
+        count, stops, text = self._count, self._stops, self._text
+        if token in self._eos:
+            return self._last(StreamChunk(stops.flush(text.flush()), token, "stop", self._clock.timings(count)))
         released, hit = stops.push(text.push(token))
         if hit:
-            yield StreamChunk(released, token, "stop", clock.timings(count))
-            return
-        if count == max_tokens:
-            yield StreamChunk(released + stops.flush(text.flush()), token, "length", clock.timings(count))
-            return
-        yield StreamChunk(released, token)
+            return self._last(StreamChunk(released, token, "stop", self._clock.timings(count)))
+        if count == self._max_tokens:
+            chunk = StreamChunk(released + stops.flush(text.flush()), token, "length", self._clock.timings(count))
+            return self._last(chunk)
+        return StreamChunk(released, token)
+
+    def _last(self, chunk: StreamChunk) -> StreamChunk:
+        self.finished = True
+        return chunk
 
 
 def generate(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
@@ -182,8 +203,8 @@ def generate(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[
     return "".join(chunk.text for chunk in stream(decoder, tokenizer, prompt_ids, sampler, max_tokens, **kw))
 
 
-class _Clock:
-    """Wall-clock marks for the final chunk's timings."""
+class Clock:
+    """Wall-clock marks for the final chunk's timings, from its creation (the request's start)."""
 
     def __init__(self, prompt_tokens: int, prefilled: int, load_s: float, drafts: DraftStats):
         self.prompt_tokens, self.prefilled, self.load_s, self.drafts = prompt_tokens, prefilled, load_s, drafts
