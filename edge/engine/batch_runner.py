@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.engine.decoder_runner import PREFILL_CHUNK, CallBuffers, DecoderRunner
+from edge.engine.decoder_runner import PREFILL_CHUNK, CallBuffers, DecoderRunner, prefill_blocks
 from edge.engine.kv_cache import SharedKVCache
 from edge.errors import ContextWindowError, InputError
 
@@ -58,6 +58,12 @@ class BatchRunner:
 
     def rewind_to(self, n: int, slot: int) -> None:
         self.cache.rewind_to(n, slot)
+
+    @staticmethod
+    def blocks(count: int) -> list[int]:
+        """The sizes `count` prompt tokens are prefilled in, as DecoderRunner runs them (the
+        same blocks give the same logits as a solo run)."""
+        return prefill_blocks(count)
 
     def prefill(self, slot: int, ids: Sequence[int]) -> np.ndarray:
         """Append `ids` (at most PREFILL_CHUNK) to the slot; logits (vocab,) after the last."""

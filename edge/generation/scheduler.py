@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.engine.decoder_runner import prefill_blocks
 from edge.errors import ContextWindowError
 from edge.generation.generate import Clock, DraftStats, StreamChunk, TextStream, check_fits, prefill_start
 from edge.generation.sampler import Sampler
@@ -113,7 +112,7 @@ class Scheduler:
         start = prefill_start(len(request.ids), held)
         self.runner.rewind_to(start, slot)
         rest = request.ids[start:]
-        blocks = deque(rest[a:b] for a, b in _spans(prefill_blocks(len(rest))))
+        blocks = deque(rest[a:b] for a, b in _spans(self.runner.blocks(len(rest))))
         stats = DraftStats()
         clock = Clock(len(request.ids), len(rest), self.load_s, stats)
         text = TextStream(self.tokenizer, request.max_tokens, request.eos_ids, request.stop, clock)
