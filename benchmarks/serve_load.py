@@ -1,18 +1,19 @@
-"""`edge serve` under load (not a test): requests/s and p50/p95 latency of greedy chat
-completions at several concurrency levels, then the server's RSS over 200 sequential requests.
+"""`edge serve --parallel N` against llama.cpp's llama-server (-np N) under load (not a test).
 
-The server runs as its own process (`edge serve`, so RSS is its own) on a free port of
-127.0.0.1; clients are threads using http.client. Every loop is bounded in count, and the
-whole run in time (--time-limit): it stops by itself.
+Each server runs as its own process on a free port of 127.0.0.1 (loopback only). Clients
+are threads using the real `openai` client, streaming chat completions: ~100-token prompts
+(half of them behind one shared system prompt) and 128 new tokens. At each concurrency
+level: aggregate generated tokens/s, requests/s, p50/p95 time to first token, p50/p95
+time between tokens, and the server's peak RSS (VmHWM). Servers alternate level by level,
+so a slow patch of the shared machine hits both. Every loop is bounded; --time-limit too.
 
-    python benchmarks/serve_load.py                       # the default SmolLM2 int8 bundle
-    python benchmarks/serve_load.py --bundle B --requests 16 --max-tokens 32 --json out.json
+    python benchmarks/serve_load.py --parallel 8 --out /tmp/serve_load_run.md
+    python benchmarks/serve_load.py --concurrency 1 4 --requests-per-client 1   # a short run
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import socket
@@ -24,128 +25,166 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HOST = "127.0.0.1"
-QUESTIONS = ["What is the capital of France?", "Name three fruits.", "Why is the sky blue?", "What is 12 times 7?",
-             "Give me a word that rhymes with cat.", "What do bees make?", "Describe rain in one line.",
-             "What is a haiku?"]
+HERE = Path(__file__).resolve().parent
+LLAMA_BIN = Path("/work/.peers-src/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin")  # see README.md
+SYSTEM = ("You are a patient teacher. Answer in full sentences, explain each step, give one example, and end "
+          "with a short summary. Avoid lists unless asked; prefer plain words to jargon.")
+TOPICS = ["why the sky is blue", "how bees make honey", "how a bicycle stays upright", "why bread rises",
+          "how rain forms", "what a compiler does", "how tides work", "why leaves change colour",
+          "how a refrigerator keeps food cold", "what makes a good essay", "how vaccines train the body",
+          "why the moon has phases", "how a lighthouse warns ships", "how glass is made", "what causes thunder",
+          "how a seed becomes a tree"]
+
+
+def question(i: int) -> list[dict]:
+    """~100 tokens: even requests share the system prompt (prompt reuse), odd ones carry their own."""
+    ask = (f"Please explain {TOPICS[i % len(TOPICS)]} to a curious twelve-year-old who likes science, in "
+           f"enough detail that they could explain it to a friend afterwards. Request {i}.")
+    if i % 2 == 0:
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ask}]
+    return [{"role": "user", "content": f"{ask} Use simple words, one example, and a closing summary. "
+                                        f"Take your time and be thorough in every part of the answer."}]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
 
 
 class Server:
-    """`edge serve -m BUNDLE` in a child process on a free loopback port."""
+    def __init__(self, name: str, command: list[str], cwd: Path | None, port: int, deadline: float):
+        import openai
 
-    def __init__(self, bundle: str, max_queue: int, deadline: float):
-        with socket.socket() as probe:
-            probe.bind((HOST, 0))
-            self.port = probe.getsockname()[1]
-        code = "import sys; from edge.cli import main; sys.exit(main(sys.argv[1:]))"
-        self.process = subprocess.Popen([sys.executable, "-c", code, "serve", "-m", bundle, "--host", HOST,
-                                         "--port", str(self.port), "--max-queue", str(max_queue)])
-        while not self._healthy():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
-        self.model = self.request("GET", "/v1/models")[1]["data"][0]["id"]
+        self.name, self.port = name, port
+        self.process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = openai.OpenAI(base_url=f"http://{HOST}:{port}/v1", api_key="unused", max_retries=0,
+                                    timeout=600)
+        while True:
+            try:
+                self.model = self.client.models.list().data[0].id
+                break
+            except Exception:  # not listening yet (or llama-server still loading: 503)
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit(f"{name} did not start")
+                time.sleep(0.3)
 
-    def _healthy(self) -> bool:
-        try:
-            return self.request("GET", "/health")[0] == 200
-        except OSError:
-            return False
-
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        connection = http.client.HTTPConnection(HOST, self.port, timeout=600)
-        try:
-            connection.request(method, path, body=json.dumps(body) if body else None,
-                               headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            return response.status, json.loads(response.read())
-        finally:
-            connection.close()
-
-    def chat(self, question: str, max_tokens: int) -> float:
-        """Seconds for one greedy chat completion."""
+    def chat(self, messages: list[dict], max_tokens: int) -> dict:
+        """One streamed greedy completion: arrival time of each piece of text."""
         started = time.perf_counter()
-        status, reply = self.request("POST", "/v1/chat/completions", {
-            "model": self.model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
-            "temperature": 0})
-        if status != 200:
-            raise SystemExit(f"request failed with {status}: {reply}")
-        return time.perf_counter() - started
+        stream = self.client.chat.completions.create(model=self.model, messages=messages, max_tokens=max_tokens,
+                                                     temperature=0, stream=True,
+                                                     stream_options={"include_usage": True})
+        arrivals, tokens = [], None
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                arrivals.append(time.perf_counter())
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+        return {"start": started, "arrivals": arrivals, "tokens": tokens if tokens is not None else len(arrivals)}
 
-    def rss_mb(self) -> float:
+    def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(30)
 
 
-def load(server: Server, concurrency: int, requests: int, max_tokens: int) -> dict:
-    """`requests` chat completions from `concurrency` threads at once."""
-    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(requests)]
+def edge_server(args, deadline: float) -> Server:
+    port = free_port()
+    code = "import sys; from edge.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-c", code, "serve", "-m", args.bundle, "--host", HOST, "--port", str(port),
+               "--parallel", str(args.parallel), "--kv-tokens", str(args.parallel * args.ctx_per_slot),
+               "--max-queue", "64"]
+    return Server("edge", command, None, port, deadline)
+
+
+def llama_server(args, deadline: float) -> Server:
+    sys.path.insert(0, str(HERE))
+    from compare import PEERS, ensure_model
+    from export.fetch import SMOLLM2, fetch
+
+    gguf = ensure_model(args, next(p for p in PEERS if p.kind == "q8_0"), fetch(SMOLLM2))
+    port = free_port()
+    command = ["./llama-server", "-m", str(gguf), "--host", HOST, "--port", str(port), "-np", str(args.parallel),
+               "-c", str(args.parallel * args.ctx_per_slot), "-t", str(args.threads), "--no-webui"]
+    return Server("llama-server", command, args.llama_bin, port, deadline)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def load(server: Server, concurrency: int, requests: int, max_tokens: int, offset: int) -> dict:
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        latencies = sorted(pool.map(lambda q: server.chat(q, max_tokens), questions))
+        runs = list(pool.map(lambda i: server.chat(question(offset + i), max_tokens), range(requests)))
     wall = time.perf_counter() - started
-    return {"concurrency": concurrency, "requests": requests, "requests_per_s": requests / wall,
-            "p50_s": statistics.median(latencies), "p95_s": latencies[min(len(latencies) - 1,
-                                                                            round(0.95 * (len(latencies) - 1)))]}
+    ttft = [r["arrivals"][0] - r["start"] for r in runs if r["arrivals"]]
+    gaps = [b - a for r in runs for a, b in zip(r["arrivals"], r["arrivals"][1:])]
+    return {"server": server.name, "concurrency": concurrency, "requests": requests, "wall_s": wall,
+            "tok_s": sum(r["tokens"] for r in runs) / wall, "req_s": requests / wall,
+            "ttft_p50": percentile(ttft, 0.5), "ttft_p95": percentile(ttft, 0.95),
+            "tbt_p50": percentile(gaps, 0.5), "tbt_p95": percentile(gaps, 0.95), "peak_rss_mb": server.peak_rss_mb()}
 
 
-def rss_over(server: Server, count: int, max_tokens: int) -> dict:
-    """Server RSS after a warm-up of 20 requests and after `count` more, one at a time."""
-    for i in range(20):
-        server.chat(QUESTIONS[i % len(QUESTIONS)], max_tokens)
-    before = server.rss_mb()
-    for i in range(count):
-        server.chat(QUESTIONS[i % len(QUESTIONS)], max_tokens)
-    after = server.rss_mb()
-    return {"requests": count, "rss_before_mb": before, "rss_after_mb": after, "growth": after / before - 1}
-
-
-def default_bundle() -> str:
-    from export.default import ensure_default_bundle
-
-    return str(ensure_default_bundle())
+def report(rows: list[dict], args) -> str:
+    lines = [f"serve_load: {Path(args.bundle).name} vs llama-server Q8_0, slots {args.parallel} "
+             f"({args.ctx_per_slot} tokens each), {args.threads} threads, {args.max_tokens} new tokens, "
+             f"{args.requests_per_client} requests per client, {os.cpu_count()} CPUs", "",
+             "| server | clients | tok/s | req/s | TTFT p50 (s) | TTFT p95 (s) | TBT p50 (ms) | TBT p95 (ms) | peak RSS (MB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['server']} | {r['concurrency']} | {r['tok_s']:.1f} | {r['req_s']:.2f} | {r['ttft_p50']:.2f} "
+                     f"| {r['ttft_p95']:.2f} | {1000 * r['tbt_p50']:.1f} | {1000 * r['tbt_p95']:.1f} "
+                     f"| {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", help="bundle folder (default: the SmolLM2 int8 default bundle)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--rss-requests", type=int, default=200)
-    parser.add_argument("--rss-max-tokens", type=int, default=8)
-    parser.add_argument("--time-limit", type=float, default=1800, help="seconds; the run stops past it")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--bundle", default=str(Path.home() / ".cache/edge/bundles/smollm2-135m-instruct-int8"))
+    parser.add_argument("--parallel", type=int, default=8, help="edge --parallel and llama-server -np")
+    parser.add_argument("--ctx-per-slot", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--servers", nargs="+", default=["edge", "llama-server"])
+    parser.add_argument("--llama-bin", type=Path, default=LLAMA_BIN)
+    parser.add_argument("--peers-venv", type=Path, default=Path.home() / ".cache/edge/peers-venv")
+    parser.add_argument("--optimum-venv", type=Path, default=Path.home() / ".cache/edge/optimum-venv")
+    parser.add_argument("--time-limit", type=float, default=1800)
+    parser.add_argument("--out", type=Path, help="write the markdown table here")
+    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     deadline = time.monotonic() + args.time_limit
-    bundle = args.bundle or default_bundle()
-    server = Server(bundle, max_queue=max(args.concurrency), deadline=deadline)
-    results = {"bundle": bundle, "max_tokens": args.max_tokens, "cpus": os.cpu_count(), "load": []}
+    makers = {"edge": edge_server, "llama-server": llama_server}
+    servers = {name: makers[name](args, deadline) for name in args.servers}
+    rows = []
     try:
-        server.chat(QUESTIONS[0], args.max_tokens)  # warm-up
+        for name, server in servers.items():  # warm-up
+            server.chat(question(0), 16)
         for concurrency in args.concurrency:
-            if time.monotonic() > deadline:
-                break
-            results["load"].append(load(server, concurrency, args.requests, args.max_tokens))
-            print(f"concurrency {concurrency}: done", file=sys.stderr, flush=True)
-        if args.rss_requests and time.monotonic() < deadline:
-            results["rss"] = rss_over(server, args.rss_requests, args.rss_max_tokens)
+            for name, server in servers.items():  # alternating, level by level
+                if time.monotonic() > deadline:
+                    break
+                rows.append(load(server, concurrency, concurrency * args.requests_per_client, args.max_tokens,
+                                 offset=concurrency))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:
-        server.stop()
-    print(f"{Path(bundle).name}, greedy chat, max_tokens {args.max_tokens}, {args.requests} requests per level")
-    print("| concurrency | requests/s | p50 latency (s) | p95 latency (s) |\n|---|---|---|---|")
-    for row in results["load"]:
-        print(f"| {row['concurrency']} | {row['requests_per_s']:.2f} | {row['p50_s']:.2f} | {row['p95_s']:.2f} |")
-    if "rss" in results:
-        r = results["rss"]
-        print(f"RSS over {r['requests']} sequential requests (max_tokens {args.rss_max_tokens}): "
-              f"{r['rss_before_mb']:.1f} MB -> {r['rss_after_mb']:.1f} MB ({r['growth']:+.1%})")
+        for server in servers.values():
+            server.stop()
+    text = report(rows, args)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

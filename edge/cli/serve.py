@@ -10,6 +10,7 @@ import typer
 
 from edge.cli.app import app, resolve_bundle
 from edge.errors import EdgeError, UsageError, require_extra
+from edge.generation.scheduler import DEFAULT_KV_TOKENS, DEFAULT_SLOTS
 
 
 @app.command()
@@ -24,6 +25,10 @@ def serve(
     threads: int = typer.Option(None, "--threads", help="onnxruntime threads per model (default: physical cores)."),
     draft: str = typer.Option("lookup", "--draft", help="lookup (default): prompt-lookup drafts, several tokens "
                               "checked per step (same output); none: one token per step."),
+    parallel: int = typer.Option(DEFAULT_SLOTS, "--parallel", min=1, help="Requests a generation model decodes "
+                                 "together (continuous batching); 1: one at a time, with --draft."),
+    kv_tokens: int = typer.Option(DEFAULT_KV_TOKENS, "--kv-tokens", min=1, help="KV-cache tokens the parallel "
+                                  "requests share; each holds at most kv-tokens / parallel (prompt + reply)."),
 ):
     """Serve bundles over OpenAI's HTTP API: /v1/models, /v1/chat/completions, /v1/completions,
     /v1/embeddings, /health. The model id is the bundle folder's name."""
@@ -45,7 +50,8 @@ def serve(
         print(warning, file=sys.stderr)
     print(f"edge serve: http://{host}:{port}/v1 serving {', '.join(loaded)}", file=sys.stderr)
     # Open streams get 5 s to finish on Ctrl-C; then the workers stop their jobs.
-    uvicorn.run(create_app(loaded, api_key, max_queue, draft=draft), host=host, port=port, log_level="warning",
+    app = create_app(loaded, api_key, max_queue, draft=draft, parallel=parallel, kv_tokens=kv_tokens)
+    uvicorn.run(app, host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=5)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from edge.cli.app import ModelOption, app, from_argv, load_for, read_stdin, resolve_bundle
-from edge.errors import IncompleteOutputError, InputError
+from edge.errors import IncompleteOutputError, InputError, UsageError
 
 
 def _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft) -> dict:
@@ -55,7 +55,7 @@ Draft = typer.Option("lookup", "--draft", help="lookup (default): check tokens g
 
 @app.command()
 def generate(
-    prompt: str = typer.Argument(..., help="The prompt, or - to read it from standard input."),
+    prompt: str = typer.Argument(None, help="The prompt, or - to read it from standard input (not with --batch)."),
     model: Path = ModelOption,
     max_tokens: int = MaxTokens,
     temperature: float = Temperature,
@@ -72,13 +72,31 @@ def generate(
     choice: list[str] = Choice,
     raw: bool = typer.Option(False, "--raw", help="Use the prompt as plain text (skip the chat template)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
+    batch: Path = typer.Option(None, "--batch", help="A JSON-lines file of {\"prompt\": ...} objects (per-line "
+                               "options allowed), generated together; needs -o."),
+    output: Path = typer.Option(None, "-o", "--output", help="With --batch: JSON-lines results, appended; "
+                                "prompts already there are skipped (resume)."),
+    parallel: int = typer.Option(8, "--parallel", help="With --batch: sequences decoded together."),
+    kv_tokens: int = typer.Option(8192, "--kv-tokens", help="With --batch: KV-cache tokens shared by the "
+                                  "sequences (each holds at most kv-tokens / parallel)."),
 ):
-    """Generate a reply to PROMPT (through the bundle's chat template unless --raw), streamed."""
+    """Generate a reply to PROMPT (through the bundle's chat template unless --raw), streamed;
+    or, with --batch, replies to every prompt of a file, several at a time."""
+    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
+    options.update(_constraint(json_schema, regex, grammar, choice))
+    if batch is not None:
+        from edge.cli.batch import run_batch
+
+        if prompt is not None or output is None:
+            raise UsageError("--batch takes its prompts from the file and writes to -o: give -o OUT.jsonl and no PROMPT.")
+        lm = load_for(resolve_bundle(model), "text-generation")
+        run_batch(lm, batch, output, {**options, "raw": raw}, parallel, kv_tokens)
+        return
+    if prompt is None:
+        raise UsageError("give a PROMPT (or - for standard input), or --batch FILE -o OUT.")
     text = read_stdin() if prompt == "-" else from_argv(prompt)
     if not text.strip():
         raise InputError("the prompt is empty: give some text (or pipe it in with -).")
-    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
-    options.update(_constraint(json_schema, regex, grammar, choice))
     lm = load_for(resolve_bundle(model), "text-generation")
     chunks = lm.stream(text, raw=raw, **options)
     if as_json:

@@ -63,7 +63,7 @@ class DecoderRunner:
         self.rows = rows
         self.cache = make_cache(manifest.graph.kv, manifest.model)
         self._io = session.io_binding()
-        self._calls = _CallBuffers(manifest.model, rows)
+        self._calls = CallBuffers(manifest.model, rows)
 
     @classmethod
     def open(cls, bundle: Bundle, threads: int | None = None) -> DecoderRunner:
@@ -111,7 +111,7 @@ class DecoderRunner:
         tokens = self._check(ids)  # (seq,)
         if tokens.size <= PREFILL_CHUNK:
             return self._call(tokens, keep)
-        blocks = np.array_split(tokens, -(-tokens.size // PREFILL_CHUNK))  # near-equal sizes
+        blocks = np.split(tokens, np.cumsum(prefill_blocks(tokens.size))[:-1])
         first_kept, start, kept = tokens.size - keep, 0, []
         for block in blocks:
             wanted = start + block.size - max(start, first_kept)  # positions of this block to keep
@@ -124,7 +124,7 @@ class DecoderRunner:
     def _call(self, tokens: np.ndarray, keep: int) -> np.ndarray:
         """One graph call: tokens (seq,) appended to the cache -> logits (keep, vocab)."""
         self.cache.bind(self._io, tokens.size)
-        logits = self._calls.bind(self._io, tokens, keep)
+        logits = self._calls.bind(self._io, tokens[None], keep)
         self.session.run_bound(self._io)
         self.cache.commit(tokens.size)
         return logits[0].copy()  # (keep, vocab); the next call of this shape overwrites the buffer
@@ -144,31 +144,38 @@ class DecoderRunner:
         return tokens
 
 
-class _CallBuffers:
+def prefill_blocks(count: int) -> list[int]:
+    """Sizes of the graph calls that prefill `count` tokens: near-equal, at most PREFILL_CHUNK.
+    Example: 130 -> [44, 43, 43]"""
+    calls = -(-count // PREFILL_CHUNK)
+    return [len(b) for b in np.array_split(np.empty(count), calls)]
+
+
+class CallBuffers:
     """The token input, logits_to_keep and logits of graph calls, one set of arrays per call
-    shape (seq, keep), made and bound once: a decode step then makes no arrays and no
+    shape (batch, seq, keep), made and bound once: a decode step then makes no arrays and no
     bindings, only a copy of the logits out. A call of another shape rebinds the names."""
 
     MAX_SHAPES = 16  # prompt blocks and draft lengths come in a handful of shapes
 
     def __init__(self, model: ModelConfig, rows: TokenRows | None):
         self.model, self.rows = model, rows
-        self._shapes: dict[tuple[int, int], tuple] = {}  # (seq, keep) -> (tokens, logits, keep, values)
-        self._bound: tuple[int, int] | None = None
+        self._shapes: dict[tuple[int, int, int], tuple] = {}  # (batch, seq, keep) -> (tokens, logits, keep, values)
+        self._bound: tuple[int, int, int] | None = None
 
     def bind(self, io: ort.IOBinding, tokens: np.ndarray, keep: int) -> np.ndarray:
-        """Write `tokens` (seq,) into their input buffer, bound with the logits (1, keep, vocab)
-        it returns (filled by the run)."""
-        shape = (tokens.size, keep)
+        """Write `tokens` (batch, seq) into their input buffer, bound with the logits
+        (batch, keep, vocab) it returns (filled by the run)."""
+        shape = (*tokens.shape, keep)
         if shape not in self._shapes:
             if len(self._shapes) >= self.MAX_SHAPES:
                 self._shapes.clear()
             self._shapes[shape] = self._make(*shape)
         token_input, logits, _, values = self._shapes[shape]
         if self.rows is None:
-            token_input[0] = tokens
+            token_input[...] = tokens
         else:
-            self.rows.lookup(tokens, out=token_input[0])
+            self.rows.lookup(tokens.ravel(), out=token_input.reshape(tokens.size, -1))  # a view: (batch * seq, hidden)
         if self._bound != shape:
             (tokens_name, tokens_value), keep_value, logits_value = values
             io.bind_ortvalue_input(tokens_name, tokens_value)
@@ -177,13 +184,13 @@ class _CallBuffers:
             self._bound = shape
         return logits
 
-    def _make(self, seq: int, keep: int) -> tuple:
+    def _make(self, batch: int, seq: int, keep: int) -> tuple:
         if self.rows is None:
-            name, token_input = IDS, np.zeros((1, seq), dtype=np.int64)  # (1, seq)
+            name, token_input = IDS, np.zeros((batch, seq), dtype=np.int64)  # (batch, seq)
         else:
-            name, token_input = ROWS, np.zeros((1, seq, self.model.hidden_size), dtype=np.float32)  # (1, seq, hidden)
+            name, token_input = ROWS, np.zeros((batch, seq, self.model.hidden_size), dtype=np.float32)  # (batch, seq, hidden)
         keep_array = np.array(keep, dtype=np.int64)
-        logits = np.empty((1, keep, self.model.vocab_size), dtype=np.float32)  # (1, keep, vocab)
+        logits = np.empty((batch, keep, self.model.vocab_size), dtype=np.float32)  # (batch, keep, vocab)
         as_value = ort.OrtValue.ortvalue_from_numpy  # shares the numpy memory
         values = [(name, as_value(token_input)), as_value(keep_array), as_value(logits)]
         return token_input, logits, keep_array, values  # the arrays outlive their OrtValues

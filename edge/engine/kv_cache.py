@@ -17,7 +17,10 @@ Two layouts:
   array per tensor, bound as both past and present, so GroupQueryAttention writes a call's
   new entries in place at each slot's length (no per-step copy that grows with the
   context). A call on one slot binds that slot's rows, a view (no copy). Capacity grows
-  (doubling, up to the context length) with one copy.
+  (doubling, up to the context length) with one copy. `bind_batch(io, count)` binds the
+  first `count` slots' rows at once for a call of one new token per slot (continuous
+  batching): onnxruntime's GroupQueryAttention reads each slot's own length from
+  `seqlens_k` over the right-padded rows.
 - concatenated (plain graphs: traced models, inspection): present = concat(past, new), and
   the cache keeps present as the next past.
 """
@@ -74,6 +77,10 @@ class KVCache:
     def bind(self, io: ort.IOBinding, new_tokens: int, slot: int = 0) -> None:
         raise NotImplementedError
 
+    def bind_batch(self, io: ort.IOBinding, count: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__} runs one slot per call: batching needs a fused graph "
+                                  "(a shared-buffer KV cache)")
+
 
 class SharedKVCache(KVCache):
     def __init__(self, layout: KVLayout, model: ModelConfig, slots: int = 1):
@@ -81,7 +88,8 @@ class SharedKVCache(KVCache):
         self._buffers: list[np.ndarray] = []  # each (slots, kv_heads, capacity, head_dim)
         self._seqlens = np.zeros(1, dtype=np.int32)  # (batch,) tokens in the slot after the call - 1
         self._total = np.array(0, dtype=np.int32)  # () tokens after the call (longest slot)
-        self._bound: tuple | None = None  # (io, slot) the names are bound to; None after a growth
+        self._bound: dict[ort.IOBinding, object] = {}  # io -> the slot (or ("batch", count)) its names are bound to
+        self._batch_seqlens: dict[int, np.ndarray] = {}  # count -> (count,) lengths, bound by bind_batch
 
     @property
     def capacity(self) -> int:
@@ -97,15 +105,34 @@ class SharedKVCache(KVCache):
         total = self._lengths[slot] + new_tokens
         if total > self.capacity:
             self._grow(total)
-        if self._bound != (io, slot):
-            for past, present, buffer in zip(self.past_names, self.present_names, self._buffers):
-                value = ort.OrtValue.ortvalue_from_numpy(buffer[slot : slot + 1])  # (1, kv_heads, capacity, head_dim), shared
-                io.bind_ortvalue_input(past, value)
-                io.bind_ortvalue_output(present, value)
-            io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(self._seqlens))
-            io.bind_ortvalue_input("total_sequence_length", ort.OrtValue.ortvalue_from_numpy(self._total))
-            self._bound = (io, slot)
+        if self._bound.get(io) != slot:
+            self._bind_rows(io, slice(slot, slot + 1), self._seqlens)
+            self._bound[io] = slot
         self._seqlens[0], self._total[...] = total - 1, total
+
+    def bind_batch(self, io: ort.IOBinding, count: int) -> None:
+        """Rows of slots [0, count) bound for a call of one new token per slot: each slot's
+        token lands at its own length. Commit the slots whose token counts (`commit(1, slot)`);
+        a slot that is not committed only had a position past its end written, which its next
+        call overwrites."""
+        lengths = self._lengths[:count]
+        if not 0 < count <= self.slots:
+            raise ValueError(f"a batch of {count} slots does not fit a cache of {self.slots}")
+        if max(lengths) + 1 > self.capacity:
+            self._grow(max(lengths) + 1)
+        seqlens = self._batch_seqlens.setdefault(count, np.zeros(count, dtype=np.int32))  # (count,)
+        if self._bound.get(io) != ("batch", count):
+            self._bind_rows(io, slice(0, count), seqlens)
+            self._bound[io] = ("batch", count)
+        seqlens[:], self._total[...] = lengths, max(lengths) + 1  # one new token: length after - 1 = length
+
+    def _bind_rows(self, io: ort.IOBinding, rows: slice, seqlens: np.ndarray) -> None:
+        for past, present, buffer in zip(self.past_names, self.present_names, self._buffers):
+            value = ort.OrtValue.ortvalue_from_numpy(buffer[rows])  # (slots in rows, kv_heads, capacity, head_dim), shared
+            io.bind_ortvalue_input(past, value)
+            io.bind_ortvalue_output(present, value)
+        io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(seqlens))
+        io.bind_ortvalue_input("total_sequence_length", ort.OrtValue.ortvalue_from_numpy(self._total))
 
     def _grow(self, needed: int, exact: bool = False) -> None:
         """Doubling amortizes the copies when the final length is unknown; `exact` when it is."""
@@ -118,7 +145,8 @@ class SharedKVCache(KVCache):
         held = max(self._lengths)
         for old, new in zip(self._buffers, grown):
             new[:, :, :held] = old[:, :, :held]
-        self._buffers, self._bound = grown, None
+        self._buffers = grown
+        self._bound.clear()
 
 
 def _mapped_zeros(shape: tuple[int, ...], count: int) -> list[np.ndarray]:

@@ -171,28 +171,47 @@ def stream(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[in
            matcher: Matcher | None = None, load_s: float = 0.0) -> Iterator[StreamChunk]:
     """Text chunks, one per sampled token; EOS and stop strings end it and are not emitted.
     With a `matcher`, the last chunk says whether the reply fits the grammar whole."""
-    eos, stops, text = frozenset(eos_ids), StopStrings(stop), StreamDetokenizer(tokenizer)
     stats = DraftStats()
-    clock = _Clock(len(prompt_ids), len(prompt_ids) - prefill_start(len(prompt_ids), reuse), load_s, stats)
-    tokens = generate_tokens(decoder, prompt_ids, sampler, max_tokens, reuse, draft, stats, matcher)
-
-    def last(released: str, token: int, reason: str, count: int) -> StreamChunk:
-        complete = None if matcher is None else matcher.accepting
-        return StreamChunk(released, token, reason, clock.timings(count), complete)
-
-    for count, token in enumerate(tokens, start=1):
-        clock.tick()
-        if token in eos:
-            yield last(stops.flush(text.flush()), token, "stop", count)
+    clock = Clock(len(prompt_ids), len(prompt_ids) - prefill_start(len(prompt_ids), reuse), load_s, stats)
+    text = TextStream(tokenizer, max_tokens, eos_ids, stop, clock, matcher)
+    for token in generate_tokens(decoder, prompt_ids, sampler, max_tokens, reuse, draft, stats, matcher):
+        yield text.push(token)
+        if text.finished:
             return
+
+
+class TextStream:
+    """One generation's sampled ids in, its text chunks out: the stop rules (EOS, stop
+    strings, max tokens), UTF-8-safe detokenization, and the timings on the last chunk.
+    `stream` and the batching scheduler both push their tokens through one of these."""
+
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int, eos_ids: Collection[int], stop: Sequence[str],
+                 clock: Clock, matcher: Matcher | None = None):
+        self._eos, self._stops, self._text = frozenset(eos_ids), StopStrings(stop), StreamDetokenizer(tokenizer)
+        self._max_tokens, self._clock, self._count = max_tokens, clock, 0
+        self._matcher = matcher  # a constraint: the last chunk says whether the text fits it whole
+        self.finished = False
+
+    def push(self, token: int) -> StreamChunk:
+        """The chunk `token` releases; after a chunk with a finish reason, `finished` is set."""
+        self._clock.tick()
+        self._count += 1
+        count, stops, text = self._count, self._stops, self._text
+        if token in self._eos:
+            return self._last(StreamChunk(stops.flush(text.flush()), token, "stop", self._clock.timings(count)))
         released, hit = stops.push(text.push(token))
         if hit:
-            yield last(released, token, "stop", count)
-            return
-        if count == max_tokens:
-            yield last(released + stops.flush(text.flush()), token, "length", count)
-            return
-        yield StreamChunk(released, token)
+            return self._last(StreamChunk(released, token, "stop", self._clock.timings(count)))
+        if count == self._max_tokens:
+            chunk = StreamChunk(released + stops.flush(text.flush()), token, "length", self._clock.timings(count))
+            return self._last(chunk)
+        return StreamChunk(released, token)
+
+    def _last(self, chunk: StreamChunk) -> StreamChunk:
+        self.finished = True
+        if self._matcher is None:
+            return chunk
+        return StreamChunk(chunk.text, chunk.token, chunk.finish_reason, chunk.timings, self._matcher.accepting)
 
 
 def generate(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[int], sampler: Sampler, max_tokens: int,
@@ -201,8 +220,8 @@ def generate(decoder: DecoderRunner, tokenizer: Tokenizer, prompt_ids: Sequence[
     return "".join(chunk.text for chunk in stream(decoder, tokenizer, prompt_ids, sampler, max_tokens, **kw))
 
 
-class _Clock:
-    """Wall-clock marks for the final chunk's timings."""
+class Clock:
+    """Wall-clock marks for the final chunk's timings, from its creation (the request's start)."""
 
     def __init__(self, prompt_tokens: int, prefilled: int, load_s: float, drafts: DraftStats):
         self.prompt_tokens, self.prefilled, self.load_s, self.drafts = prompt_tokens, prefilled, load_s, drafts

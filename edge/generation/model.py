@@ -12,10 +12,7 @@ import functools
 import inspect
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +23,14 @@ from edge.generation import generate
 from edge.bundle import Bundle
 from edge.generation.chat import ChatSession
 from edge.generation.chat_template import Message, check_template, render
+from edge.engine.batch_runner import BatchRunner
 from edge.engine.decoder_runner import DecoderRunner
-from edge.errors import IncompleteOutputError, InputError, check_prompt
+from edge.errors import IncompleteOutputError, InputError, check_positive_int, check_prompt
 from edge.generation.constraints import Grammar, grammar_text
 from edge.generation.generate import StreamChunk, Timings, check_draft
 from edge.manifest import Manifest
-from edge.generation.sampler import SamplingParams, make_sampler
+from edge.generation.sampler import Sampler, SamplingParams, make_sampler
+from edge.generation.scheduler import DEFAULT_KV_TOKENS, DEFAULT_SLOTS, Request, Scheduler
 from edge.tokenizer import Tokenizer, load_tokenizer
 
 DEFAULT_MAX_TOKENS = 256
@@ -215,13 +214,12 @@ class LanguageModel:
                    reuse: int = 0) -> Iterator[StreamChunk]:
         """Token ids in, chunks out. A chat session passes its own `decoder` and how many
         leading ids its cache already holds (`reuse`)."""
-        params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
-        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        sampler, stops = _sampling(temperature, top_k, top_p, min_p, repetition_penalty, seed, stop)
         constraint = self.constraint(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
         # Each generation runs on a cache of its own (a fork shares the session and weights),
         # so interleaved streams and threads never see each other's tokens.
-        return generate.stream(decoder or self.decoder.fork(), self.tokenizer, list(ids), make_sampler(params),
-                               max_tokens, eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
+        return generate.stream(decoder or self.decoder.fork(), self.tokenizer, list(ids), sampler, max_tokens,
+                               eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
                                draft=check_draft(draft), load_s=self.load_s,
                                matcher=constraint.matcher() if constraint else None)
 
@@ -255,6 +253,45 @@ class LanguageModel:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # --- many generations at once (continuous batching) ----------------------------------
+
+    def scheduler(self, slots: int = DEFAULT_SLOTS, kv_tokens: int = DEFAULT_KV_TOKENS) -> Scheduler:
+        """A scheduler of `slots` sequences decoded together, sharing a KV budget of
+        `kv_tokens` (each slot holds at most kv_tokens // slots, and the context length)."""
+        check_positive_int(slots, "slots")
+        check_positive_int(kv_tokens, "kv_tokens")
+        if kv_tokens < slots:
+            raise InputError(f"{{param}} {kv_tokens} leaves no room for {slots} slots: give at least one token "
+                             "per slot.", param="kv_tokens")
+        runner = BatchRunner(self.decoder, slots, min(kv_tokens // slots, self.decoder.context_length))
+        return Scheduler(runner, self.tokenizer, self.load_s)
+
+    def request(self, ids: Sequence[int], sink: Callable[[StreamChunk], None], *,
+                max_tokens: int = DEFAULT_MAX_TOKENS, draft: str = "none",
+                cancelled: Callable[[], bool] = lambda: False, json_schema: Any = None, regex: str | None = None,
+                grammar: str | None = None, choices: Sequence[str] | None = None, **sampling) -> Request:
+        """One generation for a `scheduler()`, with the options of `stream_ids`; its chunks go
+        to `sink`. Batched steps check no drafts, so `draft` is accepted and not used; a
+        constraint masks every step (its forced tokens run one per step)."""
+        check_draft(draft)
+        sampler, stops = _sampling(**sampling)
+        constraint = self.constraint(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
+        return Request(list(ids), sampler, max_tokens, sink, self.manifest.tokenizer.eos_token_ids, stops, cancelled,
+                       constraint.matcher() if constraint else None)
+
+    def generate_batch(self, prompts: Sequence[str], *, raw: bool = False, slots: int = DEFAULT_SLOTS,
+                       kv_tokens: int = DEFAULT_KV_TOKENS, **options) -> list[str]:
+        """The completions of `prompts`, in order, generated `slots` at a time: each is the
+        text `generate(prompt, **options)` gives (exactly so on fp32 bundles)."""
+        if isinstance(prompts, str):
+            raise InputError("generate_batch takes a list of prompts; use generate for one.", param="prompts")
+        scheduler = self.scheduler(slots, kv_tokens)
+        texts: list[list[str]] = [[] for _ in prompts]
+        for pieces, prompt in zip(texts, prompts):
+            scheduler.add(self.request(self.encode_prompt(prompt, raw), lambda c, p=pieces: p.append(c.text), **options))
+        scheduler.run()
+        return ["".join(pieces) for pieces in texts]
+
     # --- scoring ---------------------------------------------------------------------------
 
     def perplexity(self, text: str) -> float:
@@ -287,6 +324,14 @@ def score(decoder: DecoderRunner, ids: Sequence[int]) -> Scores:
         argmax.append(logits.argmax(-1))
     decoder.reset()
     return Scores(nll / (len(ids) - 1), np.concatenate(argmax))
+
+
+def _sampling(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+              repetition_penalty: float = 1.0, seed: int | None = None,
+              stop: str | Sequence[str] | None = None) -> tuple[Sampler, tuple[str, ...]]:
+    """The sampler and stop strings of one generation, from the keyword options."""
+    params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+    return make_sampler(params), ((stop,) if isinstance(stop, str) else tuple(stop or ()))
 
 
 def next_token_nll(logits: np.ndarray, targets: Sequence[int], rows: int = 64) -> float:

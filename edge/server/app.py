@@ -30,15 +30,20 @@ from edge.server.http import MAX_BODY_BYTES, RequireKey, api_error, http_error, 
 from edge.server.openai_format import Completion
 from edge.server.schemas import (ApiError, GenerationRequest, from_edge_error, parse_chat, parse_completion,
                                  parse_embedding)
+from edge.generation.scheduler import DEFAULT_KV_TOKENS
+from edge.server.batch_worker import BatchWorker
 from edge.server.tools import as_text, parse_calls
 from edge.server.worker import END, Job, QueueFull, ShuttingDown, Worker
 
 
 def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
-               max_body: int = MAX_BODY_BYTES, draft: str = "lookup") -> Starlette:
+               max_body: int = MAX_BODY_BYTES, draft: str = "lookup", parallel: int = 1,
+               kv_tokens: int = DEFAULT_KV_TOKENS) -> Starlette:
     """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel);
-    `draft`: how generations draft tokens (see LanguageModel.stream_ids)."""
-    workers = {name: Worker(model, max_queue, name) for name, model in models.items()}
+    `draft`: how generations draft tokens (see LanguageModel.stream_ids); `parallel`: above
+    1, each generation model decodes that many requests together, sharing `kv_tokens` of KV
+    cache (speculative drafts are for one request at a time, parallel 1)."""
+    workers = {name: _make_worker(model, max_queue, name, parallel, kv_tokens) for name, model in models.items()}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -56,14 +61,21 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
     return app
 
 
+def _make_worker(model, max_queue: int, name: str, parallel: int, kv_tokens: int) -> Worker | BatchWorker:
+    if parallel > 1 and model.manifest.is_decoder:
+        return BatchWorker(model, max_queue, name, parallel, kv_tokens)
+    return Worker(model, max_queue, name)
+
+
 # --- routes ------------------------------------------------------------------------------
 
 
 async def health(request: Request) -> JSONResponse:
-    workers: dict[str, Worker] = request.app.state.workers
+    workers: dict[str, Worker | BatchWorker] = request.app.state.workers
     return JSONResponse({"status": "ok", "models": [
         {"id": name, "task": w.model.manifest.model.task, "busy": w.busy, "queued": w.queued, "served": w.served,
-         "cancelled": w.cancelled} for name, w in workers.items()]})
+         "cancelled": w.cancelled, "slots": getattr(w, "slots", 1), "slots_busy": getattr(w, "slots_busy", int(w.busy))}
+        for name, w in workers.items()]})
 
 
 async def list_models(request: Request) -> JSONResponse:
@@ -91,7 +103,8 @@ async def embeddings(request: Request) -> JSONResponse:
 
 async def _generate(request: Request, req: GenerationRequest):
     worker = _worker(request, req.model, decoder=True)
-    job, items = _submit(worker, req.model, partial(_stream, req, request.app.state.draft))
+    work = partial(_prompt, req) if isinstance(worker, BatchWorker) else partial(_stream, req, request.app.state.draft)
+    job, items = _submit(worker, req.model, work)
     completion = Completion(req.model, req.chat)
     # A prompt over the context window fails at the first item, before any header is sent.
     first = await _while_connected(request, job, anext(items))
@@ -190,7 +203,15 @@ def _sse(obj: dict) -> str:
 
 
 def _stream(req: GenerationRequest, draft: str, lm) -> Iterator:
-    """Chunks of one generation. Without max_tokens: as many as fit, up to edge's default."""
+    """Chunks of one generation."""
+    ids, options = _prompt(req, lm)
+    return lm.stream_ids(ids, draft=draft, **options)
+
+
+def _prompt(req: GenerationRequest, lm) -> tuple[list[int], dict]:
+    """The prompt's ids and the generation options (a batch worker's job too): tools in
+    the prompt and the grammar of their calls. Without max_tokens: as many as fit, up to
+    edge's default."""
     options = dict(req.options)
     if req.chat:
         turns = req.tools.messages(req.prompt, lm.manifest.tokenizer.chat_template) if req.tools else \
@@ -202,7 +223,7 @@ def _stream(req: GenerationRequest, draft: str, lm) -> Iterator:
         ids = lm.encode_prompt(req.prompt, raw=True)
     if options["max_tokens"] is None:
         options["max_tokens"] = max(1, min(DEFAULT_MAX_TOKENS, lm.decoder.context_length - len(ids)))
-    return lm.stream_ids(ids, draft=draft, **options)
+    return ids, options
 
 
 def _embed(texts: list[str], model) -> Iterator:

@@ -1,0 +1,182 @@
+"""Continuous batching: many generations share one decoder call per step.
+
+In: `Request`s (prompt ids, a sampler, stop rules, a sink for chunks). Out: each request's
+`StreamChunk`s, pushed to its sink as its tokens are sampled. The scheduler owns a
+`BatchRunner`'s slots; each `step()`:
+
+1. frees the slots of cancelled requests (finished ones left at the end of the last step);
+2. gives free slots to waiting requests, lowest slot first (so the decode batch, slots
+   0..m-1, stays short), or to the idle slot whose held tokens start the prompt (prompt
+   reuse, as llama.cpp's server does: a shared system prompt, the last chat turn);
+3. runs one block (at most PREFILL_CHUNK tokens) of one prompt at batch 1, so a long
+   prompt is read over several steps while running streams keep getting tokens;
+4. runs one decode call for every slot that has a token to feed, samples each row with its
+   request's own sampler, and pushes the token through the request's own `TextStream`.
+
+Every request keeps its own sampler (and seed), stop strings, max tokens, detokenizer and
+timings, and its logits are those of its own sequence (seqlens_k per slot), so its output
+is the one it gets alone. Batched steps run without speculative drafts.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge.errors import ContextWindowError
+from edge.generation.generate import Clock, DraftStats, StreamChunk, TextStream, check_fits, prefill_start
+from edge.generation.sampler import Sampler
+from edge.generation.stop import StopStrings
+
+if TYPE_CHECKING:
+    from edge.generation.constraints import Matcher
+    from edge.engine.batch_runner import BatchRunner
+    from edge.tokenizer import Tokenizer
+
+DEFAULT_SLOTS = 4  # sequences decoded together (edge serve --parallel; measured in benchmarks/README.md)
+DEFAULT_KV_TOKENS = 4096  # KV budget shared by the slots: 4 x 1,024 tokens, 189 MB for SmolLM2-135M
+MIN_REUSE = 16  # a held prefix shorter than this is not worth a slot beyond the lowest free one
+
+
+@dataclass
+class Request:
+    ids: list[int]  # the prompt
+    sampler: Sampler
+    max_tokens: int
+    sink: Callable[[StreamChunk], None]  # each chunk, on the scheduler's thread; the last has a finish reason
+    eos_ids: Collection[int] = ()
+    stop: Sequence[str] = ()
+    cancelled: Callable[[], bool] = lambda: False  # polled every step: True frees the slot
+    matcher: Matcher | None = None  # structured output: each row masked to the grammar (no forced tokens here)
+
+
+@dataclass
+class _Running:
+    """A request in its slot: its ids so far, the prompt blocks still to run, its text."""
+
+    request: Request
+    slot: int
+    text: TextStream
+    stats: DraftStats
+    blocks: deque[list[int]]  # prompt blocks not run yet
+    ids: list[int] = field(default_factory=list)  # prompt + sampled (what the repetition penalty sees)
+    next_token: int | None = None  # sampled, not yet fed
+
+
+class Scheduler:
+    def __init__(self, runner: BatchRunner, tokenizer: Tokenizer, load_s: float = 0.0):
+        self.runner, self.tokenizer, self.load_s = runner, tokenizer, load_s
+        self.waiting: deque[Request] = deque()
+        self.running: dict[int, _Running] = {}  # slot -> its request
+        self._held: list[list[int]] = [[] for _ in range(runner.slots)]  # ids each idle slot's cache holds
+        self.steps = 0
+
+    @property
+    def busy(self) -> int:
+        return len(self.running)
+
+    @property
+    def free(self) -> int:
+        return self.runner.slots - len(self.running)
+
+    def add(self, request: Request) -> None:
+        """Queue `request`; a prompt plus max_tokens beyond one slot is refused here."""
+        try:
+            check_fits(len(request.ids), request.max_tokens, self.runner.capacity)
+        except ContextWindowError as exc:
+            raise ContextWindowError(exc.message.replace("the context window", "a batch slot (the KV budget "
+                                     "divided by the slot count)"), param=exc.param) from None
+        StopStrings(request.stop)  # bad stop strings are refused now, not mid-batch
+        self.waiting.append(request)
+
+    def run(self) -> None:
+        """Step until every request has finished or been cancelled."""
+        while self.waiting or self.running:
+            self.step()
+
+    def step(self) -> None:
+        for running in [r for r in self.running.values() if r.request.cancelled()]:
+            self._leave(running)
+        while self.waiting and self.free:
+            request = self.waiting.popleft()
+            if not request.cancelled():
+                self._admit(request)
+        self._prefill_one_block()
+        self._decode()
+        self.steps += 1
+
+    def _admit(self, request: Request) -> None:
+        slot, held = self._place(request.ids)
+        start = prefill_start(len(request.ids), held)
+        self.runner.rewind_to(start, slot)
+        rest = request.ids[start:]
+        blocks = deque(rest[a:b] for a, b in _spans(self.runner.blocks(len(rest))))
+        stats = DraftStats()
+        clock = Clock(len(request.ids), len(rest), self.load_s, stats)
+        text = TextStream(self.tokenizer, request.max_tokens, request.eos_ids, request.stop, clock, request.matcher)
+        self.running[slot] = _Running(request, slot, text, stats, blocks, list(request.ids))
+
+    def _place(self, ids: list[int]) -> tuple[int, int]:
+        """(slot, how many of its held ids start `ids`): the free slot holding the longest
+        prefix of at least MIN_REUSE, else the lowest free slot."""
+        free = [s for s in range(self.runner.slots) if s not in self.running]
+        shared = {s: _common_prefix(self._held[s], ids) for s in free}
+        best = max(free, key=lambda s: (shared[s], -s))
+        return (best, shared[best]) if shared[best] >= MIN_REUSE else (free[0], 0)
+
+    def _prefill_one_block(self) -> None:
+        """The oldest admitted prompt with blocks left runs one of them."""
+        for running in self.running.values():  # dicts keep admission order
+            if running.blocks:
+                logits = self.runner.prefill(running.slot, running.blocks.popleft())  # (vocab,)
+                if not running.blocks:
+                    self._sample(running, logits)
+                return
+
+    def _decode(self) -> None:
+        ready = {slot: r.next_token for slot, r in self.running.items() if r.next_token is not None}
+        if not ready:
+            return
+        tokens = [ready.get(slot) for slot in range(max(ready) + 1)]
+        rows = self.runner.decode(tokens)  # (m, vocab)
+        for slot in ready:
+            running = self.running[slot]
+            running.stats.calls += 1
+            self._sample(running, rows[slot])
+
+    def _sample(self, running: _Running, logits: np.ndarray) -> None:
+        matcher = running.request.matcher
+        token = running.request.sampler(logits if matcher is None else matcher.mask(logits), running.ids)
+        if matcher is not None:
+            matcher.consume(token)
+        running.ids.append(token)
+        chunk = running.text.push(token)
+        running.next_token = None if running.text.finished else token
+        running.request.sink(chunk)
+        if running.text.finished:
+            self._leave(running)
+
+    def _leave(self, running: _Running) -> None:
+        """Free the slot; its cache keeps what it holds for a later prompt that starts with it."""
+        del self.running[running.slot]
+        self._held[running.slot] = running.ids[: self.runner.length(running.slot)]
+
+
+def _spans(sizes: list[int]) -> list[tuple[int, int]]:
+    """Example: [3, 2] -> [(0, 3), (3, 5)]"""
+    ends = np.cumsum(sizes).tolist()
+    return list(zip([0, *ends[:-1]], ends))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Example: [1, 2, 3], [1, 2, 4] -> 2"""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

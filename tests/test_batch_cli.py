@@ -1,0 +1,92 @@
+"""`edge generate --batch`: every line's text equals `generate` of its prompt with its
+options (the oracle: the one-at-a-time API), output survives and resumes an interruption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import edge
+from edge.cli import main
+
+LINES = [
+    {"prompt": "Tell me a story", "id": "a"},
+    {"prompt": "Once upon a time", "raw": True, "temperature": 0.9, "seed": 3, "max_tokens": 7},
+    {"prompt": "Why is the sky blue? " * 12, "max_tokens": 5},
+    {"prompt": "List three fruits", "stop": ["e"], "id": 17},
+    {"prompt": "Hi", "temperature": 1.1, "top_k": 20, "seed": 8},
+]
+
+
+@pytest.fixture
+def bundle(tiny_llama_bundle_fp32, monkeypatch):
+    monkeypatch.setenv("EDGE_MODEL", str(tiny_llama_bundle_fp32))
+    return tiny_llama_bundle_fp32
+
+
+def _expected(bundle) -> dict[int, dict]:
+    lm = edge.load(bundle)
+    expected = {}
+    for index, line in enumerate(LINES):
+        options = {"max_tokens": 10, **{k: v for k, v in line.items() if k not in ("prompt", "id")}}
+        chunks = list(lm.stream(line["prompt"], **options))
+        expected[index] = {"index": index, "id": line.get("id"), "text": "".join(c.text for c in chunks),
+                           "finish_reason": chunks[-1].finish_reason,
+                           "usage": {"prompt_tokens": chunks[-1].timings.prompt_tokens,
+                                     "completion_tokens": chunks[-1].timings.completion_tokens}}
+    return expected
+
+
+def _write(path, lines) -> None:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + "\n", encoding="utf-8")
+
+
+def _read(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_batch_lines_equal_generate(bundle, tmp_path, capsys, no_network):
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(source, LINES)
+    assert main(["generate", "--batch", str(source), "-o", str(out), "-n", "10", "--parallel", "3"]) == 0
+    got = _read(out)
+    assert sorted(line["index"] for line in got) == list(range(len(LINES)))
+    expected = _expected(bundle)
+    assert all(line == expected[line["index"]] for line in got)
+    assert "5/5 prompts" in capsys.readouterr().err
+
+
+def test_resume_skips_finished_lines_and_drops_a_cut_one(bundle, tmp_path, capsys):
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(source, LINES)
+    expected = _expected(bundle)
+    kept = json.dumps(expected[2]) + "\n" + json.dumps(expected[0]) + "\n"
+    out.write_text(kept + json.dumps(expected[4])[:20], encoding="utf-8")  # interrupted mid-line
+    assert main(["generate", "--batch", str(source), "-o", str(out), "-n", "10"]) == 0
+    assert out.read_text(encoding="utf-8").startswith(kept)
+    got = _read(out)
+    assert sorted(line["index"] for line in got) == list(range(len(LINES)))
+    assert all(line == expected[line["index"]] for line in got)
+    err = capsys.readouterr().err
+    assert "2/5 prompts" in err and "5/5 prompts" in err
+    assert main(["generate", "--batch", str(source), "-o", str(out)]) == 0  # nothing left: nothing added
+    assert len(_read(out)) == len(LINES)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"prompt": "hi"}\nnot json\n', "line 2 is not JSON"),
+    ('{"text": "hi"}\n', "needs a non-empty \"prompt\""),
+    ('{"prompt": "hi", "temprature": 1}\n', "unknown keys ['temprature']"),
+])
+def test_bad_input_lines(bundle, tmp_path, capsys, content, message):
+    source = tmp_path / "in.jsonl"
+    source.write_text(content, encoding="utf-8")
+    assert main(["generate", "--batch", str(source), "-o", str(tmp_path / "out.jsonl")]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_batch_needs_an_output_and_no_prompt(bundle, tmp_path, capsys):
+    assert main(["generate", "--batch", str(tmp_path / "in.jsonl")]) == 2
+    assert main(["generate", "Hi", "--batch", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o")]) == 2
+    assert main(["generate"]) == 2

@@ -1,0 +1,173 @@
+"""Continuous batching on the tiny fp32 Llama: every request's chunks equal what the
+one-at-a-time `stream` gives it (the oracle, itself checked against transformers in
+test_generate), whatever runs beside it, joins or leaves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.engine.decoder_runner import PREFILL_CHUNK
+from edge.errors import ContextWindowError, InputError
+
+WORDS = "the sky is blue because light scatters in air and red light passes while blue bounces around".split()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_llama_bundle_fp32):
+    import edge
+
+    return edge.load(tiny_llama_bundle_fp32)
+
+
+def _prompt(n_words: int, seed: int) -> str:
+    return " ".join(np.random.default_rng(seed).choice(WORDS, n_words))
+
+
+# Mixed prompt lengths (one prompt runs in three blocks), greedy and seeded sampling,
+# stop strings, EOS-free max_tokens of different sizes.
+CASES = [
+    (dict(max_tokens=20), 3),
+    (dict(max_tokens=9, temperature=1.0, seed=1), 40),
+    (dict(max_tokens=25, temperature=0.8, top_p=0.9, seed=2), PREFILL_CHUNK + 70),
+    (dict(max_tokens=14, repetition_penalty=1.3), 12),
+    (dict(max_tokens=30, temperature=1.2, top_k=50, seed=3, stop=["e"]), 25),
+    (dict(max_tokens=6), 8),
+    (dict(max_tokens=18, temperature=1.0, min_p=0.05, seed=4), 60),
+]
+
+
+def _solo(model, prompt: str, options: dict) -> list:
+    return [(c.token, c.text, c.finish_reason) for c in model.stream(prompt, raw=True, **options)]
+
+
+def _collector(store: dict, key):
+    store[key] = []
+    return lambda chunk: store[key].append((chunk.token, chunk.text, chunk.finish_reason))
+
+
+@pytest.mark.parametrize("slots", [2, 3, 8])
+def test_batched_equals_solo_with_joins_and_leaves(model, slots):
+    """More requests than slots (later ones join as earlier ones finish), two more added
+    mid-run, one cancelled mid-run: each finished request's chunks equal its solo run."""
+    prompts = [_prompt(n, i) for i, (_, n) in enumerate(CASES)]
+    scheduler = model.scheduler(slots=slots, kv_tokens=slots * 256)
+    got: dict = {}
+    for i, ((options, _), prompt) in enumerate(zip(CASES, prompts)):
+        if i < 5:
+            scheduler.add(model.request(model.encode_prompt(prompt, raw=True), _collector(got, i), **options))
+    scheduler.add(model.request(model.encode_prompt(_prompt(30, 99), raw=True), _collector(got, "cancelled"),
+                                max_tokens=40, cancelled=lambda: len(got["cancelled"]) >= 4))
+    for _ in range(7):
+        scheduler.step()
+    for i in (5, 6):  # join mid-run
+        scheduler.add(model.request(model.encode_prompt(prompts[i], raw=True), _collector(got, i), **CASES[i][0]))
+    scheduler.run()
+    assert len(got["cancelled"]) == 4 and got["cancelled"][-1][2] is None  # stopped, not finished
+    for i, ((options, _), prompt) in enumerate(zip(CASES, prompts)):
+        assert got[i] == _solo(model, prompt, options), f"request {i}"
+    assert not scheduler.running and not scheduler.waiting
+
+
+def test_generate_batch_in_order(model):
+    prompts = [_prompt(n, n) for n in (5, 70, 2, 33, 9)]
+    options = dict(max_tokens=12, temperature=0.9, seed=5)
+    assert model.generate_batch(prompts, raw=True, slots=3, **options) == [
+        model.generate(p, raw=True, **options) for p in prompts]
+
+
+def _spy(runner, calls: list):
+    """Record the runner's calls in order: ("prefill", slot, tokens) and ("decode", m)."""
+    prefill, decode = runner.prefill, runner.decode
+
+    def spied_prefill(slot, ids):
+        calls.append(("prefill", slot, len(ids)))
+        return prefill(slot, ids)
+
+    def spied_decode(tokens):
+        calls.append(("decode", len(tokens)))
+        return decode(tokens)
+
+    runner.prefill, runner.decode = spied_prefill, spied_decode
+
+
+def test_long_prompt_is_read_between_decode_steps(model):
+    """A 3-block prompt joining a running stream: one block per step, a decode call after
+    each, so the running stream gets a token between any two blocks."""
+    scheduler = model.scheduler(slots=2, kv_tokens=512)
+    calls: list = []
+    _spy(scheduler.runner, calls)
+    got: dict = {}
+    scheduler.add(model.request(model.encode_prompt("short", raw=True), _collector(got, 0), max_tokens=30))
+    scheduler.step()
+    scheduler.step()
+    long_ids = model.encode_prompt(_prompt(PREFILL_CHUNK + 80, 7), raw=True)
+    assert len(long_ids) > 2 * PREFILL_CHUNK
+    scheduler.add(model.request(long_ids, _collector(got, 1), max_tokens=5))
+    scheduler.run()
+    kinds = [c[0] for c in calls]
+    blocks = [i for i, kind in enumerate(kinds) if kind == "prefill"][1:]  # the long prompt's
+    assert len(blocks) == 3 and all(kinds[i + 1] == "decode" for i in blocks)
+    assert [c[2] for c in calls if c[0] == "prefill"][1:] == [len(long_ids) // 3 + (i < len(long_ids) % 3)
+                                                              for i in range(3)]
+    assert got[0] == _solo(model, "short", dict(max_tokens=30))
+    assert got[1] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(long_ids, max_tokens=5)]
+
+
+def test_lowest_free_slot_keeps_the_batch_short(model):
+    scheduler = model.scheduler(slots=4, kv_tokens=4 * 128)
+    got: dict = {}
+    for i, n in enumerate((2, 20, 20)):
+        scheduler.add(model.request(model.encode_prompt(_prompt(5, i), raw=True), _collector(got, i), max_tokens=n))
+    for _ in range(6):
+        scheduler.step()
+    assert set(scheduler.running) == {1, 2}  # request 0 left slot 0
+    scheduler.add(model.request(model.encode_prompt("another", raw=True), _collector(got, 3), max_tokens=3))
+    scheduler.step()
+    assert set(scheduler.running) == {0, 1, 2}
+
+
+def test_prompt_reuse_prefills_only_the_rest(model):
+    """A request whose prompt starts with an idle slot's held tokens takes that slot and runs
+    only its new tokens; the output is still the solo one."""
+    system = _prompt(40, 11)
+    first, second = system + " first question", system + " a second question here"
+    scheduler = model.scheduler(slots=3, kv_tokens=3 * 256)
+    calls: list = []
+    _spy(scheduler.runner, calls)
+    got: dict = {}
+    scheduler.add(model.request(model.encode_prompt("unrelated words", raw=True), _collector(got, "other"),
+                                max_tokens=40))
+    scheduler.add(model.request(model.encode_prompt(first, raw=True), _collector(got, 0), max_tokens=4))
+    scheduler.run()
+    calls.clear()
+    second_ids = model.encode_prompt(second, raw=True)
+    shared = next(i for i, (a, b) in enumerate(zip(model.encode_prompt(first, raw=True), second_ids)) if a != b)
+    scheduler.add(model.request(second_ids, _collector(got, 1), max_tokens=6))
+    scheduler.run()
+    assert [c[1:] for c in calls if c[0] == "prefill"] == [(1, len(second_ids) - shared)]  # slot 1, the rest only
+    assert got[1] == _solo(model, second, dict(max_tokens=6))
+
+
+def test_a_request_beyond_its_slot_is_refused(model):
+    scheduler = model.scheduler(slots=4, kv_tokens=4 * 64)
+    with pytest.raises(ContextWindowError) as info:
+        scheduler.add(model.request(model.encode_prompt(_prompt(30, 1), raw=True), print, max_tokens=60))
+    assert info.value.param == "max_tokens" and "batch slot" in str(info.value)
+    assert not scheduler.waiting
+
+
+@pytest.mark.parametrize("slots, kv_tokens, param", [(0, 100, "slots"), (4, 3, "kv_tokens"), (2, 0, "kv_tokens")])
+def test_bad_budgets(model, slots, kv_tokens, param):
+    with pytest.raises(InputError) as info:
+        model.scheduler(slots=slots, kv_tokens=kv_tokens)
+    assert info.value.param == param
+
+
+def test_bad_options_are_refused_at_once(model):
+    scheduler = model.scheduler(slots=2, kv_tokens=256)
+    with pytest.raises(InputError):
+        scheduler.add(model.request([1, 2], print, max_tokens=4, stop=[""]))
+    assert not scheduler.waiting
+    with pytest.raises(InputError):
+        model.generate_batch("one string")
