@@ -119,3 +119,15 @@ def test_dir_shows_the_public_api():
     assert dir(edge) == sorted(edge.__all__)
     assert edge.__version__ == version("edge-runtime")
     assert edge.LanguageModel.__name__ == "LanguageModel" and edge.EmbeddingModel.__name__ == "EmbeddingModel"
+
+
+def test_info_by_name_and_default(cache, capsys, monkeypatch):
+    assert main(["info", "tiny-llama"]) == 0
+    by_name = capsys.readouterr().out
+    assert "llama (text-generation)" in by_name
+    monkeypatch.setenv("EDGE_MODEL", "tiny-llama")
+    assert main(["info"]) == 0  # no argument: the default model
+    assert capsys.readouterr().out == by_name
+    monkeypatch.delenv("EDGE_MODEL")
+    assert main(["info"]) == 1  # no default model in this cache: one line saying how to make it
+    assert "edge pull" in capsys.readouterr().err

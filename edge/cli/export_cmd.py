@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import app
+from edge.cli.app import app, resolve_bundle
 from edge.errors import require_extra
 
 
@@ -38,12 +38,17 @@ def run_export(command: str, source: str, out: Path, **options):
 
 @app.command()
 def info(
-    bundle: Path = typer.Argument(..., help="Bundle folder."),
+    bundle: str = typer.Argument(None, metavar="[BUNDLE]", show_default=False,
+                                 help="Bundle folder or model name (default: $EDGE_MODEL, else the default model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
 ):
-    """Show a bundle's model, quantization, measured quality and files (checksums verified)."""
+    """Show a bundle's model, quantization, measured quality and files (checksums verified).
+
+    Example: edge info smollm2-135m-instruct-int8
+    """
     from edge.bundle import open_bundle
 
+    bundle = resolve_bundle(bundle)
     manifest = open_bundle(bundle).manifest
     if as_json:
         print(manifest.to_json(), end="")
