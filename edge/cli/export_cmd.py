@@ -13,14 +13,17 @@ from edge.errors import require_extra
 
 @app.command()
 def export(
-    source: str = typer.Argument(..., help="Hugging Face model id, local model folder, or .gguf file."),
-    out: Path = typer.Option(..., "-o", "--out", help="Bundle folder to create (must not exist)."),
-    quantize: str = typer.Option("int8", "--quantize", "-q",
+    source: str = typer.Argument(..., metavar="SOURCE", help="Hugging Face model id, local model folder, or .gguf file."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="BUNDLE", help="Bundle folder to create (must not exist)."),
+    quantize: str = typer.Option("int8", "--quantize", "-q", metavar="int8|int4|none",
                                  help="int8 (default), int4, or none (fp32): a recipe of export/recipes.py."),
-    max_context: int = typer.Option(None, "--max-context", help="Cap the context window (tokens)."),
-    task: str = typer.Option(None, "--task", help="text-generation or feature-extraction (detected)."),
+    max_context: int = typer.Option(None, "--max-context", metavar="N", help="Cap the context window (tokens)."),
+    task: str = typer.Option(None, "--task", metavar="TASK", help="text-generation or feature-extraction (detected)."),
 ):
-    """Export a model to a self-contained ONNX bundle and measure its quality against fp32."""
+    """Export a model to a self-contained ONNX bundle and measure its quality against fp32.
+
+    Example: edge export HuggingFaceTB/SmolLM2-135M-Instruct -o smollm2-int8
+    """
     manifest = run_export("edge export", source, out, quantize=quantize, max_context=max_context, task=task)
     print(f"wrote {out}")
     _print_quality(manifest)
@@ -38,7 +41,7 @@ def run_export(command: str, source: str, out: Path, **options):
 
 @app.command()
 def info(
-    bundle: str = typer.Argument(None, metavar="[BUNDLE]", show_default=False,
+    bundle: str = typer.Argument(None, metavar="BUNDLE", show_default=False,
                                  help="Bundle folder or model name (default: $EDGE_MODEL, else the default model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
 ):

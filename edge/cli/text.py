@@ -8,30 +8,42 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import ModelOption, app, load_for, resolve_bundle
-from edge.errors import InputError
+from edge.cli.app import ModelOption, ThreadsOption, app, load_for, read_input, resolve_bundle
+from edge.errors import InputError, UsageError
 
 
-def _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft) -> dict:
-    return dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                repetition_penalty=repetition_penalty, seed=seed, stop=stop or None, draft=draft)
+def _sampling(**options) -> dict:
+    """The options the user gave; the ones left out take the model's defaults (the bundle's
+    recommended sampling, else greedy)."""
+    return {k: v for k, v in options.items() if v is not None and v != []}
 
 
-MaxTokens = typer.Option(256, "--max-tokens", "-n", help="Most tokens to generate.")
-Temperature = typer.Option(0.0, "--temperature", "-t", help="0 = greedy (default); higher = more random.")
-TopK = typer.Option(0, "--top-k", help="Sample from the k most likely tokens (0 = off).")
-TopP = typer.Option(1.0, "--top-p", help="Nucleus sampling: smallest set with this probability (1 = off).")
-MinP = typer.Option(0.0, "--min-p", help="Drop tokens below min-p x the top probability (0 = off).")
-RepetitionPenalty = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeating earlier tokens.")
-Seed = typer.Option(None, "--seed", help="Seed for sampling: same seed, same output.")
-Stop = typer.Option(None, "--stop", help="Stop when this text appears (not printed); repeatable.")
-Draft = typer.Option("lookup", "--draft", help="lookup (default): check tokens guessed from the text itself "
-                     "several per step (same output, faster where the reply repeats the prompt); none: one per step.")
+MODEL_DEFAULT = "default: the model's recommendation, else "
+MaxTokens = typer.Option(256, "--max-tokens", "-n", metavar="N", help="Most tokens to generate.")
+Temperature = typer.Option(None, "--temperature", "--temp", metavar="T", show_default=False,
+                           help=f"0 = greedy; higher = more random ({MODEL_DEFAULT}0).")
+TopK = typer.Option(None, "--top-k", metavar="K", show_default=False,
+                    help=f"Sample from the k most likely tokens; 0 = off ({MODEL_DEFAULT}0).")
+TopP = typer.Option(None, "--top-p", metavar="P", show_default=False,
+                    help=f"Nucleus sampling: smallest set with this probability; 1 = off ({MODEL_DEFAULT}1).")
+MinP = typer.Option(None, "--min-p", metavar="P", show_default=False,
+                    help=f"Drop tokens below min-p x the top probability; 0 = off ({MODEL_DEFAULT}0).")
+RepetitionPenalty = typer.Option(None, "--repetition-penalty", metavar="R", show_default=False,
+                                 help=f"> 1 discourages repeating earlier tokens ({MODEL_DEFAULT}1).")
+Seed = typer.Option(None, "--seed", metavar="S", help="Seed for sampling: same seed, same output.")
+Stop = typer.Option(None, "--stop", metavar="TEXT", help="Stop when this text appears (not printed); repeatable.")
+Draft = typer.Option("lookup", "--draft", metavar="lookup|none",
+                     help="lookup (default): check tokens guessed from the text itself several per step "
+                     "(same output, faster where the reply repeats the prompt); none: one per step.")
 
 
 @app.command()
 def generate(
-    prompt: str = typer.Argument(..., help="The prompt, or - to read it from standard input."),
+    prompt: str = typer.Argument(None, metavar="PROMPT", show_default=False,
+                                 help="The prompt; - or nothing with a pipe: read it from standard input."),
+    file: Path = typer.Option(None, "-f", "--file", metavar="PATH", help="Read the prompt from this file."),
+    system: str = typer.Option(None, "-s", "--system", metavar="TEXT",
+                               help="A system prompt (through the chat template)."),
     model: Path = ModelOption,
     max_tokens: int = MaxTokens,
     temperature: float = Temperature,
@@ -42,22 +54,49 @@ def generate(
     seed: int = Seed,
     stop: list[str] = Stop,
     draft: str = Draft,
+    threads: int = ThreadsOption,
     raw: bool = typer.Option(False, "--raw", help="Use the prompt as plain text (skip the chat template)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
 ):
-    """Generate a reply to PROMPT (through the bundle's chat template unless --raw), streamed."""
-    text = sys.stdin.read() if prompt == "-" else prompt
+    """Generate a reply to PROMPT (through the bundle's chat template unless --raw), streamed.
+
+    Example: edge generate -s "Answer in one line." --temp 0.7 "Why is the sky blue?"
+    """
+    text = _prompt(prompt, file)
     if not text.strip():
-        raise InputError("the prompt is empty: give some text (or pipe it in with -).")
-    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
-    lm = load_for(resolve_bundle(model), "text-generation")
-    chunks = lm.stream(text, raw=raw, **options)
+        raise InputError("the prompt is empty: give some text (or pipe it in).")
+    if system is not None and raw:
+        raise UsageError("--system goes through the chat template, which --raw skips: use one of them.",
+                         param="system")
+    options = _sampling(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                        repetition_penalty=repetition_penalty, seed=seed, stop=stop, draft=draft)
+    lm = load_for(resolve_bundle(model), "text-generation", threads)
+    if system is None:
+        chunks = lm.stream(text, raw=raw, **options)
+    elif not lm.manifest.tokenizer.chat_template:
+        raise InputError("this bundle has no chat template, so it cannot take a system prompt. Leave out --system.",
+                         param="system")
+    else:
+        chunks = lm.stream_chat([{"role": "system", "content": system}, {"role": "user", "content": text}], **options)
     if as_json:
         _print_json([*chunks])
         return
     for chunk in chunks:
         print(chunk.text, end="", flush=True)
     print()
+
+
+def _prompt(prompt: str | None, file: Path | None) -> str:
+    """The prompt from the argument, -f FILE, or standard input (`-`, or a pipe and no argument)."""
+    if file is not None:
+        if prompt is not None:
+            raise UsageError("give the prompt either as PROMPT or with --file, not both.", param="file")
+        return read_input(file)
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        return read_input()
+    if prompt is None:
+        raise UsageError("no prompt: give PROMPT, --file PATH, or pipe the prompt on standard input.")
+    return prompt
 
 
 def _print_json(chunks: list) -> None:
@@ -77,7 +116,7 @@ def _print_json(chunks: list) -> None:
 @app.command()
 def chat(
     model: Path = ModelOption,
-    system: str = typer.Option(None, "--system", help="A system prompt for the conversation."),
+    system: str = typer.Option(None, "-s", "--system", metavar="TEXT", help="A system prompt for the conversation."),
     max_tokens: int = MaxTokens,
     temperature: float = Temperature,
     top_k: int = TopK,
@@ -87,11 +126,16 @@ def chat(
     seed: int = Seed,
     stop: list[str] = Stop,
     draft: str = Draft,
+    threads: int = ThreadsOption,
 ):
     """Chat in the terminal. /reset forgets the conversation, /exit or Ctrl-D quits;
-    Ctrl-C stops a reply and keeps the conversation."""
-    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
-    session = load_for(resolve_bundle(model), "text-generation").chat_session(system, **options)
+    Ctrl-C stops a reply and keeps the conversation.
+
+    Example: edge chat -s "Be brief." --temp 0.7
+    """
+    options = _sampling(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                        repetition_penalty=repetition_penalty, seed=seed, stop=stop, draft=draft)
+    session = load_for(resolve_bundle(model), "text-generation", threads).chat_session(system, **options)
     print("edge chat: /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.", file=sys.stderr)
     while (line := _read_line()) is not None:
         if line.strip() in ("/exit", "/quit"):
@@ -129,16 +173,20 @@ def _reply(session, line: str) -> None:
 
 @app.command("eval")
 def evaluate(
-    file: Path = typer.Argument(..., help="A UTF-8 text file."),
+    file: Path = typer.Argument(..., metavar="FILE", help="A UTF-8 text file."),
     model: Path = ModelOption,
+    threads: int = ThreadsOption,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ):
-    """Perplexity of the model on a text file (lower is better)."""
+    """Perplexity of the model on a text file (lower is better).
+
+    Example: edge eval notes.txt
+    """
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {file} as UTF-8 text ({exc.__class__.__name__}). Give a text file.") from None
-    lm = load_for(resolve_bundle(model), "text-generation")
+    lm = load_for(resolve_bundle(model), "text-generation", threads)
     ppl = lm.perplexity(text)
     tokens = len(lm.encode_text(text))
     if as_json:
