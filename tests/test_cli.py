@@ -197,3 +197,38 @@ def test_invalid_utf8_input_is_replaced(tmp_path, monkeypatch):
     assert read_input(tmp_path / "bad.txt") == "caf\ufffd ok"
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xff hi")))
     assert read_input() == "\ufffd hi"
+
+
+# --- chat commands: /help, /set, multi-line input, /save and /load -------------------------
+
+
+def test_chat_help_set_and_multiline(bundle, capsys, monkeypatch):
+    _feed_lines(monkeypatch, "/help", "/set temperature 0.8", "/set seed 4", "/set top_p 2", "/set top_k many",
+                "/set", "/nope", '"""', "Hello", "there", '"""')
+    assert main(["chat", "-n", "6"]) == 0
+    out, err = capsys.readouterr()
+    assert "/set NAME VALUE" in err and "/save FILE" in err and '"""' in err
+    assert "top_p must be in (0, 1]" in err and "top_k must be an integer" in err  # refused, session goes on
+    assert "  temperature 0.8" in err and "  seed 4" in err and "  min_p " in err
+    assert "unknown command /nope" in err
+    want = edge.load(bundle).chat([{"role": "user", "content": "Hello\nthere"}], max_tokens=6, temperature=0.8,
+                                  seed=4)
+    assert out == want + "\n"
+
+
+def test_chat_save_and_load(bundle, capsys, monkeypatch, tmp_path):
+    saved, bad = tmp_path / "talk.json", tmp_path / "bad.json"
+    _feed_lines(monkeypatch, "Hello", f"/save {saved}")
+    assert main(["chat", "-n", "6", "-s", "Be brief."]) == 0
+    first = capsys.readouterr().out[:-1]  # the reply, then print()'s newline
+    data = json.loads(saved.read_text())
+    assert data == {"system": "Be brief.", "messages": [{"role": "user", "content": "Hello"},
+                                                         {"role": "assistant", "content": first}]}
+    bad.write_text('{"messages": [{"role": "wizard", "content": 1}]}')
+    _feed_lines(monkeypatch, f"/load {bad}", f"/load {tmp_path / 'missing.json'}", f"/load {saved}", "And then?")
+    assert main(["chat", "-n", "6"]) == 0  # no system prompt given: the file brings it
+    out, err = capsys.readouterr()
+    assert "is not a saved conversation" in err and "cannot read" in err and "(loaded 2 messages" in err
+    want = edge.load(bundle).chat([{"role": "system", "content": "Be brief."}, *data["messages"],
+                                   {"role": "user", "content": "And then?"}], max_tokens=6)
+    assert out == want + "\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from edge.cli import chat_repl
 from edge.cli.app import ModelOption, ThreadsOption, app, load_for, read_input, resolve_bundle
 from edge.errors import InputError, UsageError
 
@@ -128,47 +129,16 @@ def chat(
     draft: str = Draft,
     threads: int = ThreadsOption,
 ):
-    """Chat in the terminal. /reset forgets the conversation, /exit or Ctrl-D quits;
-    Ctrl-C stops a reply and keeps the conversation.
+    """Chat in the terminal. /help lists the commands: /set NAME VALUE, /save FILE, /load FILE,
+    /reset, /exit (or Ctrl-D); a line of three double quotes starts and ends a multi-line
+    message; Ctrl-C stops a reply.
 
     Example: edge chat -s "Be brief." --temp 0.7
     """
     options = _sampling(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                         repetition_penalty=repetition_penalty, seed=seed, stop=stop, draft=draft)
     session = load_for(resolve_bundle(model), "text-generation", threads).chat_session(system, **options)
-    print("edge chat: /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.", file=sys.stderr)
-    while (line := _read_line()) is not None:
-        if line.strip() in ("/exit", "/quit"):
-            break
-        if line.strip() == "/reset":
-            session.reset()
-            print("(conversation cleared)", file=sys.stderr)
-        elif line.strip():
-            _reply(session, line)
-
-
-def _read_line() -> str | None:
-    """The next user line; None on Ctrl-D. Ctrl-C at the prompt only clears the line."""
-    while True:
-        try:
-            return input(">>> ")
-        except EOFError:
-            print(file=sys.stderr)
-            return None
-        except KeyboardInterrupt:
-            print("\n(use /exit or Ctrl-D to quit)", file=sys.stderr)
-
-
-def _reply(session, line: str) -> None:
-    reply = session.send(line)
-    try:
-        for chunk in reply:
-            print(chunk.text, end="", flush=True)
-    except KeyboardInterrupt:
-        reply.close()  # the session keeps what was shown and stays usable
-        print("\n(stopped)", file=sys.stderr)
-        return
-    print()
+    chat_repl.run(session)
 
 
 @app.command("eval")
