@@ -63,7 +63,9 @@ def _export_decoder(src: Source, family: Family, model: ModelConfig, quant: Quan
                     stage: Path, out: Path, log) -> Manifest:
     staged = _stage(src, family, model, quant, stage, log)
     log("measuring quality on the held-out text")
-    return _finish(staged, _measure_decoder(staged, src.tokenizer_json), out)
+    report = _measure_decoder(staged, src.tokenizer_json, log)
+    log(f"writing {out}")
+    return _finish(staged, report, out)
 
 
 def _export_encoder(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None,
@@ -73,7 +75,9 @@ def _export_encoder(src: Source, family: Family, model: ModelConfig, quant: Quan
         f"({pooling.source})")
     staged = _stage(src, family, model, quant, stage, log, pooling=pooling)
     log("measuring cosine to fp32 on the shipped sentences")
-    return _finish(staged, _measure_encoder(staged), out)
+    report = _measure_encoder(staged)
+    log(f"writing {out}")
+    return _finish(staged, report, out)
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def _finish(staged: Staged, report: Quality, out: Path) -> Manifest:
     return writer.finish(staged.bundle, manifest, staged.files, out)
 
 
-def _measure_decoder(staged: Staged, tokenizer_json: str) -> Quality:
+def _measure_decoder(staged: Staged, tokenizer_json: str, log) -> Quality:
     from tokenizers import Tokenizer  # exporter side: the oracle tokenizer is fine here
 
     tokenizer = Tokenizer.from_str(tokenizer_json)
@@ -151,9 +155,9 @@ def _measure_decoder(staged: Staged, tokenizer_json: str) -> Quality:
 
     quantized = DecoderRunner.open(Bundle(staged.bundle, staged.manifest))
     if staged.reference is None:
-        return quality.measure(quantized, None, encode)
+        return quality.measure(quantized, None, encode, log)
     fp32 = dataclasses.replace(staged.manifest, graph=staged.reference.spec, inspect=None)
-    return quality.measure(DecoderRunner.open(Bundle(staged.reference.folder, fp32)), quantized, encode)
+    return quality.measure(DecoderRunner.open(Bundle(staged.reference.folder, fp32)), quantized, encode, log)
 
 
 def _measure_encoder(staged: Staged) -> Quality:

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from edge.cli.app import EmbeddingModelOption, ThreadsOption, app, load_for, read_input, resolve_embedding_bundle
+from edge.cli.progress import Progress
 from edge.errors import BundleError, InputError
 
 BatchSize = typer.Option(32, "--batch-size", metavar="N", help="Texts per encoder run.")
@@ -69,7 +70,8 @@ def index(
     from edge.embeddings.index import build_index
 
     encoder = load_encoder(resolve_embedding_bundle(model), threads)
-    with _Progress() as progress:
+    with Progress("index") as progress:
+        progress.stage(f"reading and chunking {', '.join(map(str, paths))}, embedding new chunks")
         report = build_index(out, paths, encoder, chunk_tokens, overlap, progress)
     if report.rebuilt:
         print(f"note: rebuilt from scratch ({report.rebuilt}).", file=sys.stderr)
@@ -112,23 +114,3 @@ def _shown(file: str) -> str:
     """A path relative to the current folder when it is under it."""
     relative = os.path.relpath(file)
     return file if relative.startswith("..") else relative
-
-
-class _Progress:
-    """A progress bar on stderr, made when the first chunks are embedded (total known then)."""
-
-    def __init__(self):
-        self._bar, self._done = None, 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is None:
-            self._bar = typer.progressbar(length=total, label="embedding", file=sys.stderr).__enter__()
-        self._bar.update(done - self._done)
-        self._done = done
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

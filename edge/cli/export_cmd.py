@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import sys
+import contextlib
 from pathlib import Path
 
 import typer
 
 from edge.cli.app import app, resolve_bundle
+from edge.cli.progress import Progress
 from edge.errors import require_extra
 
 
@@ -35,8 +36,30 @@ def run_export(command: str, source: str, out: Path, **options):
     require_extra(command, "export", "torch", "transformers", "onnx", "gguf")
     from export.pipeline import export_model
 
-    word = command.split()[-1]
-    return export_model(source, out, log=lambda message: print(f"{word}: {message}", file=sys.stderr), **options)
+    progress = Progress(command.split()[-1])
+    with _no_library_bars():
+        return export_model(source, out, log=progress.stage, **options)
+
+
+@contextlib.contextmanager
+def _no_library_bars():
+    """transformers' and huggingface_hub's own progress bars and warnings would interleave
+    with edge's stage lines: off while exporting, as they were after."""
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging
+
+    hub_bars, bars, verbosity = hub.are_progress_bars_disabled(), logging.is_progress_bar_enabled(), logging.get_verbosity()
+    hub.disable_progress_bars()
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+        if not hub_bars:
+            hub.enable_progress_bars()
 
 
 @app.command()

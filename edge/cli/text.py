@@ -10,6 +10,7 @@ import typer
 
 from edge.cli import chat_repl
 from edge.cli.app import ModelOption, ThreadsOption, app, load_for, read_input, resolve_bundle
+from edge.cli.progress import Progress
 from edge.errors import InputError, UsageError
 
 
@@ -157,8 +158,10 @@ def evaluate(
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {file} as UTF-8 text ({exc.__class__.__name__}). Give a text file.") from None
     lm = load_for(resolve_bundle(model), "text-generation", threads)
-    ppl = lm.perplexity(text)
     tokens = len(lm.encode_text(text))
+    with Progress("eval") as progress:
+        progress.stage(f"scoring {tokens} tokens of {file}")
+        ppl = lm.perplexity(text, progress=progress)
     if as_json:
         print(json.dumps({"file": str(file), "tokens": tokens, "perplexity": ppl}))
     else:

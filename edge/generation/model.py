@@ -12,7 +12,7 @@ import functools
 import inspect
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import dataclass
 
@@ -199,14 +199,15 @@ class LanguageModel:
 
     # --- scoring ---------------------------------------------------------------------------
 
-    def perplexity(self, text: str) -> float:
-        """exp(mean next-token NLL) of the text's tokens, as `score` counts it."""
+    def perplexity(self, text: str, progress: Callable[[int, int], None] | None = None) -> float:
+        """exp(mean next-token NLL) of the text's tokens, as `score` counts it. `progress(done,
+        total)`: called after each window with the tokens scored so far."""
         if not isinstance(text, str):
             raise InputError(f"perplexity needs a string, got {type(text).__name__}.")
         ids = self.encode_text(text)
         if len(ids) < 2:
             raise InputError("perplexity needs at least two tokens of text: give a longer text.")
-        return math.exp(score(self.decoder, ids).mean_nll)
+        return math.exp(score(self.decoder, ids, progress).mean_nll)
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ class Scores:
     argmax: np.ndarray  # (n - 1,) the model's top-1 guess for each of those tokens
 
 
-def score(decoder: DecoderRunner, ids: Sequence[int]) -> Scores:
+def score(decoder: DecoderRunner, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> Scores:
     """Teacher-forced scores of `ids` (at least two), from a fresh cache in windows of at most
     PERPLEXITY_WINDOW predictions; consecutive windows share one token, so every token after
     the first is predicted once. `perplexity` and the exporter's quality report both count so."""
@@ -227,6 +228,8 @@ def score(decoder: DecoderRunner, ids: Sequence[int]) -> Scores:
         logits = decoder.logits(chunk[:-1])  # (len(chunk) - 1, vocab)
         nll += next_token_nll(logits, chunk[1:])
         argmax.append(logits.argmax(-1))
+        if progress:
+            progress(min(start + window, len(ids) - 1), len(ids) - 1)
     decoder.reset()
     return Scores(nll / (len(ids) - 1), np.concatenate(argmax))
 
