@@ -160,7 +160,8 @@ def evaluate(
     lm = load_for(resolve_bundle(model), "text-generation", threads)
     tokens = len(lm.encode_text(text))
     with Progress("eval") as progress:
-        progress.stage(f"scoring {tokens} tokens of {file}")
+        if tokens >= 2:  # else perplexity's one-line error is all there is to say
+            progress.stage(f"scoring {tokens} tokens of {file}")
         ppl = lm.perplexity(text, progress=progress)
     if as_json:
         print(json.dumps({"file": str(file), "tokens": tokens, "perplexity": ppl}))
