@@ -22,6 +22,7 @@ def serve(
                                 help="Require `Authorization: Bearer KEY` on every request ($EDGE_API_KEY)."),
     max_queue: int = typer.Option(16, "--max-queue", metavar="N", min=1, help="Requests that may wait per model; more get 429."),
     threads: int = ThreadsOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per request on stderr."),
     draft: str = typer.Option("lookup", "--draft", metavar="lookup|none", help="lookup (default): prompt-lookup drafts, several tokens "
                               "checked per step (same output); none: one token per step."),
 ):
@@ -48,7 +49,8 @@ def serve(
         print(warning, file=sys.stderr)
     print(f"edge serve: http://{host}:{port}/v1 serving {', '.join(loaded)}", file=sys.stderr)
     # Open streams get 5 s to finish on Ctrl-C; then the workers stop their jobs.
-    uvicorn.run(create_app(loaded, api_key, max_queue, draft=draft), host=host, port=port, log_level="warning",
+    app = create_app(loaded, api_key, max_queue, draft=draft, log=None if quiet else sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=5)
 
 

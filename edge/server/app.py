@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
+from typing import TextIO
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,15 +29,17 @@ from edge.generation.model import DEFAULT_MAX_TOKENS
 from edge.server import openai_format
 from edge.server.http import MAX_BODY_BYTES, RequireKey, api_error, http_error, read_json, server_error
 from edge.server.openai_format import Completion
+from edge.server.request_log import RequestLog, note_tokens
 from edge.server.schemas import (ApiError, GenerationRequest, from_edge_error, parse_chat, parse_completion,
                                  parse_embedding)
 from edge.server.worker import END, Job, QueueFull, ShuttingDown, Worker
 
 
 def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
-               max_body: int = MAX_BODY_BYTES, draft: str = "lookup") -> Starlette:
+               max_body: int = MAX_BODY_BYTES, draft: str = "lookup", log: TextIO | None = None) -> Starlette:
     """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel);
-    `draft`: how generations draft tokens (see LanguageModel.stream_ids)."""
+    `draft`: how generations draft tokens (see LanguageModel.stream_ids); `log`: where to
+    write one line per request (None: nowhere)."""
     workers = {name: Worker(model, max_queue, name) for name, model in models.items()}
 
     @contextlib.asynccontextmanager
@@ -52,6 +55,8 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
     app.state.draft = draft
     if api_key:
         app.add_middleware(RequireKey, key=api_key)
+    if log is not None:  # outermost, so refused requests are logged too
+        app.add_middleware(RequestLog, stream=log)
     return app
 
 
@@ -82,6 +87,7 @@ async def embeddings(request: Request) -> JSONResponse:
     worker = _worker(request, req.model, decoder=False)
     job, items = _submit(worker, req.model, partial(_embed, req.texts))
     vectors, tokens = (await _while_connected(request, job, _collect(items)))[0]  # (n, dim) float32, token count
+    note_tokens(tokens)
     if req.dimensions is not None and req.dimensions != vectors.shape[1]:
         raise ApiError(400, f"`dimensions` must be {vectors.shape[1]} for {req.model} (edge does not shorten "
                             f"embeddings), got {req.dimensions}.", param="dimensions")
@@ -208,6 +214,8 @@ def _submit(worker: Worker, name: str, work: Callable) -> tuple[Job, AsyncIterat
                                     "Retry when it is back.", type="server_error", code="shutting_down")
             if isinstance(item, BaseException):
                 raise item
+            if getattr(item, "finish_reason", None):  # a generation's last chunk: its counts go in the log
+                note_tokens(item.timings.prompt_tokens, item.timings.completion_tokens)
             yield item
 
     return job, items()
