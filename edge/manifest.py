@@ -149,6 +149,25 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """The sampling the source model recommends (Hugging Face's generation_config.json, when
+    it sets do_sample), used for every option a caller leaves out; a None field is off."""
+
+    source: str  # where it came from: "generation_config.json"
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+
+    def describe(self) -> str:
+        """Example: "from generation_config.json: temperature 0.2, top_p 0.9" """
+        values = [f"{f.name} {getattr(self, f.name):g}" for f in dataclasses.fields(self)
+                  if f.name != "source" and getattr(self, f.name) is not None]
+        return f"from {self.source}: {', '.join(values) or 'sampling with every filter off'}"
+
+
+@dataclass(frozen=True)
 class Manifest:
     model: ModelConfig
     graph: GraphSpec
@@ -160,6 +179,7 @@ class Manifest:
     quality: Quality | None = None
     pooling: Pooling | None = None
     inspect: Inspection | None = None
+    sampling: Sampling | None = None  # None: the source recommends no sampling (greedy by default)
     format: str = FORMAT
     schema_version: int = SCHEMA_VERSION
 
@@ -241,6 +261,7 @@ _NESTED = {
     "Pooling": Pooling,
     "Quantization": Quantization,
     "Quality": Quality,
+    "Sampling": Sampling,
 }
 
 
@@ -262,5 +283,10 @@ def _validate(obj: Any) -> None:
             raise ValueError(f"task {obj.task!r} is not one of {TASKS}")
         if obj.num_heads % obj.num_kv_heads:
             raise ValueError("num_heads must be a multiple of num_kv_heads")
+    if isinstance(obj, Sampling):
+        for field in dataclasses.fields(obj)[1:]:
+            value = getattr(obj, field.name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"sampling {field.name} must be a number or null, got {value!r}")
     if isinstance(obj, Positional) and obj.kind not in POSITIONAL_KINDS:
         raise ValueError(f"positional kind {obj.kind!r} is not one of {POSITIONAL_KINDS}")

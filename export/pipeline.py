@@ -23,7 +23,8 @@ from edge.engine.decoder_runner import DecoderRunner
 from edge.engine.encoder_runner import EncoderRunner
 from edge.manifest import GraphSpec, Manifest, ModelConfig, Quality, Quantization
 from edge.tokenizer import load_tokenizer
-from export import __version__, architectures, inspection, quality, recipes, sentence_transformers, writer
+from export import (__version__, architectures, generation_config, inspection, quality, recipes,
+                    sentence_transformers, writer)
 from export.architectures import Family
 from export.graph import MODEL_FILE, Graph, build_graph, traced
 from export.quantize import QuantSpec
@@ -52,16 +53,18 @@ def export_model(
         model = architectures.model_config(src.config, src.task, max_context)
         if family.task == architectures.EMBEDDINGS:
             return _export_encoder(src, family, model, recipe.encoder, stage, out, log)
+        quant = recipe.decoder
         if family is architectures.TRACED:
             log(f"{model.architecture} has no native graph builder: tracing the transformers model")
-            model = traced.with_cache_shape(model, src.module)
-            return _export_decoder(src, family, model, recipe.traced, stage, out, log)
-        return _export_decoder(src, family, model, recipe.decoder, stage, out, log)
+            model, quant = traced.with_cache_shape(model, src.module), recipe.traced
+        return _export_decoder(src, family, model, quant, stage, out, log)
 
 
 def _export_decoder(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None,
                     stage: Path, out: Path, log) -> Manifest:
-    staged = _stage(src, family, model, quant, stage, log)
+    sampling = generation_config.read_sampling(src.name, log)
+    log(f"default sampling: {sampling.describe() if sampling else 'greedy (the source recommends none)'}")
+    staged = _stage(src, family, model, quant, stage, log, sampling=sampling)
     log("measuring quality on the held-out text")
     report = _measure_decoder(staged, src.tokenizer_json, log)
     log(f"writing {out}")
@@ -100,7 +103,7 @@ class Staged:
 def _stage(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None, stage: Path, log, **fields) -> Staged:
     """The fp32 graph and, with `quant`, the quantized one beside it; the inspection graph,
     which shares the bundle graph's weight bytes (none for traced graphs); the tokenizer.
-    `fields`: more Manifest fields (an encoder's pooling)."""
+    `fields`: more Manifest fields (an encoder's pooling, a decoder's sampling)."""
     build = _builder(src, family, model)
     log("building the fp32 graph")
     reference = _save(build(None, False), stage / ("reference" if quant else "bundle"))

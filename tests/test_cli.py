@@ -209,7 +209,7 @@ def test_chat_help_set_and_multiline(bundle, capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert "/set NAME VALUE" in err and "/save FILE" in err and '"""' in err
     assert "top_p must be in (0, 1]" in err and "top_k must be an integer" in err  # refused, session goes on
-    assert "  temperature 0.8" in err and "  seed 4" in err and "  min_p " in err
+    assert "  temperature 0.8" in err and "  seed 4" in err and "  min_p (model default)" in err
     assert "unknown command /nope" in err
     want = edge.load(bundle).chat([{"role": "user", "content": "Hello\nthere"}], max_tokens=6, temperature=0.8,
                                   seed=4)

@@ -94,6 +94,9 @@ def info(
         ("files", ", ".join(f"{name} ({_size(bundle / name)})" for name in manifest.files) + "; checksums ok"),
         ("exporter", f"edge {manifest.exporter_version}, schema {manifest.schema_version}"),
     ]
+    if manifest.is_decoder:
+        s = manifest.sampling
+        rows.append(("sampling", s.describe() if s else "greedy (the source recommends none)"))
     if manifest.pooling is not None:
         p = manifest.pooling
         note = "" if p.source == "sentence-transformers" else " (default: no sentence-transformers files)"

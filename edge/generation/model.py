@@ -30,6 +30,7 @@ from edge.generation.sampler import SamplingParams, make_sampler
 from edge.tokenizer import Tokenizer, load_tokenizer
 
 DEFAULT_MAX_TOKENS = 256
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
 PERPLEXITY_WINDOW = 512  # next-token predictions per window of `score`
 
 
@@ -115,20 +116,22 @@ class LanguageModel:
     # a misspelt one is a TypeError that lists the valid names (see `_options`).
 
     @_options
-    def generate(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def generate(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
                  seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                  raw: bool = False) -> str:
         """The reply to `prompt` (one user message through the chat template; `raw`: plain
-        text to continue). Greedy by default; `temperature` > 0 samples (with `top_k`,
-        `top_p`, `min_p`, `repetition_penalty`, and `seed` for repeatable output). `stop`:
-        strings that end the reply (not included). `draft`: "lookup" (default) checks
-        tokens guessed from the text itself several per step, same output; "none"."""
+        text to continue). `temperature` > 0 samples (with `top_k`, `top_p`, `min_p`,
+        `repetition_penalty`, and `seed` for repeatable output); 0 is greedy. A sampling
+        option left None takes the bundle's recommendation (the source's
+        generation_config.json, `manifest.sampling`), else greedy with every filter off.
+        `stop`: strings that end the reply (not included). `draft`: "lookup" (default)
+        checks tokens guessed from the text itself several per step, same output; "none"."""
         return "".join(chunk.text for chunk in self.stream(prompt, **_given(locals())))
 
     @_options
-    def stream(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-               top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def stream(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+               top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
                seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                raw: bool = False) -> Iterator[StreamChunk]:
         """As `generate`, one `StreamChunk` per token (text, token, finish_reason, and the
@@ -137,8 +140,8 @@ class LanguageModel:
         return self.stream_ids(self.encode_prompt(prompt, options.pop("raw")), **options)
 
     @_options
-    def complete(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def complete(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
                  seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                  raw: bool = False) -> Completion:
         """As `generate`, with why it ended and the token counts (llama-cpp-python's shape):
@@ -146,8 +149,8 @@ class LanguageModel:
         return Completion.of(list(self.stream(prompt, **_given(locals()))))
 
     @_options
-    def chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-             top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+             top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
              seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup") -> str:
         """The assistant's reply to `messages` ([{"role": ..., "content": ...}, ...]); the
         keywords as in `generate`."""
@@ -155,35 +158,45 @@ class LanguageModel:
 
     @_options
     def stream_chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                    temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                    repetition_penalty: float = 1.0, seed: int | None = None,
+                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+                    repetition_penalty: float | None = None, seed: int | None = None,
                     stop: str | Sequence[str] | None = None, draft: str = "lookup") -> Iterator[StreamChunk]:
         """As `chat`, one `StreamChunk` per token."""
         return self.stream_ids(self.encode_chat(messages), **_given(locals()))
 
     @_options
     def chat_session(self, system: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                     temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                     repetition_penalty: float = 1.0, seed: int | None = None,
+                     temperature: float | None = None, top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+                     repetition_penalty: float | None = None, seed: int | None = None,
                      stop: str | Sequence[str] | None = None, draft: str = "lookup") -> ChatSession:
         """A conversation that keeps its KV cache across turns: `session.send(text)` streams
         each reply. The keywords (as in `generate`) are the session's defaults; `send` may
         override them per turn."""
         return ChatSession(self, system, **_given(locals()))
 
-    def stream_ids(self, ids: Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-                   top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def stream_ids(self, ids: Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+                   top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
                    seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                    decoder: DecoderRunner | None = None, reuse: int = 0) -> Iterator[StreamChunk]:
         """Token ids in, chunks out. A chat session passes its own `decoder` and how many
         leading ids its cache already holds (`reuse`)."""
-        params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        params = self.sampling_params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                      repetition_penalty=repetition_penalty, seed=seed)
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
         # Each generation runs on a cache of its own (a fork shares the session and weights),
         # so interleaved streams and threads never see each other's tokens.
         return generate.stream(decoder or self.decoder.fork(), self.tokenizer, list(ids), make_sampler(params),
                                max_tokens, eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
                                draft=check_draft(draft), load_s=self.load_s)
+
+    def sampling_params(self, **given) -> SamplingParams:
+        """The caller's sampling options; each one None (or left out) takes the bundle's
+        recommendation, else SamplingParams' default (greedy, filters off).
+        Example: bundle temperature 0.7, top_p 0.9; given top_p=1 -> temperature 0.7, top_p 1"""
+        recommended = self.manifest.sampling
+        values = {name: given.get(name) if given.get(name) is not None else getattr(recommended, name, None)
+                  for name in SAMPLING_OPTIONS}
+        return SamplingParams(**{name: value for name, value in values.items() if value is not None})
 
     # --- lifetime ----------------------------------------------------------------------------
 
