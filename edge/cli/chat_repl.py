@@ -82,7 +82,7 @@ def _set(session: ChatSession, argument: str) -> str:
     options = {**session.options, name: parsed}
     if name == "max_tokens":
         check_positive_int(parsed, name)
-    SamplingParams(**{k: v for k, v in options.items() if k in SETTINGS and k != "max_tokens"})
+    SamplingParams(**{k: v for k, v in options.items() if k in SETTINGS and k != "max_tokens" and v is not None})
     session.options = options
     return f"({name} = {parsed})"
 
