@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -79,7 +79,9 @@ class LanguageModel:
     gets exactly the output it would get alone; they share the CPU). A `ChatSession` itself
     is one conversation: use it from one thread at a time."""
 
-    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, decoder: DecoderRunner, load_s: float = 0.0):
+    def __init__(self, manifest: Manifest, tokenizer: Tokenizer, decoder: DecoderRunner, load_s: float = 0.0,
+                 path: Path | None = None):
+        self.path = path  # the bundle folder, when opened from one
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.decoder = decoder
@@ -91,7 +93,7 @@ class LanguageModel:
         started = time.perf_counter() if started is None else started
         tokenizer = load_tokenizer(bundle.file(bundle.manifest.tokenizer.file))
         decoder = DecoderRunner.open(bundle, threads)
-        return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started)
+        return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started, bundle.path)
 
     # --- prompts -> ids --------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The HTTP side of `edge serve`: OpenAI's API routes over loaded edge models (Starlette).
+"""The HTTP side of `edge serve`: OpenAI's API routes over loaded edge models (Starlette);
+Ollama's routes (ollama.py) reuse the job helpers here.
 
 JSON requests in; JSON responses or server-sent events out. A route reads and validates
 its body (`schemas`), picks the model's worker, submits one job and awaits the job's items
@@ -40,6 +41,8 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
     """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel);
     `draft`: how generations draft tokens (see LanguageModel.stream_ids); `log`: where to
     write one line per request (None: nowhere)."""
+    from edge.server import ollama  # Ollama's routes beside OpenAI's (it imports this module)
+
     workers = {name: Worker(model, max_queue, name) for name, model in models.items()}
 
     @contextlib.asynccontextmanager
@@ -48,7 +51,7 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
         for worker in workers.values():
             worker.close()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
+    app = Starlette(routes=[*ROUTES, *ollama.ROUTES], lifespan=lifespan, exception_handlers={
         ApiError: api_error, HTTPException: http_error, Exception: server_error,
     })
     app.state.workers, app.state.max_body, app.state.created = workers, max_body, int(time.time())
@@ -154,10 +157,11 @@ async def _events(completion: Completion, first, items: AsyncIterator, include_u
 
 
 class EventStream(StreamingResponse):
-    """An SSE response that cancels its job however it ends: finished, failed, or client gone."""
+    """A streamed response (SSE; Ollama's NDJSON) that cancels its job however it ends:
+    finished, failed, or client gone."""
 
-    def __init__(self, events: AsyncIterator[str], job: Job):
-        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    def __init__(self, events: AsyncIterator[str], job: Job, media_type: str = "text/event-stream"):
+        super().__init__(events, media_type=media_type, headers={"Cache-Control": "no-cache"})
         self.job = job
 
     async def __call__(self, scope, receive, send) -> None:
