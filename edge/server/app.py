@@ -41,8 +41,6 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
     """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel);
     `draft`: how generations draft tokens (see LanguageModel.stream_ids); `log`: where to
     write one line per request (None: nowhere)."""
-    from edge.server import ollama  # Ollama's routes beside OpenAI's (it imports this module)
-
     workers = {name: Worker(model, max_queue, name) for name, model in models.items()}
 
     @contextlib.asynccontextmanager
@@ -51,7 +49,7 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
         for worker in workers.values():
             worker.close()
 
-    app = Starlette(routes=[*ROUTES, *ollama.ROUTES], lifespan=lifespan, exception_handlers={
+    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
         ApiError: api_error, HTTPException: http_error, Exception: server_error,
     })
     app.state.workers, app.state.max_body, app.state.created = workers, max_body, int(time.time())
@@ -238,7 +236,7 @@ def _worker(request: Request, name: str, decoder: bool) -> Worker:
     return worker
 
 
-ROUTES = [
+ROUTES = [  # edge/server/ollama.py appends Ollama's routes (edge.server imports it)
     Route("/health", health),
     Route("/v1/models", list_models),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),

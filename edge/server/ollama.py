@@ -230,3 +230,4 @@ ROUTES = [
     Route("/api/tags", tags),
     Route("/api/show", show, methods=["POST"]),
 ]
+server.ROUTES.extend(ROUTES)  # every app create_app makes answers both APIs
