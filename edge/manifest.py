@@ -153,6 +153,25 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """The sampling the source model recommends (Hugging Face's generation_config.json, when
+    it sets do_sample), used for every option a caller leaves out; a None field is off."""
+
+    source: str  # where it came from: "generation_config.json"
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+
+    def describe(self) -> str:
+        """Example: "from generation_config.json: temperature 0.2, top_p 0.9" """
+        values = [f"{f.name} {getattr(self, f.name):g}" for f in dataclasses.fields(self)
+                  if f.name != "source" and getattr(self, f.name) is not None]
+        return f"from {self.source}: {', '.join(values) or 'sampling with every filter off'}"
+
+
+@dataclass(frozen=True)
 class Manifest:
     model: ModelConfig
     graph: GraphSpec
@@ -164,6 +183,7 @@ class Manifest:
     quality: Quality | None = None
     pooling: Pooling | None = None
     inspect: Inspection | None = None
+    sampling: Sampling | None = None  # None: the source recommends no sampling (greedy by default)
     format: str = FORMAT
     schema_version: int = SCHEMA_VERSION
 
@@ -244,6 +264,7 @@ _NESTED = {
     "Pooling": Pooling,
     "Quantization": Quantization,
     "Quality": Quality,
+    "Sampling": Sampling,
 }
 _SCALARS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 _KINDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean"}
@@ -300,6 +321,11 @@ def _problems(obj: Any) -> Iterator[tuple[str, str]]:
             yield "num_kv_heads", f"must divide num_heads ({obj.num_heads}), got {obj.num_kv_heads}"
         if (obj.positional.rotary_dim or 0) > obj.head_dim:
             yield "positional.rotary_dim", f"must be at most head_dim ({obj.head_dim}), got {obj.positional.rotary_dim}"
+    elif isinstance(obj, Sampling):
+        for field_ in dataclasses.fields(obj)[1:]:
+            value = getattr(obj, field_.name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                yield field_.name, f"must be a number or null, got {_short(value)}"
     elif isinstance(obj, Positional):
         if obj.kind not in POSITIONAL_KINDS:
             yield "kind", f"must be one of {POSITIONAL_KINDS}, got {_short(obj.kind)}"

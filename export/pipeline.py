@@ -23,7 +23,8 @@ from edge.engine.decoder_runner import DecoderRunner
 from edge.engine.encoder_runner import EncoderRunner
 from edge.manifest import GraphSpec, Manifest, ModelConfig, Quality, Quantization
 from edge.tokenizer import load_tokenizer
-from export import __version__, architectures, inspection, quality, recipes, sentence_transformers, writer
+from export import (__version__, architectures, generation_config, inspection, quality, recipes,
+                    sentence_transformers, writer)
 from export.architectures import Family
 from export.graph import MODEL_FILE, Graph, build_graph, traced
 from export.quantize import QuantSpec
@@ -52,18 +53,22 @@ def export_model(
         model = architectures.model_config(src.config, src.task, max_context)
         if family.task == architectures.EMBEDDINGS:
             return _export_encoder(src, family, model, recipe.encoder, stage, out, log)
+        quant = recipe.decoder
         if family is architectures.TRACED:
             log(f"{model.architecture} has no native graph builder: tracing the transformers model")
-            model = traced.with_cache_shape(model, src.module)
-            return _export_decoder(src, family, model, recipe.traced, stage, out, log)
-        return _export_decoder(src, family, model, recipe.decoder, stage, out, log)
+            model, quant = traced.with_cache_shape(model, src.module), recipe.traced
+        return _export_decoder(src, family, model, quant, stage, out, log)
 
 
 def _export_decoder(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None,
                     stage: Path, out: Path, log) -> Manifest:
-    staged = _stage(src, family, model, quant, stage, log)
+    sampling = generation_config.read_sampling(src.name, log)
+    log(f"default sampling: {sampling.describe() if sampling else 'greedy (the source recommends none)'}")
+    staged = _stage(src, family, model, quant, stage, log, sampling=sampling)
     log("measuring quality on the held-out text")
-    return _finish(staged, _measure_decoder(staged, src.tokenizer_json), out)
+    report = _measure_decoder(staged, src.tokenizer_json, log)
+    log(f"writing {out}")
+    return _finish(staged, report, out)
 
 
 def _export_encoder(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None,
@@ -73,7 +78,9 @@ def _export_encoder(src: Source, family: Family, model: ModelConfig, quant: Quan
         f"({pooling.source})")
     staged = _stage(src, family, model, quant, stage, log, pooling=pooling)
     log("measuring cosine to fp32 on the shipped sentences")
-    return _finish(staged, _measure_encoder(staged), out)
+    report = _measure_encoder(staged)
+    log(f"writing {out}")
+    return _finish(staged, report, out)
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ class Staged:
 def _stage(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None, stage: Path, log, **fields) -> Staged:
     """The fp32 graph and, with `quant`, the quantized one beside it; the inspection graph,
     which shares the bundle graph's weight bytes (none for traced graphs); the tokenizer.
-    `fields`: more Manifest fields (an encoder's pooling)."""
+    `fields`: more Manifest fields (an encoder's pooling, a decoder's sampling)."""
     build = _builder(src, family, model)
     log("building the fp32 graph")
     reference = _save(build(None, False), stage / ("reference" if quant else "bundle"))
@@ -141,7 +148,7 @@ def _finish(staged: Staged, report: Quality, out: Path) -> Manifest:
     return writer.finish(staged.bundle, manifest, staged.files, out)
 
 
-def _measure_decoder(staged: Staged, tokenizer_json: str) -> Quality:
+def _measure_decoder(staged: Staged, tokenizer_json: str, log) -> Quality:
     from tokenizers import Tokenizer  # exporter side: the oracle tokenizer is fine here
 
     tokenizer = Tokenizer.from_str(tokenizer_json)
@@ -151,9 +158,9 @@ def _measure_decoder(staged: Staged, tokenizer_json: str) -> Quality:
 
     quantized = DecoderRunner.open(Bundle(staged.bundle, staged.manifest))
     if staged.reference is None:
-        return quality.measure(quantized, None, encode)
+        return quality.measure(quantized, None, encode, log)
     fp32 = dataclasses.replace(staged.manifest, graph=staged.reference.spec, inspect=None)
-    return quality.measure(DecoderRunner.open(Bundle(staged.reference.folder, fp32)), quantized, encode)
+    return quality.measure(DecoderRunner.open(Bundle(staged.reference.folder, fp32)), quantized, encode, log)
 
 
 def _measure_encoder(staged: Staged) -> Quality:

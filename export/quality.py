@@ -52,17 +52,21 @@ def greedy(decoder: DecoderRunner, prompt: list[int], n: int) -> list[int]:
     return out
 
 
-def measure(reference: DecoderRunner, quantized: DecoderRunner | None, encode) -> Quality:
-    """Perplexity of both graphs, and how often the quantized one picks fp32's token."""
+def measure(reference: DecoderRunner, quantized: DecoderRunner | None, encode, log=lambda message: None) -> Quality:
+    """Perplexity of both graphs, and how often the quantized one picks fp32's token. `log`:
+    one line as each part begins (each takes seconds to a minute on a 2-core CPU)."""
     ids = encode(heldout_text())[:MAX_TOKENS]
+    log(f"quality: fp32 perplexity over {len(ids)} tokens")
     ref = score(reference, ids)
     ppl_ref = float(np.exp(ref.mean_nll))
     if quantized is None:
         return Quality(text=HELDOUT, tokens=len(ids), perplexity_fp32=ppl_ref, perplexity=ppl_ref,
                        top1_agreement=1.0, greedy_agreement=1.0)
+    log("quality: quantized perplexity and top-1 agreement")
     quant = score(quantized, ids)
     prompts = [encode(p) for p in GREEDY_PROMPTS]
     steps = min(GREEDY_TOKENS, reference.context_length - max(len(p) for p in prompts))
+    log(f"quality: greedy continuations of {len(prompts)} prompts, {steps} tokens each")
     matched = sum(common_prefix(greedy(reference, p, steps), greedy(quantized, p, steps)) for p in prompts)
     return Quality(
         text=HELDOUT,

@@ -130,6 +130,21 @@ def tiny_gpt2_dir(gpt2_style_tokenizer_json, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gpt2_sampling_dir(tiny_gpt2_dir, tmp_path_factory) -> Path:
+    """The tiny GPT-2 whose generation_config.json recommends sampling (a copy: the other
+    tiny models recommend none, so their tests decode greedily by default)."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    folder = tmp_path_factory.mktemp("tiny_gpt2_sampling") / "model"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    GenerationConfig(do_sample=True, temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.1,
+                     bos_token_id=0, eos_token_id=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_bert_dir(minilm_dir, tmp_path_factory) -> Path:
     """A plain transformers BERT (no sentence-transformers files: mean pooling by default)
     with MiniLM's WordPiece tokenizer."""
@@ -176,6 +191,11 @@ def tiny_gpt2_bundle_fp32(tiny_gpt2_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2_bundle_int8(tiny_gpt2_dir, tmp_path_factory) -> Path:
     return _export(tiny_gpt2_dir, tmp_path_factory.mktemp("bundles") / "gpt2-int8", "int8")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_bundle_sampling(tiny_gpt2_sampling_dir, tmp_path_factory) -> Path:
+    return _export(tiny_gpt2_sampling_dir, tmp_path_factory.mktemp("bundles") / "gpt2-sampling", "none")
 
 
 @pytest.fixture(scope="session")

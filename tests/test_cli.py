@@ -140,3 +140,95 @@ def test_bench_json(bundle, capsys):
     figures = json.loads(capsys.readouterr().out)
     assert figures["decode_tok_s"] > 0 and figures["prefill_tok_s_long"] > 0 and 0 <= figures["python_overhead"] < 1
     assert figures["long_prompt"] == 255 and figures["long_context"] == 256 - 32 - 1  # capped by the context
+
+
+# --- familiar flags and input (llama.cpp's and llm's spellings) ----------------------------
+
+
+def test_temp_alias_and_t_is_threads(bundle, capsys):
+    assert main(["generate", "Hi", "--raw", "-n", "8", "--temp", "0.8", "--seed", "3", "-t", "1"]) == 0
+    want = edge.load(bundle).generate("Hi", raw=True, max_tokens=8, temperature=0.8, seed=3)
+    assert capsys.readouterr().out == want + "\n"
+    assert "--threads" in _error(capsys, ["generate", "Hi", "-t", "0.7"], code=2)  # not a temperature
+
+
+def test_system_prompt_goes_through_the_template(bundle, capsys):
+    assert main(["generate", "-s", "Be brief.", "Hello", "-n", "8"]) == 0
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    assert capsys.readouterr().out == edge.load(bundle).chat(messages, max_tokens=8) + "\n"
+    assert "--raw" in _error(capsys, ["generate", "-s", "Be brief.", "Hello", "--raw"], code=2)
+
+
+def test_system_prompt_needs_a_chat_template(tiny_gpt2_bundle_int8, capsys):
+    assert "no chat template" in _error(capsys, ["generate", "-m", str(tiny_gpt2_bundle_int8), "-s", "x", "Hi"])
+
+
+def test_prompt_from_a_file_and_from_a_pipe(bundle, capsys, monkeypatch, tmp_path):
+    import io
+
+    want = edge.load(bundle).generate("Hello there", max_tokens=5) + "\n"
+    (tmp_path / "p.txt").write_text("Hello there", encoding="utf-8")
+    assert main(["generate", "-f", str(tmp_path / "p.txt"), "-n", "5"]) == 0
+    assert capsys.readouterr().out == want
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello there"))  # not a terminal: read without `-`
+    assert main(["generate", "-n", "5"]) == 0
+    assert capsys.readouterr().out == want
+    assert "not both" in _error(capsys, ["generate", "Hi", "-f", str(tmp_path / "p.txt")], code=2)
+    assert "cannot read" in _error(capsys, ["generate", "-f", str(tmp_path / "missing.txt")])
+
+
+def test_no_prompt_on_a_terminal(bundle, capsys, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal(""))
+    assert "no prompt" in _error(capsys, ["generate"], code=2)
+
+
+def test_invalid_utf8_input_is_replaced(tmp_path, monkeypatch):
+    import io
+
+    from edge.cli.app import read_input
+
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9 ok")
+    assert read_input(tmp_path / "bad.txt") == "caf\ufffd ok"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xff hi")))
+    assert read_input() == "\ufffd hi"
+
+
+# --- chat commands: /help, /set, multi-line input, /save and /load -------------------------
+
+
+def test_chat_help_set_and_multiline(bundle, capsys, monkeypatch):
+    _feed_lines(monkeypatch, "/help", "/set temperature 0.8", "/set seed 4", "/set top_p 2", "/set top_k many",
+                "/set", "/nope", '"""', "Hello", "there", '"""')
+    assert main(["chat", "-n", "6"]) == 0
+    out, err = capsys.readouterr()
+    assert "/set NAME VALUE" in err and "/save FILE" in err and '"""' in err
+    assert "top_p must be in (0, 1]" in err and "top_k must be an integer" in err  # refused, session goes on
+    assert "  temperature 0.8" in err and "  seed 4" in err and "  min_p (model default)" in err
+    assert "unknown command /nope" in err
+    want = edge.load(bundle).chat([{"role": "user", "content": "Hello\nthere"}], max_tokens=6, temperature=0.8,
+                                  seed=4)
+    assert out == want + "\n"
+
+
+def test_chat_save_and_load(bundle, capsys, monkeypatch, tmp_path):
+    saved, bad = tmp_path / "talk.json", tmp_path / "bad.json"
+    _feed_lines(monkeypatch, "Hello", f"/save {saved}")
+    assert main(["chat", "-n", "6", "-s", "Be brief."]) == 0
+    first = capsys.readouterr().out[:-1]  # the reply, then print()'s newline
+    data = json.loads(saved.read_text())
+    assert data == {"system": "Be brief.", "messages": [{"role": "user", "content": "Hello"},
+                                                         {"role": "assistant", "content": first}]}
+    bad.write_text('{"messages": [{"role": "wizard", "content": 1}]}')
+    _feed_lines(monkeypatch, f"/load {bad}", f"/load {tmp_path / 'missing.json'}", f"/load {saved}", "And then?")
+    assert main(["chat", "-n", "6"]) == 0  # no system prompt given: the file brings it
+    out, err = capsys.readouterr()
+    assert "is not a saved conversation" in err and "cannot read" in err and "(loaded 2 messages" in err
+    want = edge.load(bundle).chat([{"role": "system", "content": "Be brief."}, *data["messages"],
+                                   {"role": "user", "content": "And then?"}], max_tokens=6)
+    assert out == want + "\n"

@@ -91,7 +91,7 @@ def test_api_keywords_are_explicit_and_typos_list_them(tiny_llama_bundle_int8):
         names = inspect.signature(method).parameters
         assert {"max_tokens", "temperature", "top_p", "seed", "stop", "draft"} <= set(names), method.__name__
         assert method.__doc__
-    assert inspect.signature(model.generate).parameters["temperature"].default == 0.0
+    assert inspect.signature(model.generate).parameters["temperature"].default is None  # the bundle's, else greedy
     with pytest.raises(TypeError, match="'temprature'; valid keywords: max_tokens, temperature"):
         model.generate("hi", temprature=0.5)
 
@@ -119,3 +119,15 @@ def test_dir_shows_the_public_api():
     assert dir(edge) == sorted(edge.__all__)
     assert edge.__version__ == version("edge-runtime")
     assert edge.LanguageModel.__name__ == "LanguageModel" and edge.EmbeddingModel.__name__ == "EmbeddingModel"
+
+
+def test_info_by_name_and_default(cache, capsys, monkeypatch):
+    assert main(["info", "tiny-llama"]) == 0
+    by_name = capsys.readouterr().out
+    assert "llama (text-generation)" in by_name
+    monkeypatch.setenv("EDGE_MODEL", "tiny-llama")
+    assert main(["info"]) == 0  # no argument: the default model
+    assert capsys.readouterr().out == by_name
+    monkeypatch.delenv("EDGE_MODEL")
+    assert main(["info"]) == 1  # no default model in this cache: one line saying how to make it
+    assert "edge pull" in capsys.readouterr().err

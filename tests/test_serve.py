@@ -354,3 +354,40 @@ def _wait_for(condition, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.01)
+
+
+# --- the request log: one line per request, no prompt text --------------------------------
+
+
+def test_request_log_lines(lm, encoder):
+    import io
+    import re
+
+    log = io.StringIO()
+    with running(create_app({MODEL: lm, ENCODER: encoder}, log=log)) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+        secret = [{"role": "user", "content": "my secret prompt"}]
+        reply = client.chat.completions.create(model=MODEL, messages=secret, max_tokens=5, temperature=0)
+        list(client.chat.completions.create(model=MODEL, messages=secret, max_tokens=5, temperature=0, stream=True))
+        client.embeddings.create(model=ENCODER, input=["my secret text"])
+        assert _http(base, "GET", "/nowhere")[0] == 404
+    lines = log.getvalue().splitlines()
+    usage = reply.usage
+    assert re.fullmatch(rf"POST /v1/chat/completions 200 tokens {usage.prompt_tokens}\+5 \d+\.\d{{3}}s", lines[0])
+    assert re.fullmatch(rf"POST /v1/chat/completions 200 tokens {usage.prompt_tokens}\+5 \d+\.\d{{3}}s", lines[1])
+    assert re.fullmatch(r"POST /v1/embeddings 200 tokens \d+\+0 \d+\.\d{3}s", lines[2])
+    assert re.fullmatch(r"GET /nowhere 404 \d+\.\d{3}s", lines[3]) and len(lines) == 4
+    assert "secret" not in log.getvalue()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_serve_quiet_turns_the_log_off(tiny_llama_bundle_fp32, monkeypatch, quiet):
+    import uvicorn
+
+    from edge.cli import main
+    from edge.server.request_log import RequestLog
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    assert main(["serve", "-m", str(tiny_llama_bundle_fp32), *(["--quiet"] if quiet else [])]) == 0
+    assert any(m.cls is RequestLog for m in served[0].user_middleware) != quiet

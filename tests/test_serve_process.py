@@ -65,6 +65,7 @@ def test_cli_serves_the_bundle(served, tiny_llama_bundle_fp32):
     process.wait(30)
     err = process.stderr.read()
     assert f"http://127.0.0.1:{base.rsplit(':', 1)[1]}/v1 serving {name}" in err and "warning" not in err
+    assert "POST /v1/chat/completions 200 tokens " in err and "Hi there" not in err  # the request log
 
 
 def test_memory_stays_flat_over_200_requests(served, tiny_llama_bundle_fp32):

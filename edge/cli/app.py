@@ -12,14 +12,17 @@ import os
 import sys
 from pathlib import Path
 
+import sys
+
 import typer
 
-from edge.errors import BundleError
+from edge.errors import BundleError, InputError
 from edge.paths import DEFAULT_BUNDLE, DEFAULT_EMBEDDING_BUNDLE, resolve_model
 
 app = typer.Typer(
     name="edge",
-    help="On-device quantized transformers: export, generate, chat, embed, search, bench. Offline.",
+    help="On-device quantized transformers: export, generate, chat, embed, search, bench. Offline.\n\n"
+         "Example: edge generate \"Why is the sky blue?\"",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion, typer's standard option
     pretty_exceptions_enable=False,
@@ -41,14 +44,44 @@ def _version(shown: bool) -> None:
 @app.callback()
 def _main(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                             help="Print edge's version and exit.")) -> None:
-    """On-device quantized transformers: export, generate, chat, embed, search, bench. Offline."""
+    """On-device quantized transformers (the app's help says more)."""
 
-ModelOption = typer.Option(None, "-m", "--model", help="Bundle folder or model name (default: $EDGE_MODEL, "
+ModelOption = typer.Option(None, "-m", "--model", metavar="MODEL", help="Bundle folder or model name (default: $EDGE_MODEL, "
                            "else the default model).")
 EmbeddingModelOption = typer.Option(
-    None, "-m", "--model", help="Encoder bundle folder or model name (default: $EDGE_EMBEDDING_MODEL, "
+    None, "-m", "--model", metavar="MODEL", help="Encoder bundle folder or model name (default: $EDGE_EMBEDDING_MODEL, "
     "else the default embedding model)."
 )
+
+
+ThreadsOption = typer.Option(None, "-t", "--threads", metavar="N", min=1,
+                             help="onnxruntime threads (default: physical cores), as llama.cpp's -t.")
+
+
+def _plain_types() -> None:
+    """typer 0.29 prints a Python type (`<int>`, `<list[str]>`, `<bool>`) beside every
+    parameter. edge's options carry their own metavars (N, T, TEXT, PATH), so the help shows
+    those, nothing for flags, and nothing beside an argument (its name is its metavar)."""
+    from typer.core import TyperArgument, TyperOption
+
+    TyperOption.display_type_rich = lambda self, ctx: self.metavar or None
+    TyperArgument.display_type_rich = lambda self, ctx: None
+
+
+_plain_types()
+
+
+def read_input(file: Path | str | None = None) -> str:
+    """The text of `file`, or of standard input when None or "-". Bytes that are not UTF-8
+    become U+FFFD (the one place the CLI reads a prompt or texts)."""
+    if file is None or str(file) == "-":
+        return read_stdin()
+    try:
+        data = Path(file).expanduser().read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {file} ({exc.strerror or exc.__class__.__name__}). "
+                         "Give a readable text file.") from None
+    return data.decode("utf-8", errors="replace")
 
 
 def resolve_bundle(model: Path | str | None) -> Path:
@@ -60,11 +93,11 @@ def resolve_embedding_bundle(model: Path | str | None) -> Path:
                          "export it once with `python -m export.default embeddings`")
 
 
-def load_for(path: Path, task: str):
-    """`edge.load(path)`, refusing a bundle made for another task with one clear line."""
+def load_for(path: Path, task: str, threads: int | None = None):
+    """`edge.load(path, threads)`, refusing a bundle made for another task with one clear line."""
     import edge
 
-    model = edge.load(path)
+    model = edge.load(path, threads)
     if model.manifest.model.task != task:
         raise BundleError(f"{path} is a {model.manifest.model.task} bundle; this command needs a {task} one. "
                           "Pass another bundle with -m.")

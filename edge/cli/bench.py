@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import ModelOption, app, resolve_bundle
+from edge.cli.app import ModelOption, ThreadsOption, app, resolve_bundle
 
 LABELS = {
     "load_s": "load (s)",
@@ -27,10 +27,13 @@ LABELS = {
 @app.command()
 def bench(
     model: Path = ModelOption,
-    threads: int = typer.Option(None, "--threads", help="onnxruntime threads (default: physical cores)."),
+    threads: int = ThreadsOption,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ):
-    """Measure load, time to first token, prefill and decode speed, and peak memory (greedy)."""
+    """Measure load, time to first token, prefill and decode speed, and peak memory (greedy).
+
+    Example: edge bench -t 2 --json
+    """
     from edge.tools.bench import run
 
     figures = run(resolve_bundle(model), threads)

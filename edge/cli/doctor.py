@@ -11,7 +11,10 @@ from edge.cli.app import app
 
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print a JSON object.")):
-    """Show the architecture, cores, int8 instruction sets, onnxruntime and threads, and a recommendation."""
+    """Show the architecture, cores, int8 instruction sets, onnxruntime and threads, and a recommendation.
+
+    Example: edge doctor
+    """
     from edge.tools.doctor import report
 
     facts = report()

@@ -9,30 +9,36 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import EmbeddingModelOption, app, from_argv, load_for, read_stdin, resolve_embedding_bundle
+from edge.cli.app import EmbeddingModelOption, ThreadsOption, app, from_argv, load_for, read_input, resolve_embedding_bundle
+from edge.cli.progress import Progress
 from edge.errors import BundleError, InputError
 
-BatchSize = typer.Option(32, "--batch-size", help="Texts per encoder run.")
+BatchSize = typer.Option(32, "--batch-size", metavar="N", help="Texts per encoder run.")
 
 
-def load_encoder(path: Path):
-    return load_for(path, "feature-extraction")
+def load_encoder(path: Path, threads: int | None = None):
+    return load_for(path, "feature-extraction", threads)
 
 
 @app.command()
 def embed(
-    texts: list[str] = typer.Argument(..., help="Texts to embed, or - to read one text per line from standard input."),
+    texts: list[str] = typer.Argument(None, metavar="TEXT...", show_default=False,
+                                      help="Texts to embed; - or nothing with a pipe: one text per line from standard input."),
     model: Path = EmbeddingModelOption,
     batch_size: int = BatchSize,
+    threads: int = ThreadsOption,
     as_json: bool = typer.Option(False, "--json", help="One JSON object with the model, texts and vectors."),
 ):
-    """Print one vector per text as JSON: one array per line (or one object with --json)."""
-    if texts == ["-"]:
-        texts = [line for line in read_stdin().splitlines() if line.strip()]
+    """Print one vector per text as JSON: one array per line (or one object with --json).
+
+    Example: edge embed "a cat" "a dog"
+    """
+    if texts == ["-"] or (not texts and not sys.stdin.isatty()):
+        texts = [line for line in read_input().splitlines() if line.strip()]
     texts = [from_argv(t) for t in texts]
     if not texts:
-        raise InputError("no texts to embed: pass TEXT arguments, or lines on standard input with -.")
-    encoder = load_encoder(resolve_embedding_bundle(model))
+        raise InputError("no texts to embed: pass TEXT arguments, or pipe lines on standard input.")
+    encoder = load_encoder(resolve_embedding_bundle(model), threads)
     encodings = encoder.tokenize(texts)
     cut = sum(e.truncated for e in encodings)
     if cut:
@@ -51,17 +57,22 @@ def embed(
 
 @app.command()
 def index(
-    paths: list[Path] = typer.Argument(..., help="Files or folders of text (.txt, .md, .rst, code, ...)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Index folder to create or update."),
+    paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Files or folders of text (.txt, .md, .rst, code, ...)."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="INDEX", help="Index folder to create or update."),
     model: Path = EmbeddingModelOption,
-    chunk_tokens: int = typer.Option(128, "--chunk-tokens", help="Most tokens per chunk (capped by the model)."),
-    overlap: int = typer.Option(32, "--overlap", help="Tokens a chunk may repeat from the one before."),
+    chunk_tokens: int = typer.Option(128, "--chunk-tokens", metavar="N", help="Most tokens per chunk (capped by the model)."),
+    overlap: int = typer.Option(32, "--overlap", metavar="N", help="Tokens a chunk may repeat from the one before."),
+    threads: int = ThreadsOption,
 ):
-    """Index text files for `edge search`; re-running embeds only changed files."""
+    """Index text files for `edge search`; re-running embeds only changed files.
+
+    Example: edge index README.md docs/ -o docs.index
+    """
     from edge.embeddings.index import build_index
 
-    encoder = load_encoder(resolve_embedding_bundle(model))
-    with _Progress() as progress:
+    encoder = load_encoder(resolve_embedding_bundle(model), threads)
+    with Progress("index") as progress:
+        progress.stage(f"reading and chunking {', '.join(map(str, paths))}, embedding new chunks")
         report = build_index(out, paths, encoder, chunk_tokens, overlap, progress)
     if report.rebuilt:
         print(f"note: rebuilt from scratch ({report.rebuilt}).", file=sys.stderr)
@@ -74,13 +85,16 @@ def index(
 
 @app.command()
 def search(
-    index: Path = typer.Argument(..., help="Index folder made by `edge index`."),
-    query: str = typer.Argument(..., help="What to look for, in plain words."),
-    k: int = typer.Option(5, "-k", help="How many hits to show."),
-    model: Path = typer.Option(None, "-m", "--model", help="Encoder bundle (default: the one the index was built with)."),
+    index: Path = typer.Argument(..., metavar="INDEX", help="Index folder made by `edge index`."),
+    query: str = typer.Argument(..., metavar="QUERY", help="What to look for, in plain words."),
+    k: int = typer.Option(5, "-k", metavar="K", help="How many hits to show."),
+    model: Path = typer.Option(None, "-m", "--model", metavar="MODEL", help="Encoder bundle (default: the one the index was built with)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as a JSON list."),
 ):
-    """Show the chunks of the indexed files closest in meaning to QUERY, best first."""
+    """Show the chunks of the indexed files closest in meaning to QUERY, best first.
+
+    Example: edge search docs.index "how do I export a model?" -k 3
+    """
     from edge.embeddings.index import SearchIndex
     from edge.embeddings.search import search as run_search
 
@@ -102,23 +116,3 @@ def _shown(file: str) -> str:
     """A path relative to the current folder when it is under it."""
     relative = os.path.relpath(file)
     return file if relative.startswith("..") else relative
-
-
-class _Progress:
-    """A progress bar on stderr, made when the first chunks are embedded (total known then)."""
-
-    def __init__(self):
-        self._bar, self._done = None, 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is None:
-            self._bar = typer.progressbar(length=total, label="embedding", file=sys.stderr).__enter__()
-        self._bar.update(done - self._done)
-        self._done = done
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import sys
+import contextlib
 from pathlib import Path
 
 import typer
 
-from edge.cli.app import app
+from edge.cli.app import app, resolve_bundle
+from edge.cli.progress import Progress
 from edge.errors import require_extra
 
 
 @app.command()
 def export(
-    source: str = typer.Argument(..., help="Hugging Face model id, local model folder, or .gguf file."),
-    out: Path = typer.Option(..., "-o", "--out", help="Bundle folder to create (must not exist)."),
-    quantize: str = typer.Option("int8", "--quantize", "-q",
+    source: str = typer.Argument(..., metavar="SOURCE", help="Hugging Face model id, local model folder, or .gguf file."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="BUNDLE", help="Bundle folder to create (must not exist)."),
+    quantize: str = typer.Option("int8", "--quantize", "-q", metavar="int8|int4|none",
                                  help="int8 (default), int4, or none (fp32): a recipe of export/recipes.py."),
-    max_context: int = typer.Option(None, "--max-context", help="Cap the context window (tokens)."),
-    task: str = typer.Option(None, "--task", help="text-generation or feature-extraction (detected)."),
+    max_context: int = typer.Option(None, "--max-context", metavar="N", help="Cap the context window (tokens)."),
+    task: str = typer.Option(None, "--task", metavar="TASK", help="text-generation or feature-extraction (detected)."),
 ):
-    """Export a model to a self-contained ONNX bundle and measure its quality against fp32."""
+    """Export a model to a self-contained ONNX bundle and measure its quality against fp32.
+
+    Example: edge export HuggingFaceTB/SmolLM2-135M-Instruct -o smollm2-int8
+    """
     manifest = run_export("edge export", source, out, quantize=quantize, max_context=max_context, task=task)
     print(f"wrote {out}")
     _print_quality(manifest)
@@ -32,18 +36,45 @@ def run_export(command: str, source: str, out: Path, **options):
     require_extra(command, "export", "torch", "transformers", "onnx", "gguf")
     from export.pipeline import export_model
 
-    word = command.split()[-1]
-    return export_model(source, out, log=lambda message: print(f"{word}: {message}", file=sys.stderr), **options)
+    progress = Progress(command.split()[-1])
+    with _no_library_bars():
+        return export_model(source, out, log=progress.stage, **options)
+
+
+@contextlib.contextmanager
+def _no_library_bars():
+    """transformers' and huggingface_hub's own progress bars and warnings would interleave
+    with edge's stage lines: off while exporting, as they were after."""
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging
+
+    hub_bars, bars, verbosity = hub.are_progress_bars_disabled(), logging.is_progress_bar_enabled(), logging.get_verbosity()
+    hub.disable_progress_bars()
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+        if not hub_bars:
+            hub.enable_progress_bars()
 
 
 @app.command()
 def info(
-    bundle: Path = typer.Argument(..., help="Bundle folder."),
+    bundle: str = typer.Argument(None, metavar="BUNDLE", show_default=False,
+                                 help="Bundle folder or model name (default: $EDGE_MODEL, else the default model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
 ):
-    """Show a bundle's model, quantization, measured quality and files (checksums verified)."""
+    """Show a bundle's model, quantization, measured quality and files (checksums verified).
+
+    Example: edge info smollm2-135m-instruct-int8
+    """
     from edge.bundle import open_bundle
 
+    bundle = resolve_bundle(bundle)
     manifest = open_bundle(bundle).manifest
     if as_json:
         print(manifest.to_json(), end="")
@@ -63,6 +94,9 @@ def info(
         ("files", ", ".join(f"{name} ({_size(bundle / name)})" for name in manifest.files) + "; checksums ok"),
         ("exporter", f"edge {manifest.exporter_version}, schema {manifest.schema_version}"),
     ]
+    if manifest.is_decoder:
+        s = manifest.sampling
+        rows.append(("sampling", s.describe() if s else "greedy (the source recommends none)"))
     if manifest.pooling is not None:
         p = manifest.pooling
         note = "" if p.source == "sentence-transformers" else " (default: no sentence-transformers files)"

@@ -15,12 +15,13 @@ import typer
 from edge.cli.app import ModelOption, app, resolve_bundle
 from edge.errors import require_extra
 
-inspect_app = typer.Typer(help="Show what the model sees: tokens, embedding neighbours, positions, attention.",
+inspect_app = typer.Typer(help="Show what the model sees: tokens, embedding neighbours, positions, attention.\n\n"
+                          "Example: edge inspect tokens \"Tokyo 東京\"",
                           no_args_is_help=True)
 app.add_typer(inspect_app, name="inspect")
 
 Json = typer.Option(False, "--json", help="Print one JSON object.")
-Png = typer.Option(None, "--png", help="Also draw a picture into this PNG file (needs the `viz` extra).")
+Png = typer.Option(None, "--png", metavar="FILE", help="Also draw a picture into this PNG file (needs the `viz` extra).")
 
 
 def _inspector(model: Path | None):
@@ -49,9 +50,12 @@ def _draw(png: Path | None, draw) -> None:
 
 
 @inspect_app.command("tokens")
-def tokens_cmd(text: str = typer.Argument(..., help="The text to tokenize."), model: Path = ModelOption,
+def tokens_cmd(text: str = typer.Argument(..., metavar="TEXT", help="The text to tokenize."), model: Path = ModelOption,
                as_json: bool = Json):
-    """One row per token: position, id, the text piece, its bytes."""
+    """One row per token: position, id, the text piece, its bytes.
+
+    Example: edge inspect tokens "Tokyo 東京"
+    """
     rows = _inspector(model).tokens(text)
     if as_json:
         _print_json({"text": text, "tokens": [r.to_dict() for r in rows]})
@@ -77,9 +81,12 @@ def _print_hits(hits) -> None:
 
 
 @inspect_app.command("neighbors")
-def neighbors_cmd(word: str = typer.Argument(..., help="A word, e.g. king."), model: Path = ModelOption,
-                  k: int = typer.Option(10, "-k", help="How many neighbours."), as_json: bool = Json):
-    """Nearest tokens by cosine in the model's input embedding table."""
+def neighbors_cmd(word: str = typer.Argument(..., metavar="WORD", help="A word, e.g. king."), model: Path = ModelOption,
+                  k: int = typer.Option(10, "-k", metavar="K", help="How many neighbours."), as_json: bool = Json):
+    """Nearest tokens by cosine in the model's input embedding table.
+
+    Example: edge inspect neighbors king -k 10
+    """
     found, hits = _inspector(model).neighbors(word, k)
     if as_json:
         _print_json({"word": _word_json(found), "neighbors": [vars(h) for h in hits]})
@@ -89,10 +96,13 @@ def neighbors_cmd(word: str = typer.Argument(..., help="A word, e.g. king."), mo
 
 
 @inspect_app.command("analogy")
-def analogy_cmd(a: str = typer.Argument(..., help="A, e.g. king"), b: str = typer.Argument(..., help="B, e.g. man"),
-                c: str = typer.Argument(..., help="C, e.g. woman"), model: Path = ModelOption,
-                k: int = typer.Option(5, "-k", help="How many tokens."), as_json: bool = Json):
-    """Tokens nearest to A - B + C (unit vectors), leaving out A, B and C."""
+def analogy_cmd(a: str = typer.Argument(..., metavar="A", help="A, e.g. king"), b: str = typer.Argument(..., metavar="B", help="B, e.g. man"),
+                c: str = typer.Argument(..., metavar="C", help="C, e.g. woman"), model: Path = ModelOption,
+                k: int = typer.Option(5, "-k", metavar="K", help="How many tokens."), as_json: bool = Json):
+    """Tokens nearest to A - B + C (unit vectors), leaving out A, B and C.
+
+    Example: edge inspect analogy king man woman -k 5
+    """
     words, hits = _inspector(model).analogy(a, b, c, k)
     if as_json:
         _print_json({"a": _word_json(words[0]), "b": _word_json(words[1]), "c": _word_json(words[2]),
@@ -106,9 +116,12 @@ def analogy_cmd(a: str = typer.Argument(..., help="A, e.g. king"), b: str = type
 
 
 @inspect_app.command("positions")
-def positions_cmd(model: Path = ModelOption, n: int = typer.Option(64, "-n", help="How many positions."),
+def positions_cmd(model: Path = ModelOption, n: int = typer.Option(64, "-n", metavar="N", help="How many positions."),
                   png: Path = Png, as_json: bool = Json):
-    """The positional encoding (learned, sinusoidal or rotary) and similarity by distance."""
+    """The positional encoding (learned, sinusoidal or rotary) and similarity by distance.
+
+    Example: edge inspect positions -n 64 --png pos.png
+    """
     _need_viz(png)
     found = _inspector(model).positions(n)
     if as_json:
@@ -135,12 +148,15 @@ def _print_positions(found) -> None:
 
 
 @inspect_app.command("attention")
-def attention_cmd(text: str = typer.Argument(..., help="The prompt (plain text, no chat template)."),
+def attention_cmd(text: str = typer.Argument(..., metavar="TEXT", help="The prompt (plain text, no chat template)."),
                   model: Path = ModelOption,
-                  layer: int = typer.Option(None, "--layer", help="One layer (0-based); default: every layer."),
-                  head: int = typer.Option(None, "--head", help="One head (0-based); default: mean over heads."),
+                  layer: int = typer.Option(None, "--layer", metavar="L", help="One layer (0-based); default: every layer."),
+                  head: int = typer.Option(None, "--head", metavar="H", help="One head (0-based); default: mean over heads."),
                   png: Path = Png, as_json: bool = Json):
-    """Attention weights over the prompt, and each token's three most-attended tokens."""
+    """Attention weights over the prompt, and each token's three most-attended tokens.
+
+    Example: edge inspect attention "The cat sat on the mat" --layer 0
+    """
     from edge.inspect.attention import select, top_sources
 
     _need_viz(png)

@@ -18,7 +18,7 @@ from edge.cli.app import app
 from edge.errors import BundleError, UsageError
 from edge.paths import bundles_dir, is_name
 
-models_app = typer.Typer(help="Models in the edge cache: list (default), show NAME, rm NAME.",
+models_app = typer.Typer(help="Models in the edge cache: list (default), show NAME, rm NAME.\n\nExample: edge models",
                          invoke_without_command=True, no_args_is_help=False)
 app.add_typer(models_app, name="models")
 
@@ -46,7 +46,7 @@ def models(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
 
 @models_app.command("show")
-def show(name: str = typer.Argument(..., help="A model name from `edge models`."),
+def show(name: str = typer.Argument(..., metavar="NAME", help="A model name from `edge models`."),
          as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON.")):
     """What `edge info` shows, for a model by name. Example: edge models show smollm2-135m-instruct-int8"""
     from edge.cli.export_cmd import info
@@ -55,7 +55,7 @@ def show(name: str = typer.Argument(..., help="A model name from `edge models`."
 
 
 @models_app.command("rm")
-def remove(name: str = typer.Argument(..., help="A model name from `edge models`.")):
+def remove(name: str = typer.Argument(..., metavar="NAME", help="A model name from `edge models`.")):
     """Delete a model from the edge cache. Example: edge models rm smollm2-135m-instruct-int4"""
     folder = _named(name)
     shutil.rmtree(folder)
@@ -64,9 +64,9 @@ def remove(name: str = typer.Argument(..., help="A model name from `edge models`
 
 @app.command()
 def pull(
-    source: str = typer.Argument(..., help="Hugging Face model id, local model folder, or .gguf file."),
-    quantize: str = typer.Option("int8", "--quantize", "-q", help="int8 (default), int4, or none (fp32)."),
-    name: str = typer.Option(None, "--name", help="The model's name (default: from the source and quantization)."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="Hugging Face model id, local model folder, or .gguf file."),
+    quantize: str = typer.Option("int8", "--quantize", "-q", metavar="int8|int4|none", help="int8 (default), int4, or none (fp32)."),
+    name: str = typer.Option(None, "--name", metavar="NAME", help="The model's name (default: from the source and quantization)."),
 ):
     """Export SOURCE into the edge cache under a name, ready for -m NAME.
 

@@ -8,22 +8,23 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import app, resolve_bundle
+from edge.cli.app import ThreadsOption, app, resolve_bundle
 from edge.errors import EdgeError, UsageError, require_extra
 from edge.generation.scheduler import DEFAULT_KV_TOKENS, DEFAULT_SLOTS
 
 
 @app.command()
 def serve(
-    models: list[Path] = typer.Option(None, "-m", "--model", help="Bundle folder; repeat to serve several "
+    models: list[Path] = typer.Option(None, "-m", "--model", metavar="MODEL", help="Bundle folder or model name; repeat to serve several "
                                       "(a generation bundle and an embedding bundle). Default: as other commands."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the server."),
-    port: int = typer.Option(8080, "--port", help="TCP port."),
-    api_key: str = typer.Option(None, "--api-key", envvar="EDGE_API_KEY",
+    host: str = typer.Option("127.0.0.1", "--host", metavar="HOST", help="Address to bind; anything but loopback exposes the server."),
+    port: int = typer.Option(8080, "--port", metavar="PORT", help="TCP port."),
+    api_key: str = typer.Option(None, "--api-key", metavar="KEY", envvar="EDGE_API_KEY",
                                 help="Require `Authorization: Bearer KEY` on every request ($EDGE_API_KEY)."),
-    max_queue: int = typer.Option(16, "--max-queue", min=1, help="Requests that may wait per model; more get 429."),
-    threads: int = typer.Option(None, "--threads", help="onnxruntime threads per model (default: physical cores)."),
-    draft: str = typer.Option("lookup", "--draft", help="lookup (default): prompt-lookup drafts, several tokens "
+    max_queue: int = typer.Option(16, "--max-queue", metavar="N", min=1, help="Requests that may wait per model; more get 429."),
+    threads: int = ThreadsOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per request on stderr."),
+    draft: str = typer.Option("lookup", "--draft", metavar="lookup|none", help="lookup (default): prompt-lookup drafts, several tokens "
                               "checked per step (same output); none: one token per step."),
     parallel: int = typer.Option(DEFAULT_SLOTS, "--parallel", min=1, help="Requests a generation model decodes "
                                  "together (continuous batching); 1: one at a time, with --draft."),
@@ -31,7 +32,10 @@ def serve(
                                   "requests share; each holds at most kv-tokens / parallel (prompt + reply)."),
 ):
     """Serve bundles over OpenAI's HTTP API: /v1/models, /v1/chat/completions, /v1/completions,
-    /v1/embeddings, /health. The model id is the bundle folder's name."""
+    /v1/embeddings, /health. The model id is the bundle folder's name.
+
+    Example: edge serve -m smollm2-135m-instruct-int8 --port 8080
+    """
     require_extra("edge serve", "serve", "starlette", "uvicorn")
     import uvicorn
 
@@ -50,7 +54,8 @@ def serve(
         print(warning, file=sys.stderr)
     print(f"edge serve: http://{host}:{port}/v1 serving {', '.join(loaded)}", file=sys.stderr)
     # Open streams get 5 s to finish on Ctrl-C; then the workers stop their jobs.
-    app = create_app(loaded, api_key, max_queue, draft=draft, parallel=parallel, kv_tokens=kv_tokens)
+    app = create_app(loaded, api_key, max_queue, draft=draft, parallel=parallel, kv_tokens=kv_tokens,
+                     log=None if quiet else sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning",
                 timeout_graceful_shutdown=5)
 

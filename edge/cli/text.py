@@ -8,13 +8,16 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.app import ModelOption, app, from_argv, load_for, read_stdin, resolve_bundle
+from edge.cli import chat_repl
+from edge.cli.app import ModelOption, ThreadsOption, app, from_argv, load_for, read_input, resolve_bundle
+from edge.cli.progress import Progress
 from edge.errors import IncompleteOutputError, InputError, UsageError
 
 
-def _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft) -> dict:
-    return dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                repetition_penalty=repetition_penalty, seed=seed, stop=stop or None, draft=draft)
+def _sampling(**options) -> dict:
+    """The options the user gave; the ones left out take the model's defaults (the bundle's
+    recommended sampling, else greedy)."""
+    return {k: v for k, v in options.items() if v is not None and v != []}
 
 
 def _constraint(json_schema: str | None, regex: str | None, grammar: Path | None, choices: list[str] | None) -> dict:
@@ -22,40 +25,44 @@ def _constraint(json_schema: str | None, regex: str | None, grammar: Path | None
     options = {"regex": regex, "choices": choices or None}
     if json_schema is not None:
         path = Path(json_schema)
-        options["json_schema"] = _read(path, "json_schema") if path.suffix == ".json" or path.is_file() else json_schema
+        options["json_schema"] = read_input(path) if path.suffix == ".json" or path.is_file() else json_schema
     if grammar is not None:
-        options["grammar"] = _read(grammar, "grammar")
+        options["grammar"] = read_input(grammar)
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _read(path: Path, param: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {{param}} file {path} ({exc.__class__.__name__}). Check the path.",
-                         param=param) from None
-
-
-MaxTokens = typer.Option(256, "--max-tokens", "-n", help="Most tokens to generate.")
-Temperature = typer.Option(0.0, "--temperature", "-t", help="0 = greedy (default); higher = more random.")
-TopK = typer.Option(0, "--top-k", help="Sample from the k most likely tokens (0 = off).")
-TopP = typer.Option(1.0, "--top-p", help="Nucleus sampling: smallest set with this probability (1 = off).")
-MinP = typer.Option(0.0, "--min-p", help="Drop tokens below min-p x the top probability (0 = off).")
-RepetitionPenalty = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeating earlier tokens.")
-Seed = typer.Option(None, "--seed", help="Seed for sampling: same seed, same output.")
-Stop = typer.Option(None, "--stop", help="Stop when this text appears (not printed); repeatable.")
-JsonSchema = typer.Option(None, "--json-schema", help="Reply with JSON that fits this schema (a file, or the "
-                          "schema itself as JSON).")
-Regex = typer.Option(None, "--regex", help="Reply with text that matches this regular expression.")
-Grammar = typer.Option(None, "--grammar", help="Reply with text this Lark grammar file accepts (llguidance's syntax).")
-Choice = typer.Option(None, "--choice", help="Reply with exactly one of these; repeatable.")
-Draft = typer.Option("lookup", "--draft", help="lookup (default): check tokens guessed from the text itself "
-                     "several per step (same output, faster where the reply repeats the prompt); none: one per step.")
+MODEL_DEFAULT = "default: the model's recommendation, else "
+MaxTokens = typer.Option(256, "--max-tokens", "-n", metavar="N", help="Most tokens to generate.")
+Temperature = typer.Option(None, "--temperature", "--temp", metavar="T", show_default=False,
+                           help=f"0 = greedy; higher = more random ({MODEL_DEFAULT}0).")
+TopK = typer.Option(None, "--top-k", metavar="K", show_default=False,
+                    help=f"Sample from the k most likely tokens; 0 = off ({MODEL_DEFAULT}0).")
+TopP = typer.Option(None, "--top-p", metavar="P", show_default=False,
+                    help=f"Nucleus sampling: smallest set with this probability; 1 = off ({MODEL_DEFAULT}1).")
+MinP = typer.Option(None, "--min-p", metavar="P", show_default=False,
+                    help=f"Drop tokens below min-p x the top probability; 0 = off ({MODEL_DEFAULT}0).")
+RepetitionPenalty = typer.Option(None, "--repetition-penalty", metavar="R", show_default=False,
+                                 help=f"> 1 discourages repeating earlier tokens ({MODEL_DEFAULT}1).")
+Seed = typer.Option(None, "--seed", metavar="S", help="Seed for sampling: same seed, same output.")
+Stop = typer.Option(None, "--stop", metavar="TEXT", help="Stop when this text appears (not printed); repeatable.")
+Draft = typer.Option("lookup", "--draft", metavar="lookup|none",
+                     help="lookup (default): check tokens guessed from the text itself several per step "
+                     "(same output, faster where the reply repeats the prompt); none: one per step.")
+JsonSchema = typer.Option(None, "--json-schema", metavar="FILE|JSON",
+                          help="Reply with JSON that fits this schema (a file, or the schema itself).")
+Regex = typer.Option(None, "--regex", metavar="RE", help="Reply with text that matches this regular expression.")
+Grammar = typer.Option(None, "--grammar", metavar="FILE", help="Reply with text this Lark grammar accepts "
+                       "(llguidance's syntax).")
+Choice = typer.Option(None, "--choice", metavar="TEXT", help="Reply with exactly one of these; repeatable.")
 
 
 @app.command()
 def generate(
-    prompt: str = typer.Argument(None, help="The prompt, or - to read it from standard input (not with --batch)."),
+    prompt: str = typer.Argument(None, metavar="PROMPT", show_default=False,
+                                 help="The prompt; - or nothing with a pipe: read it from standard input."),
+    file: Path = typer.Option(None, "-f", "--file", metavar="PATH", help="Read the prompt from this file."),
+    system: str = typer.Option(None, "-s", "--system", metavar="TEXT",
+                               help="A system prompt (through the chat template)."),
     model: Path = ModelOption,
     max_tokens: int = MaxTokens,
     temperature: float = Temperature,
@@ -70,35 +77,47 @@ def generate(
     regex: str = Regex,
     grammar: Path = Grammar,
     choice: list[str] = Choice,
+    threads: int = ThreadsOption,
     raw: bool = typer.Option(False, "--raw", help="Use the prompt as plain text (skip the chat template)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
-    batch: Path = typer.Option(None, "--batch", help="A JSON-lines file of {\"prompt\": ...} objects (per-line "
-                               "options allowed), generated together; needs -o."),
-    output: Path = typer.Option(None, "-o", "--output", help="With --batch: JSON-lines results, appended; "
-                                "prompts already there are skipped (resume)."),
-    parallel: int = typer.Option(8, "--parallel", help="With --batch: sequences decoded together."),
-    kv_tokens: int = typer.Option(8192, "--kv-tokens", help="With --batch: KV-cache tokens shared by the "
-                                  "sequences (each holds at most kv-tokens / parallel)."),
+    batch: Path = typer.Option(None, "--batch", metavar="FILE", help="A JSON-lines file of {\"prompt\": ...} objects "
+                               "(per-line options allowed), generated together; needs -o."),
+    output: Path = typer.Option(None, "-o", "--output", metavar="FILE", help="With --batch: JSON-lines results, "
+                                "appended; prompts already there are skipped (resume)."),
+    parallel: int = typer.Option(8, "--parallel", metavar="N", help="With --batch: sequences decoded together."),
+    kv_tokens: int = typer.Option(8192, "--kv-tokens", metavar="N", help="With --batch: KV-cache tokens shared by "
+                                  "the sequences (each holds at most kv-tokens / parallel)."),
 ):
     """Generate a reply to PROMPT (through the bundle's chat template unless --raw), streamed;
-    or, with --batch, replies to every prompt of a file, several at a time."""
-    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
+    or, with --batch, replies to every prompt of a file, several at a time.
+
+    Example: edge generate -s "Answer in one line." --temp 0.7 "Why is the sky blue?"
+    """
+    options = _sampling(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                        repetition_penalty=repetition_penalty, seed=seed, stop=stop, draft=draft)
     options.update(_constraint(json_schema, regex, grammar, choice))
     if batch is not None:
         from edge.cli.batch import run_batch
 
-        if prompt is not None or output is None:
+        if prompt is not None or file is not None or output is None:
             raise UsageError("--batch takes its prompts from the file and writes to -o: give -o OUT.jsonl and no PROMPT.")
-        lm = load_for(resolve_bundle(model), "text-generation")
+        lm = load_for(resolve_bundle(model), "text-generation", threads)
         run_batch(lm, batch, output, {**options, "raw": raw}, parallel, kv_tokens)
         return
-    if prompt is None:
-        raise UsageError("give a PROMPT (or - for standard input), or --batch FILE -o OUT.")
-    text = read_stdin() if prompt == "-" else from_argv(prompt)
+    text = _prompt(prompt, file)
     if not text.strip():
-        raise InputError("the prompt is empty: give some text (or pipe it in with -).")
-    lm = load_for(resolve_bundle(model), "text-generation")
-    chunks = lm.stream(text, raw=raw, **options)
+        raise InputError("the prompt is empty: give some text (or pipe it in).")
+    if system is not None and raw:
+        raise UsageError("--system goes through the chat template, which --raw skips: use one of them.",
+                         param="system")
+    lm = load_for(resolve_bundle(model), "text-generation", threads)
+    if system is None:
+        chunks = lm.stream(text, raw=raw, **options)
+    elif not lm.manifest.tokenizer.chat_template:
+        raise InputError("this bundle has no chat template, so it cannot take a system prompt. Leave out --system.",
+                         param="system")
+    else:
+        chunks = lm.stream_chat([{"role": "system", "content": system}, {"role": "user", "content": text}], **options)
     if as_json:
         _print_json([*chunks])
         return
@@ -112,6 +131,20 @@ def generate(
     print()
     if chunk is not None and chunk.complete is False:  # shown, but not passed off as valid
         raise IncompleteOutputError("")
+
+
+def _prompt(prompt: str | None, file: Path | None) -> str:
+    """The prompt from the argument, -f FILE, or standard input (`-`, or a pipe and no argument)."""
+    if file is not None:
+        if prompt is not None:
+            raise UsageError("give the prompt either as PROMPT or with --file, not both.", param="file")
+        return read_input(file)
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        return read_input()
+    if prompt is None:
+        raise UsageError("no prompt: give PROMPT, --file PATH, or pipe the prompt on standard input "
+                         "(or --batch FILE -o OUT).")
+    return from_argv(prompt)
 
 
 def _print_json(chunks: list) -> None:
@@ -132,7 +165,7 @@ def _print_json(chunks: list) -> None:
 @app.command()
 def chat(
     model: Path = ModelOption,
-    system: str = typer.Option(None, "--system", help="A system prompt for the conversation."),
+    system: str = typer.Option(None, "-s", "--system", metavar="TEXT", help="A system prompt for the conversation."),
     max_tokens: int = MaxTokens,
     temperature: float = Temperature,
     top_k: int = TopK,
@@ -146,63 +179,44 @@ def chat(
     regex: str = Regex,
     grammar: Path = Grammar,
     choice: list[str] = Choice,
+    threads: int = ThreadsOption,
 ):
-    """Chat in the terminal. /reset forgets the conversation, /exit or Ctrl-D quits;
-    Ctrl-C stops a reply and keeps the conversation."""
-    options = _sampling(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed, stop, draft)
+    """Chat in the terminal. /help lists the commands: /set NAME VALUE, /save FILE, /load FILE,
+    /reset, /exit (or Ctrl-D); a line of three double quotes starts and ends a multi-line
+    message; Ctrl-C stops a reply.
+
+    Example: edge chat -s "Be brief." --temp 0.7
+    """
+    options = _sampling(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                        repetition_penalty=repetition_penalty, seed=seed, stop=stop, draft=draft)
     options.update(_constraint(json_schema, regex, grammar, choice))
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")  # invalid UTF-8 typed or piped in: U+FFFD, as for generate -
-    session = load_for(resolve_bundle(model), "text-generation").chat_session(system, **options)
-    print("edge chat: /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.", file=sys.stderr)
-    while (line := _read_line()) is not None:
-        if line.strip() in ("/exit", "/quit"):
-            break
-        if line.strip() == "/reset":
-            session.reset()
-            print("(conversation cleared)", file=sys.stderr)
-        elif line.strip():
-            _reply(session, line)
-
-
-def _read_line() -> str | None:
-    """The next user line; None on Ctrl-D. Ctrl-C at the prompt only clears the line."""
-    while True:
-        try:
-            return input(">>> ")
-        except EOFError:
-            print(file=sys.stderr)
-            return None
-        except KeyboardInterrupt:
-            print("\n(use /exit or Ctrl-D to quit)", file=sys.stderr)
-
-
-def _reply(session, line: str) -> None:
-    reply = session.send(line)
-    try:
-        for chunk in reply:
-            print(chunk.text, end="", flush=True)
-    except KeyboardInterrupt:
-        reply.close()  # the session keeps what was shown and stays usable
-        print("\n(stopped)", file=sys.stderr)
-        return
-    print()
+    session = load_for(resolve_bundle(model), "text-generation", threads).chat_session(system, **options)
+    chat_repl.run(session)
 
 
 @app.command("eval")
 def evaluate(
-    file: Path = typer.Argument(..., help="A UTF-8 text file."),
+    file: Path = typer.Argument(..., metavar="FILE", help="A UTF-8 text file."),
     model: Path = ModelOption,
+    threads: int = ThreadsOption,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
 ):
-    """Perplexity of the model on a text file (lower is better)."""
+    """Perplexity of the model on a text file (lower is better).
+
+    Example: edge eval notes.txt
+    """
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {file} as UTF-8 text ({exc.__class__.__name__}). Give a text file.") from None
-    lm = load_for(resolve_bundle(model), "text-generation")
-    ppl = lm.perplexity(text)
+    lm = load_for(resolve_bundle(model), "text-generation", threads)
     tokens = len(lm.encode_text(text))
+    with Progress("eval") as progress:
+        if tokens >= 2:  # else perplexity's one-line error is all there is to say
+            progress.stage(f"scoring {tokens} tokens of {file}")
+        ppl = lm.perplexity(text, progress=progress)
     if as_json:
         print(json.dumps({"file": str(file), "tokens": tokens, "perplexity": ppl}))
     else:

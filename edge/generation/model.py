@@ -29,11 +29,12 @@ from edge.errors import IncompleteOutputError, InputError, check_positive_int, c
 from edge.generation.constraints import Grammar, grammar_text
 from edge.generation.generate import StreamChunk, Timings, check_draft
 from edge.manifest import Manifest
-from edge.generation.sampler import Sampler, SamplingParams, make_sampler
+from edge.generation.sampler import SamplingParams, make_sampler
 from edge.generation.scheduler import DEFAULT_KV_TOKENS, DEFAULT_SLOTS, Request, Scheduler
 from edge.tokenizer import Tokenizer, load_tokenizer
 
 DEFAULT_MAX_TOKENS = 256
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
 PERPLEXITY_WINDOW = 512  # next-token predictions per window of `score`
 
 
@@ -95,7 +96,8 @@ class LanguageModel:
     is one conversation: use it from one thread at a time."""
 
     def __init__(self, manifest: Manifest, tokenizer: Tokenizer, decoder: DecoderRunner, load_s: float = 0.0,
-                 tokenizer_file: Path | None = None):
+                 tokenizer_file: Path | None = None, path: Path | None = None):
+        self.path = path  # the bundle folder, when opened from one
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.decoder = decoder
@@ -111,7 +113,7 @@ class LanguageModel:
         tokenizer_file = bundle.file(bundle.manifest.tokenizer.file, "tokenizer.file")
         tokenizer = load_tokenizer(tokenizer_file)
         decoder = DecoderRunner.open(bundle, threads)
-        return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started, tokenizer_file)
+        return cls(bundle.manifest, tokenizer, decoder, time.perf_counter() - started, tokenizer_file, bundle.path)
 
     # --- prompts -> ids --------------------------------------------------------------------
 
@@ -136,16 +138,18 @@ class LanguageModel:
     # a misspelt one is a TypeError that lists the valid names (see `_options`).
 
     @_options
-    def generate(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def generate(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
                  seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                  raw: bool = False, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
                  choices: Sequence[str] | None = None) -> str:
         """The reply to `prompt` (one user message through the chat template; `raw`: plain
-        text to continue). Greedy by default; `temperature` > 0 samples (with `top_k`,
-        `top_p`, `min_p`, `repetition_penalty`, and `seed` for repeatable output). `stop`:
-        strings that end the reply (not included). `draft`: "lookup" (default) checks
-        tokens guessed from the text itself several per step, same output; "none".
+        text to continue). `temperature` > 0 samples (with `top_k`, `top_p`, `min_p`,
+        `repetition_penalty`, and `seed` for repeatable output); 0 is greedy. A sampling
+        option left None takes the bundle's recommendation (the source's
+        generation_config.json, `manifest.sampling`), else greedy with every filter off.
+        `stop`: strings that end the reply (not included). `draft`: "lookup" (default)
+        checks tokens guessed from the text itself several per step, same output; "none".
         Structured output, one of: `json_schema` (a dict, JSON text or pydantic model
         class), `regex`, `grammar` (Lark, as llguidance reads it), `choices` (a list of
         strings); a reply cut by max_tokens before the structure is complete raises
@@ -153,8 +157,8 @@ class LanguageModel:
         return _whole(self.stream(prompt, **_given(locals())))
 
     @_options
-    def stream(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-               top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def stream(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+               top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
                seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                raw: bool = False, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
                choices: Sequence[str] | None = None) -> Iterator[StreamChunk]:
@@ -164,8 +168,8 @@ class LanguageModel:
         return self.stream_ids(self.encode_prompt(prompt, options.pop("raw")), **options)
 
     @_options
-    def complete(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def complete(self, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
                  seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                  raw: bool = False, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
                  choices: Sequence[str] | None = None) -> Completion:
@@ -175,8 +179,8 @@ class LanguageModel:
         return Completion.of(list(self.stream(prompt, **_given(locals()))))
 
     @_options
-    def chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-             top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+             top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
              seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
              json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
              choices: Sequence[str] | None = None) -> str:
@@ -186,8 +190,8 @@ class LanguageModel:
 
     @_options
     def stream_chat(self, messages: list[Message], *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                    temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                    repetition_penalty: float = 1.0, seed: int | None = None,
+                    temperature: float | None = None, top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+                    repetition_penalty: float | None = None, seed: int | None = None,
                     stop: str | Sequence[str] | None = None, draft: str = "lookup", json_schema: Any = None,
                     regex: str | None = None, grammar: str | None = None,
                     choices: Sequence[str] | None = None) -> Iterator[StreamChunk]:
@@ -196,8 +200,8 @@ class LanguageModel:
 
     @_options
     def chat_session(self, system: str | None = None, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                     temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                     repetition_penalty: float = 1.0, seed: int | None = None,
+                     temperature: float | None = None, top_k: int | None = None, top_p: float | None = None, min_p: float | None = None,
+                     repetition_penalty: float | None = None, seed: int | None = None,
                      stop: str | Sequence[str] | None = None, draft: str = "lookup", json_schema: Any = None,
                      regex: str | None = None, grammar: str | None = None,
                      choices: Sequence[str] | None = None) -> ChatSession:
@@ -206,15 +210,17 @@ class LanguageModel:
         override them per turn."""
         return ChatSession(self, system, **_given(locals()))
 
-    def stream_ids(self, ids: Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
-                   top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+    def stream_ids(self, ids: Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float | None = None,
+                   top_k: int | None = None, top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
                    seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                    json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
                    choices: Sequence[str] | None = None, decoder: DecoderRunner | None = None,
                    reuse: int = 0) -> Iterator[StreamChunk]:
         """Token ids in, chunks out. A chat session passes its own `decoder` and how many
         leading ids its cache already holds (`reuse`)."""
-        sampler, stops = _sampling(temperature, top_k, top_p, min_p, repetition_penalty, seed, stop)
+        params = self.sampling_params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                      repetition_penalty=repetition_penalty, seed=seed)
+        sampler, stops = make_sampler(params), _stops(stop)
         constraint = self.constraint(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
         # Each generation runs on a cache of its own (a fork shares the session and weights),
         # so interleaved streams and threads never see each other's tokens.
@@ -240,6 +246,15 @@ class LanguageModel:
                 self.tokenizer_file.read_text(encoding="utf-8"), n_vocab=self.manifest.model.vocab_size,
                 eos_token=list(spec.eos_token_ids) or None)
         return Grammar(self._guidance, *found)
+
+    def sampling_params(self, **given) -> SamplingParams:
+        """The caller's sampling options; each one None (or left out) takes the bundle's
+        recommendation, else SamplingParams' default (greedy, filters off).
+        Example: bundle temperature 0.7, top_p 0.9; given top_p=1 -> temperature 0.7, top_p 1"""
+        recommended = self.manifest.sampling
+        values = {name: given.get(name) if given.get(name) is not None else getattr(recommended, name, None)
+                  for name in SAMPLING_OPTIONS}
+        return SamplingParams(**{name: value for name, value in values.items() if value is not None})
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -269,12 +284,17 @@ class LanguageModel:
     def request(self, ids: Sequence[int], sink: Callable[[StreamChunk], None], *,
                 max_tokens: int = DEFAULT_MAX_TOKENS, draft: str = "none",
                 cancelled: Callable[[], bool] = lambda: False, json_schema: Any = None, regex: str | None = None,
-                grammar: str | None = None, choices: Sequence[str] | None = None, **sampling) -> Request:
+                grammar: str | None = None, choices: Sequence[str] | None = None,
+                stop: str | Sequence[str] | None = None, **sampling) -> Request:
         """One generation for a `scheduler()`, with the options of `stream_ids`; its chunks go
         to `sink`. Batched steps check no drafts, so `draft` is accepted and not used; a
         constraint masks every step (its forced tokens run one per step)."""
         check_draft(draft)
-        sampler, stops = _sampling(**sampling)
+        unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
+        if unknown:
+            raise TypeError(f"request() got an unexpected keyword {unknown[0]!r}; valid keywords: "
+                            f"{', '.join(SAMPLING_OPTIONS)}, stop, json_schema, regex, grammar, choices")
+        sampler, stops = make_sampler(self.sampling_params(**sampling)), _stops(stop)
         constraint = self.constraint(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
         return Request(list(ids), sampler, max_tokens, sink, self.manifest.tokenizer.eos_token_ids, stops, cancelled,
                        constraint.matcher() if constraint else None)
@@ -294,14 +314,15 @@ class LanguageModel:
 
     # --- scoring ---------------------------------------------------------------------------
 
-    def perplexity(self, text: str) -> float:
-        """exp(mean next-token NLL) of the text's tokens, as `score` counts it."""
+    def perplexity(self, text: str, progress: Callable[[int, int], None] | None = None) -> float:
+        """exp(mean next-token NLL) of the text's tokens, as `score` counts it. `progress(done,
+        total)`: called after each window with the tokens scored so far."""
         if not isinstance(text, str):
             raise InputError(f"perplexity needs a string, got {type(text).__name__}.")
         ids = self.encode_text(text)
         if len(ids) < 2:
             raise InputError("perplexity needs at least two tokens of text: give a longer text.")
-        return math.exp(score(self.decoder, ids).mean_nll)
+        return math.exp(score(self.decoder, ids, progress).mean_nll)
 
 
 @dataclass(frozen=True)
@@ -310,7 +331,7 @@ class Scores:
     argmax: np.ndarray  # (n - 1,) the model's top-1 guess for each of those tokens
 
 
-def score(decoder: DecoderRunner, ids: Sequence[int]) -> Scores:
+def score(decoder: DecoderRunner, ids: Sequence[int], progress: Callable[[int, int], None] | None = None) -> Scores:
     """Teacher-forced scores of `ids` (at least two), from a fresh cache in windows of at most
     PERPLEXITY_WINDOW predictions; consecutive windows share one token, so every token after
     the first is predicted once. `perplexity` and the exporter's quality report both count so."""
@@ -322,16 +343,15 @@ def score(decoder: DecoderRunner, ids: Sequence[int]) -> Scores:
         logits = decoder.logits(chunk[:-1])  # (len(chunk) - 1, vocab)
         nll += next_token_nll(logits, chunk[1:])
         argmax.append(logits.argmax(-1))
+        if progress:
+            progress(min(start + window, len(ids) - 1), len(ids) - 1)
     decoder.reset()
     return Scores(nll / (len(ids) - 1), np.concatenate(argmax))
 
 
-def _sampling(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-              repetition_penalty: float = 1.0, seed: int | None = None,
-              stop: str | Sequence[str] | None = None) -> tuple[Sampler, tuple[str, ...]]:
-    """The sampler and stop strings of one generation, from the keyword options."""
-    params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
-    return make_sampler(params), ((stop,) if isinstance(stop, str) else tuple(stop or ()))
+def _stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Example: "END" -> ("END",); None -> ()"""
+    return (stop,) if isinstance(stop, str) else tuple(stop or ())
 
 
 def next_token_nll(logits: np.ndarray, targets: Sequence[int], rows: int = 64) -> float:

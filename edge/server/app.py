@@ -1,4 +1,5 @@
-"""The HTTP side of `edge serve`: OpenAI's API routes over loaded edge models (Starlette).
+"""The HTTP side of `edge serve`: OpenAI's API routes over loaded edge models (Starlette);
+Ollama's routes (ollama.py) reuse the job helpers here.
 
 JSON requests in; JSON responses or server-sent events out. A route reads and validates
 its body (`schemas`), picks the model's worker, submits one job and awaits the job's items
@@ -16,6 +17,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
+from typing import TextIO
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +30,7 @@ from edge.generation.model import DEFAULT_MAX_TOKENS
 from edge.server import openai_format
 from edge.server.http import MAX_BODY_BYTES, RequireKey, api_error, http_error, read_json, server_error
 from edge.server.openai_format import Completion
+from edge.server.request_log import RequestLog, note_tokens
 from edge.server.schemas import (ApiError, GenerationRequest, from_edge_error, parse_chat, parse_completion,
                                  parse_embedding)
 from edge.generation.scheduler import DEFAULT_KV_TOKENS
@@ -38,11 +41,12 @@ from edge.server.worker import END, Job, QueueFull, ShuttingDown, Worker
 
 def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
                max_body: int = MAX_BODY_BYTES, draft: str = "lookup", parallel: int = 1,
-               kv_tokens: int = DEFAULT_KV_TOKENS) -> Starlette:
+               kv_tokens: int = DEFAULT_KV_TOKENS, log: TextIO | None = None) -> Starlette:
     """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel);
     `draft`: how generations draft tokens (see LanguageModel.stream_ids); `parallel`: above
     1, each generation model decodes that many requests together, sharing `kv_tokens` of KV
-    cache (speculative drafts are for one request at a time, parallel 1)."""
+    cache (speculative drafts are for one request at a time, parallel 1); `log`: where to
+    write one line per request (None: nowhere)."""
     workers = {name: _make_worker(model, max_queue, name, parallel, kv_tokens) for name, model in models.items()}
 
     @contextlib.asynccontextmanager
@@ -58,6 +62,8 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
     app.state.draft = draft
     if api_key:
         app.add_middleware(RequireKey, key=api_key)
+    if log is not None:  # outermost, so refused requests are logged too
+        app.add_middleware(RequestLog, stream=log)
     return app
 
 
@@ -95,6 +101,7 @@ async def embeddings(request: Request) -> JSONResponse:
     worker = _worker(request, req.model, decoder=False)
     job, items = _submit(worker, req.model, partial(_embed, req.texts))
     vectors, tokens = (await _while_connected(request, job, _collect(items)))[0]  # (n, dim) float32, token count
+    note_tokens(tokens)
     if req.dimensions is not None and req.dimensions != vectors.shape[1]:
         raise ApiError(400, f"`dimensions` must be {vectors.shape[1]} for {req.model} (edge does not shorten "
                             f"embeddings), got {req.dimensions}.", param="dimensions")
@@ -182,10 +189,11 @@ async def _whole_events(completion: Completion, text: str, last, calls: list[dic
 
 
 class EventStream(StreamingResponse):
-    """An SSE response that cancels its job however it ends: finished, failed, or client gone."""
+    """A streamed response (SSE; Ollama's NDJSON) that cancels its job however it ends:
+    finished, failed, or client gone."""
 
-    def __init__(self, events: AsyncIterator[str], job: Job):
-        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    def __init__(self, events: AsyncIterator[str], job: Job, media_type: str = "text/event-stream"):
+        super().__init__(events, media_type=media_type, headers={"Cache-Control": "no-cache"})
         self.job = job
 
     async def __call__(self, scope, receive, send) -> None:
@@ -257,6 +265,8 @@ def _submit(worker: Worker, name: str, work: Callable) -> tuple[Job, AsyncIterat
                                     "Retry when it is back.", type="server_error", code="shutting_down")
             if isinstance(item, BaseException):
                 raise item
+            if getattr(item, "finish_reason", None):  # a generation's last chunk: its counts go in the log
+                note_tokens(item.timings.prompt_tokens, item.timings.completion_tokens)
             yield item
 
     return job, items()
@@ -275,7 +285,7 @@ def _worker(request: Request, name: str, decoder: bool) -> Worker:
     return worker
 
 
-ROUTES = [
+ROUTES = [  # edge/server/ollama.py appends Ollama's routes (edge.server imports it)
     Route("/health", health),
     Route("/v1/models", list_models),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),

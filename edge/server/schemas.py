@@ -5,7 +5,8 @@ ignored, as OpenAI clients send optional extras; fields edge cannot honour (n > 
 logprobs, token-id input) are refused rather than silently dropped. `response_format`
 (JSON mode, a JSON schema) and `tools` become constraints on the reply (tools.py). Sampling values are
 checked by edge's own `SamplingParams`, so the server and the CLI accept the same ranges.
-As in OpenAI's API, temperature defaults to 1; pass 0 for greedy decoding.
+Sampling options left out take the bundle's recommendation (the source's
+generation_config.json), else greedy: unlike OpenAI's API, temperature does not default to 1.
 """
 
 from __future__ import annotations
@@ -100,11 +101,11 @@ def _generation(body: dict, prompt: str | list[dict], max_tokens: tuple[str, obj
             raise ApiError(400, exc.render(f"`{name}`"), param=name) from None
     options = dict(
         max_tokens=value,
-        temperature=_field(body, "temperature", float, default=1.0),
-        top_p=_field(body, "top_p", float, default=1.0),
-        top_k=_field(body, "top_k", int, default=0),  # edge extensions (extra_body in the openai client)
-        min_p=_field(body, "min_p", float, default=0.0),
-        repetition_penalty=_field(body, "repetition_penalty", float, default=1.0),
+        temperature=_field(body, "temperature", float),  # None: the bundle's recommendation, else greedy
+        top_p=_field(body, "top_p", float),
+        top_k=_field(body, "top_k", int),  # edge extensions (extra_body in the openai client)
+        min_p=_field(body, "min_p", float),
+        repetition_penalty=_field(body, "repetition_penalty", float),
         seed=_field(body, "seed", int),
         stop=_stop(body),
         **_response_format(body),
@@ -169,7 +170,7 @@ def check_sampling(options: dict) -> None:
     """Edge's own range checks, before the request takes a place in the queue."""
     keys = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
     try:
-        SamplingParams(**{k: options[k] for k in keys})
+        SamplingParams(**{k: options[k] for k in keys if options.get(k) is not None})
     except SamplingError as exc:
         raise from_edge_error(exc) from None
 
