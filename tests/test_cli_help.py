@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import typer
 
-from edge.cli import main
+from edge.cli import commands, main  # noqa: F401 (commands: registers every command on the app)
 from edge.cli.app import app
 
 PYTHON_TYPES = ("<bool>", "<int>", "<float>", "<str>", "<path>", "list[")
