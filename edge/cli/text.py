@@ -128,6 +128,8 @@ def chat(
     regex: str = Regex,
     grammar: Path = Grammar,
     choice: list[str] = Choice,
+    index: Path = typer.Option(None, "--index", help="Ground each turn in the files of this index (made by "
+                               "`edge index`): sources retrieved per turn, cited as [n]."),
 ):
     """Chat in the terminal. /reset forgets the conversation, /exit or Ctrl-D quits;
     Ctrl-C stops a reply and keeps the conversation."""
@@ -136,6 +138,10 @@ def chat(
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")  # invalid UTF-8 typed or piped in: U+FFFD, as for generate -
     session = load_for(resolve_bundle(model), "text-generation").chat_session(system, **options)
+    if index is not None:
+        from edge.cli.ask import grounded
+
+        session = grounded(session, index)
     print("edge chat: /reset to start over, /exit or Ctrl-D to quit, Ctrl-C stops a reply.", file=sys.stderr)
     while (line := _read_line()) is not None:
         if line.strip() in ("/exit", "/quit"):
