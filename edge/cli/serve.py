@@ -49,8 +49,8 @@ def serve(
         print(warning, file=sys.stderr)
     print(f"edge serve: http://{host}:{port}/v1 serving {', '.join(loaded)}", file=sys.stderr)
     # Open streams get 5 s to finish on Ctrl-C; then the workers stop their jobs.
-    uvicorn.run(create_app(loaded, api_key, max_queue, draft=draft, retriever=retriever), host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=5)
+    uvicorn.run(create_app(loaded, api_key, max_queue, draft=draft, retriever=retriever), host=host, port=port,
+                log_level="warning", timeout_graceful_shutdown=5)
 
 
 def _retriever(index: Path, loaded: dict):
