@@ -133,6 +133,10 @@ def grounded_turn(lm, history: list[dict], question: str, hits: Sequence[SearchH
     dropped first); the messages, the sources kept and how many were dropped."""
     context = lm.decoder.context_length
     bare = len(lm.encode_chat([*history, {"role": "user", "content": user_message(question, [])}]))
+    if bare > context and history:
+        raise ContextWindowError(f"the conversation so far and the question take {bare} tokens, more than the "
+                                 f"model's context of {context}. Start over (/reset) or ask a shorter question.",
+                                 param="question")
     if bare > context:
         raise ContextWindowError(f"the question takes {bare} tokens, more than the model's context of {context}. "
                                  "Ask a shorter question.", param="question")
