@@ -22,6 +22,7 @@ from edge.embeddings.ask import (INSTRUCTION, GroundedSession, Source, StaleInde
                                  grounded_turn, user_message)
 from edge.embeddings.index import SearchIndex, build_index
 from edge.embeddings.pooling import l2_normalize
+from edge.embeddings.hybrid import bm25, fuse, hybrid_search, words
 from edge.embeddings.search import search
 from edge.errors import ContextWindowError, InputError, SearchIndexError
 from edge.generation.generate import StreamChunk, Timings
@@ -91,7 +92,8 @@ def test_prompt_sources_are_real_index_chunks_best_first(index, bert, lm, no_net
     for n, s in enumerate(answer.retrieved, start=1):
         assert s.number == n and (s.file, s.start_line, s.end_line, s.text) in chunks
         assert s.score == pytest.approx(scores[s.text], abs=1e-5)
-    assert [s.score for s in answer.retrieved] == pytest.approx(sorted(scores.values(), reverse=True)[:3], abs=1e-5)
+    fused = hybrid_search(SearchIndex.open(index), bert, question, 3)  # cosine and BM25 by rank
+    assert [s.text for s in answer.retrieved] == [h.text for h in fused]
     assert answer.timings.completion_tokens <= 8 and set(answer.sources) <= set(answer.retrieved)
 
 
@@ -137,6 +139,16 @@ def test_citations_are_checked_and_unknown_numbers_flagged(index, bert, lm, monk
     assert content.startswith(INSTRUCTION)
     for s in answer.retrieved:  # every numbered source in the prompt, with its text
         assert f"[{s.number}] note" in content and s.text.strip() in content
+
+
+def test_bm25_and_fusion_by_hand():
+    chunks = [words("the cat sat"), words("a dog, a dog"), words("cat")]
+    got = bm25(chunks, words("Cat?"))
+    idf = np.log(1 + (3 - 2 + 0.5) / (2 + 0.5))  # "cat" is in 2 of 3 chunks; mean length 8/3
+    want = [idf * 2.2 / (1 + 1.2 * (0.25 + 0.75 * 3 / (8 / 3))), 0.0, idf * 2.2 / (1 + 1.2 * (0.25 + 0.75 / (8 / 3)))]
+    np.testing.assert_allclose(got, want)
+    np.testing.assert_allclose(fuse(np.array([3.0, 2, 1]), np.array([1.0, 3, 2])),
+                               [1 / 61 + 1 / 63, 1 / 62 + 1 / 61, 1 / 63 + 1 / 62])
 
 
 @pytest.mark.parametrize("text, cited, flagged", [
@@ -244,13 +256,13 @@ def test_chat_with_an_index_retrieves_every_turn(tmp_path, bert, lm, monkeypatch
     index = tmp_path / "idx"
     monkeypatch.setattr("edge.cli.app.load_for", lambda path, task: lm)
     searched = []
-    original = ask_module.search
+    original = ask_module.hybrid_search
 
     def spy(found, model, query, k):
         searched.append(query)
         return original(found, model, query, k)
 
-    monkeypatch.setattr(ask_module, "search", spy)
+    monkeypatch.setattr(ask_module, "hybrid_search", spy)
     sessions = []
     original_init = GroundedSession.__init__
 
@@ -274,7 +286,7 @@ def test_chat_with_an_index_retrieves_every_turn(tmp_path, bert, lm, monkeypatch
     messages = sessions[0].session.messages
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     for turn, query in zip((messages[0], messages[2]), searched):  # each turn's own sources
-        want = search(sessions[0].index, sessions[0].embedder, query, 4)
+        want = hybrid_search(sessions[0].index, sessions[0].embedder, query, 4)
         assert all(h.text.strip() in turn["content"] for h in want)
         assert turn["content"].endswith("Question: " + query)
     # the second turn ran on the first's KV cache: the first prompt was reused, not prefilled again
@@ -312,7 +324,7 @@ def test_server_grounds_chat_requests_that_ask(index, bert, tiny_llama_bundle_fp
     chunks = _entries(index)
     assert [s["number"] for s in reply["edge_sources"]] == [1, 2]
     assert all((s["path"], *s["lines"], s["text"]) in chunks for s in reply["edge_sources"])
-    hits = search(found, bert, question[0]["content"], 2)
+    hits = hybrid_search(found, bert, question[0]["content"], 2)
     messages, _, _ = grounded_turn(model, [], question[0]["content"], hits, 6)
     assert reply["choices"][0]["message"]["content"] == model.chat(messages, max_tokens=6)  # the oracle prompt
     assert "edge_flagged" in reply and "edge_cited" in reply

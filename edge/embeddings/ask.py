@@ -5,7 +5,8 @@
     for s in answer.sources:                 # only the sources the answer cited, checked
         print(s.number, s.file, s.lines, s.score)
 
-Retrieval (the embedding bundle the index records, `search`) -> a prompt of numbered
+Retrieval (the embedding bundle the index records; its cosine fused with BM25 over words,
+see hybrid.py) -> a prompt of numbered
 sources within the language model's context (the weakest dropped first, the question never
 cut) -> generation (any LanguageModel: it knows nothing of indexes) -> citation check: every
 [n] in the answer is matched to a source; a number that matches none is flagged, not trusted.
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.embeddings.index import SearchIndex
-from edge.embeddings.search import SearchHit, search
+from edge.embeddings.hybrid import hybrid_search
+from edge.embeddings.search import SearchHit
 from edge.errors import BundleError, ContextWindowError, InputError, check_positive_int, check_text
 
 DEFAULT_K = 4
@@ -223,7 +225,7 @@ def ask_stream(index: str | Path | SearchIndex, question: str, model=None, k: in
     encoder = load_embedder(found, embedder)
     warn_if_stale(found)
     lm = _language_model(model)
-    hits = search(found, encoder, question, k)
+    hits = hybrid_search(found, encoder, question, k)
     messages, sources, dropped = grounded_turn(lm, [], question, hits, max_tokens)
     return AskStream(lm.stream_chat(messages, max_tokens=max_tokens, **sampling), sources, dropped)
 
@@ -266,7 +268,7 @@ class GroundedSession:
 
     def send(self, text: str, **sampling) -> AskStream:
         question = check_question(text)
-        hits = search(self.index, self.embedder, question, self.k)
+        hits = hybrid_search(self.index, self.embedder, question, self.k)
         max_tokens = sampling.get("max_tokens", self.session.options.get("max_tokens", DEFAULT_MAX_TOKENS))
         messages, sources, dropped = grounded_turn(self.session.model, self.session.messages, question, hits,
                                                    max_tokens)

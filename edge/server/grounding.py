@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from edge.embeddings.ask import Source, check_citations, grounded_turn
-from edge.embeddings.search import search
+from edge.embeddings.hybrid import hybrid_search
 from edge.errors import EdgeError
 from edge.generation.model import DEFAULT_MAX_TOKENS
 from edge.server.schemas import ApiError, GenerationRequest, from_edge_error
@@ -51,7 +51,7 @@ async def ground(retriever: Retriever | None, body: dict, req: GenerationRequest
 
 def _ground(retriever: Retriever, req: GenerationRequest, lm) -> tuple[GenerationRequest, list[Source]]:
     question = req.prompt[-1]["content"]
-    hits = search(retriever.index, retriever.embedder, question, retriever.k)
+    hits = hybrid_search(retriever.index, retriever.embedder, question, retriever.k)
     # Without max_tokens the reply gets what is left; keep a quarter of the context for it.
     reserve = req.options["max_tokens"] or min(DEFAULT_MAX_TOKENS, lm.decoder.context_length // 4)
     messages, sources, _ = grounded_turn(lm, list(req.prompt[:-1]), question, hits, reserve)
