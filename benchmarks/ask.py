@@ -1,7 +1,7 @@
 """Ask your files, measured on this project's own documentation.
 
     python benchmarks/ask.py --check        # every gold span is at the lines the question set says
-    python benchmarks/ask.py [--max-tokens 96] [--limit N] [-o report.md]
+    python benchmarks/ask.py [--max-tokens 64] [--limit N] [-o report.md]
 
 The question set (`benchmarks/data/ask_questions.json`): a question, the file and line range
 holding its answer, and a gold span copied from those lines. The run indexes README.md and
@@ -59,26 +59,31 @@ def retrieval(index, embedder, questions: list[dict], search) -> dict:
     return {f"recall@{k}": n / len(questions) for k, n in at.items()}
 
 
-def answers(index, embedder, lm, questions: list[dict], max_tokens: int, draft: str) -> dict:
+def answers(index, embedder, lm, questions: list[dict], max_tokens: int) -> dict:
+    """Each question answered with drafts and without, one after the other (so a busy machine
+    slows both alike); per mode the shares and the decode speed over all answers."""
     import edge
 
-    cited = gold = tokens = 0
-    seconds, drafted, accepted, rows = 0.0, 0, 0, []
+    runs = {d: {"cited": 0, "gold": 0, "tokens": 0, "seconds": 0.0, "drafted": 0, "accepted": 0, "rows": []}
+            for d in ("lookup", "none")}
     for q in questions:
-        a = edge.ask(index, q["question"], lm, k=4, embedder=embedder, max_tokens=max_tokens, draft=draft)
-        right = any(_overlaps(s.file, s.start_line, s.end_line, q) for s in a.sources)
-        has_gold = _norm(q["gold"]) in _norm(a.text)
-        cited, gold = cited + right, gold + has_gold
-        t = a.timings
-        steps = max(t.completion_tokens - 1, 0)  # decode_tok_s counts the tokens after the first
-        if t.decode_tok_s > 0:
-            tokens, seconds = tokens + steps, seconds + steps / t.decode_tok_s
-        drafted, accepted = drafted + t.drafted_tokens, accepted + t.accepted_tokens
-        rows.append({"question": q["question"], "answer": a.text, "cited": [s.number for s in a.sources],
-                     "flagged": a.flagged, "right_source": right, "gold": has_gold})
+        for draft, run in runs.items():
+            a = edge.ask(index, q["question"], lm, k=4, embedder=embedder, max_tokens=max_tokens, draft=draft)
+            right = any(_overlaps(s.file, s.start_line, s.end_line, q) for s in a.sources)
+            has_gold = _norm(q["gold"]) in _norm(a.text)
+            run["cited"], run["gold"] = run["cited"] + right, run["gold"] + has_gold
+            t = a.timings
+            steps = max(t.completion_tokens - 1, 0)  # decode_tok_s counts the tokens after the first
+            if t.decode_tok_s > 0:
+                run["tokens"], run["seconds"] = run["tokens"] + steps, run["seconds"] + steps / t.decode_tok_s
+            run["drafted"], run["accepted"] = run["drafted"] + t.drafted_tokens, run["accepted"] + t.accepted_tokens
+            run["rows"].append({"question": q["question"], "answer": a.text, "cited": [s.number for s in a.sources],
+                                "flagged": a.flagged, "right_source": right, "gold": has_gold})
     n = len(questions)
-    return {"cited_right": cited / n, "gold_span": gold / n, "decode_tok_s": tokens / seconds if seconds else 0.0,
-            "drafted": drafted, "accepted": accepted, "rows": rows}
+    for run in runs.values():
+        run.update(cited_right=run["cited"] / n, gold_span=run["gold"] / n,
+                   decode_tok_s=run["tokens"] / run["seconds"] if run["seconds"] else 0.0)
+    return runs
 
 
 def main() -> int:
@@ -86,7 +91,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only verify the question set's gold spans")
     parser.add_argument("--embedder", type=Path, default=BUNDLES / "all-minilm-l6-v2-int8")
     parser.add_argument("--model", type=Path, default=BUNDLES / "smollm2-135m-instruct-int8")
-    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("-o", "--out", type=Path, help="also write the report here")
     args = parser.parse_args()
@@ -114,7 +119,7 @@ def main() -> int:
 
         found = retrieval(index, embedder, questions, hybrid_search)  # what edge.ask uses
         dense = retrieval(index, embedder, questions, search)  # `edge search`: the cosine alone
-        runs = {d: answers(index, embedder, lm, questions, args.max_tokens, d) for d in ("lookup", "none")}
+        runs = answers(index, embedder, lm, questions, args.max_tokens)
     text = _report(questions, report, index_s, found, dense, runs, args)
     print(text)
     if args.out:
