@@ -11,7 +11,11 @@ from pathlib import Path
 import typer
 
 from edge.cli.app import ModelOption, app, from_argv, resolve_bundle
-from edge.cli.text import Draft, MaxTokens
+
+# As `edge generate`'s options (not imported from cli/text.py: `edge chat --index` imports this module).
+MaxTokens = typer.Option(256, "--max-tokens", "-n", help="Most tokens to answer with.")
+Draft = typer.Option("lookup", "--draft", help="lookup (default): check tokens guessed from the sources several "
+                     "per step (same output, faster where the answer quotes them); none: one per step.")
 
 
 @app.command()
