@@ -112,14 +112,14 @@ def test_weakest_sources_are_dropped_to_fit_the_context(index, bert, lm, no_netw
     root = str(SearchIndex.open(index).entries[0].file).rsplit("/", 1)[0]
     bigger = len(lm.encode_chat([{"role": "user", "content": user_message(question, one_more, root)}]))
     assert bigger + max_tokens > context  # not one source more would have fit
-    assert messages[-1]["content"].endswith("Question: " + question)
+    assert messages[-1]["content"].endswith(f"Question: {question}\n\n{INSTRUCTION}")
 
 
 def test_a_long_question_is_never_cut(index, bert, lm, no_network):
     question = " ".join(["why"] * 150) + "?"
     hits = search(SearchIndex.open(index), bert, question, k=4)
     messages, sources, dropped = grounded_turn(lm, [], question, hits, 8)
-    assert messages[-1]["content"].endswith("Question: " + question) and len(sources) < 4
+    assert messages[-1]["content"].endswith(f"Question: {question}\n\n{INSTRUCTION}") and len(sources) < 4
     too_long = " ".join(["why"] * 400)
     with pytest.raises(ContextWindowError, match="Ask a shorter question") as exc:
         edge.ask(index, too_long, lm, embedder=bert)
@@ -136,9 +136,9 @@ def test_citations_are_checked_and_unknown_numbers_flagged(index, bert, lm, monk
     assert [s.number for s in answer.sources] == [2, 1] and answer.flagged == [9]
     assert answer.sources[0] is answer.retrieved[1]
     content = prompts[0][-1]["content"]
-    assert content.startswith(INSTRUCTION)
+    assert content.endswith(INSTRUCTION)
     for s in answer.retrieved:  # every numbered source in the prompt, with its text
-        assert f"[{s.number}] note" in content and s.text.strip() in content
+        assert f"Source [{s.number}] (note" in content and s.text.strip() in content
 
 
 def test_bm25_and_fusion_by_hand():
@@ -290,7 +290,7 @@ def test_chat_with_an_index_retrieves_every_turn(tmp_path, bert, lm, monkeypatch
     for turn, query in zip((messages[0], messages[2]), searched):  # each turn's own sources
         want = hybrid_search(sessions[0].index, sessions[0].embedder, query, 4)
         assert all(h.text.strip() in turn["content"] for h in want)
-        assert turn["content"].endswith("Question: " + query)
+        assert turn["content"].endswith(f"Question: {query}\n\n{INSTRUCTION}")
     # the second turn ran on the first's KV cache: the first prompt was reused, not prefilled again
     # (all but its last token, "\n" after "assistant", which the reply's text may tokenize with)
     first_prompt = lm.encode_chat(messages[:1])

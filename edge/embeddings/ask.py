@@ -31,8 +31,10 @@ from edge.errors import BundleError, ContextWindowError, InputError, check_posit
 
 DEFAULT_K = 4
 DEFAULT_MAX_TOKENS = 256
-INSTRUCTION = ("Answer the question using only the numbered sources below. Cite each source you use by its "
-               "number in brackets, like [1]. If the sources do not hold the answer, say so.")
+# After the sources and the question, where a small model heeds it; asking for the sources' own
+# words makes answers quote them, which is what prompt-lookup drafts speed up.
+INSTRUCTION = ("Answer in one or two sentences, copying the words of the sources, and cite the source you used "
+               "like [1].")
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")  # [1], [2, 3]
 
 
@@ -157,10 +159,10 @@ def grounded_turn(lm, history: list[dict], question: str, hits: Sequence[SearchH
 
 def user_message(question: str, sources: Sequence[Source], root: str = "") -> str:
     """Example: ("Why?", [Source(1, "/d/a.md", 3, 4, .9, "Because.")], "/d") ->
-    "<INSTRUCTION>\\n\\n[1] a.md:3-4\\nBecause.\\n\\nQuestion: Why?" """
-    blocks = [f"[{s.number}] {os.path.relpath(s.file, root) if root else s.file}:{s.lines}\n{s.text.strip()}"
-              for s in sources]
-    return "\n\n".join([INSTRUCTION, *blocks, f"Question: {question.strip()}"])
+    "Source [1] (a.md, lines 3-4):\nBecause.\n\nQuestion: Why?\n\n<INSTRUCTION>" """
+    blocks = [f"Source [{s.number}] ({os.path.relpath(s.file, root) if root else s.file}, lines {s.lines}):\n"
+              f"{s.text.strip()}" for s in sources]
+    return "\n\n".join([*blocks, f"Question: {question.strip()}", INSTRUCTION])
 
 
 def _root(hits: Sequence[SearchHit]) -> str:
