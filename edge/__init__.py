@@ -20,19 +20,21 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Union
 
+    from edge.embeddings.ask import Answer, ask, ask_stream
     from edge.embeddings.model import EmbeddingModel
     from edge.generation.generate import StreamChunk, Timings
     from edge.generation.model import Completion, LanguageModel
     from edge.generation.sampler import SamplingParams
 
 __all__ = ["load", "LanguageModel", "EmbeddingModel", "Completion", "EdgeError", "StreamChunk", "Timings",
-           "SamplingParams", "__version__"]
+           "SamplingParams", "ask", "ask_stream", "Answer", "__version__"]
 
 # The model types live beside onnxruntime, the others beside numpy; each is imported when
 # first named (PEP 562), so `import edge` (and the CLI's start) imports neither.
 _LAZY = {"LanguageModel": "edge.generation.model", "EmbeddingModel": "edge.embeddings.model",
          "Completion": "edge.generation.model", "StreamChunk": "edge.generation.generate",
-         "Timings": "edge.generation.generate", "SamplingParams": "edge.generation.sampler"}
+         "Timings": "edge.generation.generate", "SamplingParams": "edge.generation.sampler",
+         "ask": "edge.embeddings.ask", "ask_stream": "edge.embeddings.ask", "Answer": "edge.embeddings.ask"}
 
 
 def __getattr__(name: str):

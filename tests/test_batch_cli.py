@@ -86,7 +86,8 @@ def test_bad_input_lines(bundle, tmp_path, capsys, content, message):
     assert message in capsys.readouterr().err
 
 
-def test_batch_needs_an_output_and_no_prompt(bundle, tmp_path, capsys):
+def test_batch_needs_an_output_and_no_prompt(bundle, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)  # a terminal: no piped prompt to read
     assert main(["generate", "--batch", str(tmp_path / "in.jsonl")]) == 2
     assert main(["generate", "Hi", "--batch", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o")]) == 2
     assert main(["generate"]) == 2

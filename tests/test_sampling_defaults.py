@@ -27,7 +27,7 @@ def test_a_bundle_without_the_field_still_loads(tiny_gpt2_bundle_fp32):
     data.pop("sampling", None)
     assert Manifest.from_dict(data).sampling is None
     data["sampling"] = {"source": "generation_config.json", "temperature": "hot"}
-    with pytest.raises(edge.EdgeError, match="sampling temperature must be a number"):
+    with pytest.raises(edge.EdgeError, match="sampling.temperature must be a number"):
         Manifest.from_dict(data)
 
 

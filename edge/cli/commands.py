@@ -1,3 +1,3 @@
 """Import every command module once, so each registers its commands on the app."""
 
-from edge.cli import bench, doctor, embeddings, export_cmd, inspect, models, serve, text  # noqa: F401
+from edge.cli import ask, bench, doctor, embeddings, export_cmd, inspect, models, serve, text  # noqa: F401

@@ -30,6 +30,9 @@ def serve(
                                  "together (continuous batching); 1: one at a time, with --draft."),
     kv_tokens: int = typer.Option(DEFAULT_KV_TOKENS, "--kv-tokens", min=1, help="KV-cache tokens the parallel "
                                   "requests share; each holds at most kv-tokens / parallel (prompt + reply)."),
+    index: Path = typer.Option(None, "--index", help="Ground chat requests that send \"edge_index\": true in "
+                               "this index (made by `edge index`); its embedding bundle is used if served, "
+                               "else loaded."),
 ):
     """Serve bundles over OpenAI's HTTP API: /v1/models, /v1/chat/completions, /v1/completions,
     /v1/embeddings, /health. The model id is the bundle folder's name.
@@ -50,14 +53,27 @@ def serve(
         raise UsageError(f"two bundles share a folder name ({', '.join(names)}); the name is the model id. "
                          "Rename or copy one of them.")
     loaded = {name: edge.load(path, threads) for name, path in zip(names, paths)}
+    retriever = _retriever(index, loaded) if index is not None else None
     if warning := exposure_warning(host, api_key):
         print(warning, file=sys.stderr)
     print(f"edge serve: http://{host}:{port}/v1 serving {', '.join(loaded)}", file=sys.stderr)
     # Open streams get 5 s to finish on Ctrl-C; then the workers stop their jobs.
     app = create_app(loaded, api_key, max_queue, draft=draft, parallel=parallel, kv_tokens=kv_tokens,
-                     log=None if quiet else sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=5)
+                     log=None if quiet else sys.stderr, retriever=retriever)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def _retriever(index: Path, loaded: dict):
+    """The index and its embedding model: a served one of the same identity, else its bundle."""
+    from edge.cli.ask import warned
+    from edge.embeddings.ask import load_embedder, open_index, warn_if_stale
+    from edge.server.grounding import Retriever
+
+    found = open_index(index)
+    same = [m for m in loaded.values() if getattr(m, "identity", None) == found.meta["model"]["identity"]]
+    with warned():
+        warn_if_stale(found)
+    return Retriever(found, load_embedder(found, same[0] if same else None))
 
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:

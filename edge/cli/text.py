@@ -180,6 +180,8 @@ def chat(
     grammar: Path = Grammar,
     choice: list[str] = Choice,
     threads: int = ThreadsOption,
+    index: Path = typer.Option(None, "--index", help="Ground each turn in the files of this index (made by "
+                               "`edge index`): sources retrieved per turn, cited as [n]."),
 ):
     """Chat in the terminal. /help lists the commands: /set NAME VALUE, /save FILE, /load FILE,
     /reset, /exit (or Ctrl-D); a line of three double quotes starts and ends a multi-line
@@ -193,6 +195,10 @@ def chat(
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")  # invalid UTF-8 typed or piped in: U+FFFD, as for generate -
     session = load_for(resolve_bundle(model), "text-generation", threads).chat_session(system, **options)
+    if index is not None:
+        from edge.cli.ask import grounded
+
+        session = grounded(session, index)
     chat_repl.run(session)
 
 

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from edge.errors import EdgeError
 from edge.generation.model import DEFAULT_MAX_TOKENS
 from edge.server import openai_format
+from edge.server.grounding import FIELD, Retriever, fields, ground
 from edge.server.http import MAX_BODY_BYTES, RequireKey, api_error, http_error, read_json, server_error
 from edge.server.openai_format import Completion
 from edge.server.request_log import RequestLog, note_tokens
@@ -41,12 +42,14 @@ from edge.server.worker import END, Job, QueueFull, ShuttingDown, Worker
 
 def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
                max_body: int = MAX_BODY_BYTES, draft: str = "lookup", parallel: int = 1,
-               kv_tokens: int = DEFAULT_KV_TOKENS, log: TextIO | None = None) -> Starlette:
+               kv_tokens: int = DEFAULT_KV_TOKENS, log: TextIO | None = None,
+               retriever: Retriever | None = None) -> Starlette:
     """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel);
     `draft`: how generations draft tokens (see LanguageModel.stream_ids); `parallel`: above
     1, each generation model decodes that many requests together, sharing `kv_tokens` of KV
     cache (speculative drafts are for one request at a time, parallel 1); `log`: where to
-    write one line per request (None: nowhere)."""
+    write one line per request (None: nowhere); `retriever`: the index for chat requests
+    with `"edge_index": true` (see grounding.py)."""
     workers = {name: _make_worker(model, max_queue, name, parallel, kv_tokens) for name, model in models.items()}
 
     @contextlib.asynccontextmanager
@@ -59,7 +62,7 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
         ApiError: api_error, HTTPException: http_error, Exception: server_error,
     })
     app.state.workers, app.state.max_body, app.state.created = workers, max_body, int(time.time())
-    app.state.draft = draft
+    app.state.draft, app.state.retriever = draft, retriever
     if api_key:
         app.add_middleware(RequireKey, key=api_key)
     if log is not None:  # outermost, so refused requests are logged too
@@ -89,7 +92,13 @@ async def list_models(request: Request) -> JSONResponse:
 
 
 async def chat_completions(request: Request):
-    return await _generate(request, parse_chat(await read_json(request)))
+    body = await read_json(request)
+    req = parse_chat(body)
+    if not body.get(FIELD):
+        return await _generate(request, req)
+    lm = _worker(request, req.model, decoder=True).model
+    req, sources = await ground(request.app.state.retriever, body, req, lm)
+    return await _generate(request, req, sources)
 
 
 async def completions(request: Request):
@@ -108,11 +117,11 @@ async def embeddings(request: Request) -> JSONResponse:
     return JSONResponse(openai_format.embeddings(req.model, vectors, tokens, req.base64))
 
 
-async def _generate(request: Request, req: GenerationRequest):
+async def _generate(request: Request, req: GenerationRequest, sources=None):
     worker = _worker(request, req.model, decoder=True)
     work = partial(_prompt, req) if isinstance(worker, BatchWorker) else partial(_stream, req, request.app.state.draft)
     job, items = _submit(worker, req.model, work)
-    completion = Completion(req.model, req.chat)
+    completion = Completion(req.model, req.chat, fields(sources))
     # A prompt over the context window fails at the first item, before any header is sent.
     first = await _while_connected(request, job, anext(items))
     if req.stream and not req.tools:
@@ -122,7 +131,7 @@ async def _generate(request: Request, req: GenerationRequest):
     calls = parse_calls(text) if req.tools else None
     if req.stream:  # a reply that may be a call is sent once it is known which it is
         return EventStream(_whole_events(completion, text, last, calls, req.include_usage), job)
-    return JSONResponse(completion.response(text, last.finish_reason, last.timings, calls))
+    return JSONResponse({**completion.response(text, last.finish_reason, last.timings, calls), **fields(sources, text)})
 
 
 async def _collect(items: AsyncIterator) -> list:

@@ -18,8 +18,9 @@ from edge.generation.generate import Timings
 class Completion:
     """One request's id, creation time and model; builds its response or its stream chunks."""
 
-    def __init__(self, model: str, chat: bool):
-        self.model, self.chat = model, chat
+    def __init__(self, model: str, chat: bool, first_extra: dict | None = None):
+        """`first_extra`: fields for the first stream chunk only (a grounded chat's sources)."""
+        self.model, self.chat, self.first_extra = model, chat, first_extra or {}
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
 
@@ -48,6 +49,8 @@ class Completion:
         else:
             choice = {"text": text}
         extra = {"usage": None} if with_usage else {}
+        if first:
+            extra.update(self.first_extra)
         return self._body("chat.completion.chunk" if self.chat else "text_completion", choice, finish_reason, **extra)
 
     def usage_chunk(self, timings: Timings) -> dict:
