@@ -32,14 +32,31 @@ BUNDLES = Path.home() / ".cache" / "edge" / "bundles"
 
 
 def check(questions: list[dict]) -> list[str]:
-    """Problems with the question set: a gold span not found within its lines."""
+    """Problems with the question set: a gold span found nowhere, or in more than one place.
+    Each question's `lines` are where its span stands in the file now (the documents change;
+    the spans are the fixed part of the set)."""
     problems = []
     for q in questions:
-        lines = (ROOT / q["file"]).read_text(encoding="utf-8").splitlines()
-        start, end = q["lines"]
-        if _norm(q["gold"]) not in _norm(" ".join(lines[start - 1 : end])):
-            problems.append(f"{q['file']}:{start}-{end} does not hold {q['gold']!r} ({q['question']})")
+        found = locate(q["file"], q["gold"])
+        if len(found) != 1:
+            where = "nowhere" if not found else f"{len(found)} times"
+            problems.append(f"{q['file']} holds {q['gold']!r} {where} ({q['question']})")
+        else:
+            q["lines"] = found[0]
     return problems
+
+
+def locate(file: str, gold: str, window: int = 4) -> list[tuple[int, int]]:
+    """The 1-based line spans of `file` that hold `gold` (whitespace and case ignored), each
+    the shortest one starting at its first line. Example: a span on line 7 -> [(7, 7)]"""
+    lines, want, found = (ROOT / file).read_text(encoding="utf-8").splitlines(), _norm(gold), []
+    for start in range(len(lines)):
+        for end in range(start, min(start + window, len(lines))):
+            if want in _norm(" ".join(lines[start : end + 1])):
+                if not any(a <= start + 1 <= b for a, b in found):
+                    found.append((start + 1, end + 1))
+                break
+    return found
 
 
 def _norm(text: str) -> str:
