@@ -305,9 +305,16 @@ def _fixture_imports(item) -> frozenset[str]:
                                for fixture in fixtures))
 
 
+# Parameters that name a fixture the test fetches with request.getfixturevalue: the tiny
+# models and the real ones are all built or converted by the exporter.
+EXPORTER_FIXTURE_PREFIXES = ("tiny_", "smollm2_", "minilm_")
+
+
 def needs_exporter(item) -> bool:
     imports = _module_imports(item.path) | _body_imports(getattr(item, "function", None)) | _fixture_imports(item)
-    return bool(imports & EXPORTER_IMPORTS or EXPORTER_FIXTURES & set(item.fixturenames))
+    params = getattr(getattr(item, "callspec", None), "params", {}).values()
+    by_name = any(isinstance(p, str) and p.startswith(EXPORTER_FIXTURE_PREFIXES) for p in params)
+    return bool(imports & EXPORTER_IMPORTS or EXPORTER_FIXTURES & set(item.fixturenames)) or by_name
 
 
 def pytest_collection_modifyitems(items):
