@@ -256,7 +256,7 @@ def test_chat_with_an_index_retrieves_every_turn(tmp_path, bert, lm, monkeypatch
         (tmp_path / f"short{i}.txt").write_text(topic + "\n")
     build_index(tmp_path / "idx", [tmp_path / "short0.txt", tmp_path / "short1.txt"], bert)
     index = tmp_path / "idx"
-    monkeypatch.setattr("edge.cli.app.load_for", lambda path, task: lm)
+    monkeypatch.setattr("edge.cli.text.load_for", lambda path, task, threads=None: lm)
     searched = []
     original = ask_module.hybrid_search
 

@@ -70,7 +70,7 @@ def test_eval_and_index_progress_when_piped(tiny_llama_bundle_int8, tiny_bert_bu
     assert err[0].startswith("eval: scoring ") and err[-1].endswith("(100%)") and "\r" not in "".join(err)
     assert main(["index", str(text), "-o", str(tmp_path / "idx"), "-m", str(tiny_bert_bundle_int8)]) == 0
     err = capsys.readouterr().err
-    assert "index: reading and chunking" in err and "(100%)" in err and "\r" not in err
+    assert "index: embedding the new chunks of" in err and "(100%)" in err and "\r" not in err
 
 
 def test_export_says_each_stage(tiny_gpt2_dir, tmp_path, capsys):

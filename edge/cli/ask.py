@@ -29,7 +29,10 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: answer, cited sources, retrieval "
                                  "scores, timings, flagged citations."),
 ):
-    """Answer QUESTION from the files in INDEX, citing them as [1], [2]; then list the cited sources."""
+    """Answer QUESTION from the files in INDEX, citing them as [1], [2]; then list the cited sources.
+
+    Example: edge ask docs.index "How do I export a model?" -k 4
+    """
     from edge.cli.app import load_for
     from edge.embeddings.ask import ask_stream, check_question, open_index
 

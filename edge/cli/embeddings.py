@@ -72,8 +72,17 @@ def index(
 
     encoder = load_encoder(resolve_embedding_bundle(model), threads)
     with Progress("index") as progress:
-        progress.stage(f"reading and chunking {', '.join(map(str, paths))}, embedding new chunks")
-        report = build_index(out, paths, encoder, chunk_tokens, overlap, progress)
+        said: list[bool] = []
+
+        def update(done: int, total: int) -> None:
+            """The stage line once embedding starts: after the index is locked and checked,
+            so a refused -o is the one line an error is."""
+            if not said:
+                said.append(True)
+                progress.stage(f"embedding the new chunks of {', '.join(map(str, paths))}")
+            progress.update(done, total)
+
+        report = build_index(out, paths, encoder, chunk_tokens, overlap, update)
     if report.rebuilt:
         print(f"note: rebuilt from scratch ({report.rebuilt}).", file=sys.stderr)
     skipped = report.skipped
