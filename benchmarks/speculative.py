@@ -89,8 +89,10 @@ def child(args, row: Row, model: Path, ids_file: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(args, rows: dict[str, tuple[Row, Path]], ids_file: Path, skipped: dict) -> dict[str, list[dict]]:
-    """label -> one {task: result} per round; a runtime that fails is moved to `skipped`."""
+def measure(args, rows: dict[str, tuple[Row, Path]], ids_file: Path, skipped: dict,
+            after_child=None) -> dict[str, list[dict]]:
+    """label -> one {task: result} per round; a runtime that fails is moved to `skipped`.
+    `after_child(runs so far)` is called after every child (a long run's checkpoint)."""
     runs: dict[str, list[dict]] = {label: [] for label in rows}
     labels = list(rows)
     for round_ in range(args.rounds):
@@ -103,6 +105,8 @@ def measure(args, rows: dict[str, tuple[Row, Path]], ids_file: Path, skipped: di
                 runs[label].append(child(args, *rows[label], ids_file))
             except RuntimeError as exc:
                 skipped[label] = f"failed: {exc}"
+            if after_child:
+                after_child({label: r for label, r in runs.items() if r and label not in skipped})
     return {label: r for label, r in runs.items() if r and label not in skipped}
 
 
@@ -159,10 +163,10 @@ def rates(cell: dict) -> tuple[str, str]:
     return acceptance, f"{cell['accepted'] / cell['calls']:.2f}"
 
 
-def print_table(args, table: dict, suite: dict, skipped: dict, header: str) -> None:
+def print_table(args, table: dict, suite: dict, skipped: dict, header: str, rounds: int | None = None) -> None:
     groups = sorted({t["group"] for t in suite["tasks"]}, key=lambda g: g != "grounded")
     print(f"\n### {header}\n")
-    print(f"{args.rounds} alternating rounds (per-task medians), {args.threads} threads, greedy, "
+    print(f"{rounds or args.rounds} alternating rounds (per-task medians), {args.threads} threads, greedy, "
           f"{suite['tasks'][0]['max_tokens']} new tokens per task (EOS ignored), same prompt ids for all.\n")
     print("| runtime | group | decode tok/s | time to last s | acceptance | accepted/call | same ids as edge none |")
     print("|---|---|---|---|---|---|---|")
@@ -215,7 +219,10 @@ def run_side_by_side(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ids_file = Path(tmp) / "suite.json"
         ids_file.write_text(json.dumps(suite))
-        runs = measure(args, rows, ids_file, skipped)
+        checkpoint = args.json.with_suffix(".partial.json") if args.json else Path(tmp) / "partial.json"
+        save = (lambda runs: checkpoint.write_text(json.dumps({"machine": header, "suite": suite, "runs": runs,
+                                                               "skipped": skipped})))
+        runs = measure(args, rows, ids_file, skipped, save)
     table = summarise(runs, suite)
     print_table(args, table, suite, skipped, header + f"; after the run: load average "
                 + " ".join(Path("/proc/loadavg").read_text().split()[:3]))
@@ -223,6 +230,15 @@ def run_side_by_side(args) -> None:
         command = shlex.join([Path(sys.executable).name, *sys.argv])
         args.json.write_text(json.dumps({"command": command, "machine": header, "rounds": args.rounds,
                                          "table": table, "skipped": skipped, "each_round": runs}, indent=1))
+
+
+def report_saved(args) -> None:
+    """The table from a checkpoint a cut-short run left (--json X writes X.partial.json)."""
+    saved = json.loads(args.report.read_text())
+    runs = saved["runs"]
+    rounds = min(len(r) for r in runs.values())
+    print_table(args, summarise(runs, saved["suite"]), saved["suite"], saved["skipped"],
+                saved["machine"] + f" (cut short: runs so far, at least {rounds} round(s) each)", rounds=rounds)
 
 
 def parse_args():
@@ -235,7 +251,8 @@ def parse_args():
     parser.add_argument("--peers-venv", type=Path, default=Path.home() / ".cache/edge/peers/venv")
     parser.add_argument("--optimum-venv", type=Path, default=Path.home() / ".cache/edge/peers/venv-optimum")
     parser.add_argument("--only", action="append", help="run only these rows (by label; repeat)")
-    parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--json", type=Path, help="also write every figure here (and a checkpoint as it goes)")
+    parser.add_argument("--report", type=Path, help="print the table from a checkpoint (X.partial.json) and stop")
     parser.add_argument("--agreement", action="store_true", help="greedy ids with vs without drafts, and the flips")
     parser.add_argument("--costs", action="store_true", help="decoder call cost by new tokens, relative to one")
     parser.add_argument("--profile", action="store_true", help="Python share of drafted generation")
@@ -244,6 +261,9 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
+    if args.report:
+        report_saved(args)
+        return
     if args.agreement or args.costs or args.profile:
         import speculative_checks
 
