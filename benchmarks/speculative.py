@@ -235,10 +235,10 @@ def run_side_by_side(args) -> None:
 def report_saved(args) -> None:
     """The table from a checkpoint a cut-short run left (--json X writes X.partial.json)."""
     saved = json.loads(args.report.read_text())
-    runs = saved["runs"]
-    rounds = min(len(r) for r in runs.values())
+    rounds = min(len(r) for r in saved["runs"].values())
+    runs = {label: r[:rounds] for label, r in saved["runs"].items()}  # complete rounds only: one load for all
     print_table(args, summarise(runs, saved["suite"]), saved["suite"], saved["skipped"],
-                saved["machine"] + f" (cut short: runs so far, at least {rounds} round(s) each)", rounds=rounds)
+                saved["machine"] + f" (cut short: the first {rounds} complete round(s))", rounds=rounds)
 
 
 def parse_args():
