@@ -1,0 +1,184 @@
+"""speculative.py's checks of edge alone, in one process on the int8 bundle:
+
+- `agreement`: greedy ids with drafts against without, over the task suite; at every flip
+  (first differing position) the no-draft run's top-2 logit gap there, teacher-forced
+  through DecoderRunner, and the gaps both runs saw while generating;
+- `costs`: one decoder call with n = 1..9 new tokens after a few hundred tokens of context,
+  relative to n = 1 (the shape of COST in edge/generation/drafts.py);
+- `profile`: time outside onnxruntime's run during generation, per token and as a share.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+
+import numpy as np
+
+MAX_RESYNCS = 20  # flips followed per task before giving up on it
+COST_CALLS = 200  # timed calls per n
+COST_NEW = 9  # n = 1..COST_NEW
+
+
+def top2_gap(logits: np.ndarray) -> tuple[float, int, int]:
+    """(top-1 minus top-2 logit, top-1 id, top-2 id). logits: (vocab,)"""
+    top = np.argpartition(logits, -2)[-2:]
+    second, first = top[np.argsort(logits[top])]
+    return float(logits[first] - logits[second]), int(first), int(second)
+
+
+class RecordingGreedy:
+    """Greedy argmax that keeps the top-2 gap of every row it was given, in order."""
+
+    def __init__(self):
+        self.gaps: list[float] = []
+
+    def __call__(self, logits: np.ndarray, previous_ids) -> int:
+        gap, first, _ = top2_gap(logits)
+        self.gaps.append(gap)
+        return first
+
+
+def greedy(model, ids: list[int], max_tokens: int, draft: str, sampler=None) -> tuple[list[int], list[float]]:
+    """The ids, and the top-2 gap at each (empty when given edge's own `sampler`)."""
+    from edge.generation.generate import generate_tokens
+
+    recorder = RecordingGreedy()
+    out = list(generate_tokens(model.decoder, ids, sampler or recorder, max_tokens, draft=draft))
+    return out, recorder.gaps
+
+
+def agreement(args) -> None:
+    """Per task: both runs from the prompt; at the first flip the no-draft token is taken and
+    both runs start again from prompt + the agreed ids (prefilled), so every position is
+    compared under the same history, and one near-tie does not end the comparison."""
+    import edge
+    from speculative import load_suite
+
+    model = edge.load(args.bundle, threads=args.threads)
+    suite = load_suite(model, args.tasks, args.max_tokens)
+    total = same = first_run_same = 0
+    flips = []
+    print("\n| task | tokens | identical prefix | positions agreeing (re-synced) | flips |")
+    print("|---|---|---|---|---|")
+    for task in suite["tasks"]:
+        prompt, n = task["ids"], task["max_tokens"]
+        agreed, task_flips, prefix = [], [], None
+        while len(agreed) < n and len(task_flips) <= MAX_RESYNCS:
+            reference, reference_gaps = greedy(model, prompt + agreed, n - len(agreed), "none")
+            drafted, drafted_gaps = greedy(model, prompt + agreed, n - len(agreed), "lookup")
+            flip = _first_difference(drafted, reference)
+            if prefix is None:
+                prefix = n if flip is None else flip
+            if flip is None:
+                break
+            gap, first, second = _teacher_forced(model, prompt + agreed + reference[:flip])
+            task_flips.append({"task": task["name"], "position": len(agreed) + flip, "gap_teacher_forced": gap,
+                               "gap_no_draft_run": reference_gaps[flip], "gap_draft_run": drafted_gaps[flip],
+                               "no_draft": reference[flip], "draft": drafted[flip], "top2": (first, second)})
+            agreed += reference[: flip + 1]  # the no-draft token, then on
+        total += n
+        same += n - len(task_flips)
+        first_run_same += prefix
+        flips += task_flips
+        print(f"| {task['name']} | {n} | {prefix} | {n - len(task_flips)} | {len(task_flips)} |")
+    print(f"\nagreement: {same / total:.2%} of positions ({same}/{total}), each compared with the same history; "
+          f"identical output prefix {first_run_same / total:.2%} of tokens")
+    print("\n| task | position | top-2 gap, teacher-forced | gap seen without drafts | gap seen with drafts | "
+          "no-draft id | draft id | top-2 ids (teacher-forced) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for f in flips:
+        print(f"| {f['task']} | {f['position']} | {f['gap_teacher_forced']:.4f} | {f['gap_no_draft_run']:.4f} | "
+              f"{f['gap_draft_run']:.4f} | {f['no_draft']} | {f['draft']} | {f['top2'][0]}, {f['top2'][1]} |")
+    if flips:
+        gaps = sorted(f["gap_no_draft_run"] for f in flips)
+        print(f"\nflip gaps (no-draft run): median {statistics.median(gaps):.4f}, max {gaps[-1]:.4f}")
+
+
+def _first_difference(a: list[int], b: list[int]) -> int | None:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+
+
+def _teacher_forced(model, ids: list[int]) -> tuple[float, int, int]:
+    """Top-2 gap of the logits after `ids`, prefilled from an empty cache."""
+    model.decoder.reset()
+    gap = top2_gap(model.decoder.prefill(ids))
+    model.decoder.reset()
+    return gap
+
+
+def costs(args) -> None:
+    """Median time of one call appending n tokens to the same cached context, rewound between
+    calls; n shuffled within every round so drift hits them alike. Printed like drafts.COST."""
+    import edge
+    from speculative import load_suite
+
+    model = edge.load(args.bundle, threads=args.threads)
+    decoder = model.decoder
+    suite = load_suite(model, args.tasks)
+    context = max((t["ids"] for t in suite["tasks"]), key=len)
+    decoder.reset()
+    decoder.reserve(len(context) + COST_NEW)
+    decoder.prefill(context)
+    base, new = decoder.cache_length, context[-COST_NEW:]
+    times: dict[int, list[float]] = {n: [] for n in range(1, COST_NEW + 1)}
+    order = list(times)
+    for n in order * 5:  # warm every shape
+        decoder.logits(new[:n])
+        decoder.rewind_to(base)
+    rng = random.Random(0)
+    for _ in range(COST_CALLS):
+        rng.shuffle(order)
+        for n in order:
+            start = time.perf_counter()
+            decoder.logits(new[:n])
+            times[n].append(time.perf_counter() - start)
+            decoder.rewind_to(base)
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    print(f"\ncontext {base} tokens, {COST_CALLS} calls per n (median), {args.threads} threads")
+    print("| n | median ms | relative to n = 1 | per token |")
+    print("|---|---|---|---|")
+    for n, m in medians.items():
+        print(f"| {n} | {m * 1e3:.2f} | {m / medians[1]:.2f} | {m / medians[1] / n:.2f} |")
+    print("\nCOST = (" + ", ".join(f"{medians[n] / medians[1]:.2f}" for n in medians) + ")")
+
+
+def profile(args) -> None:
+    """Wall time of generate_tokens over the suite against the time inside session.run_bound
+    (as edge.tools.bench._decode wraps it): the rest is Python (sampler, drafter, cache
+    bookkeeping, the generator itself)."""
+    import edge
+    from edge.generation.sampler import SamplingParams, make_sampler
+    from speculative import load_suite
+
+    model = edge.load(args.bundle, threads=args.threads)
+    suite = load_suite(model, args.tasks, args.max_tokens)
+    argmax = make_sampler(SamplingParams())
+    session, inside = model.decoder.session, [0.0]
+    run_bound = session.run_bound
+
+    def timed(io):
+        start = time.perf_counter()
+        result = run_bound(io)
+        inside[0] += time.perf_counter() - start
+        return result
+
+    greedy(model, suite["warmup"], 48, "lookup", argmax)
+    print("\n| draft | group | tokens | wall s | onnxruntime s | Python s | Python per token us | Python share |")
+    print("|---|---|---|---|---|---|---|---|")
+    session.run_bound = timed
+    try:
+        for draft in ("lookup", "none"):
+            for group in ("grounded", "open-ended"):
+                inside[0], wall, tokens = 0.0, 0.0, 0
+                for task in (t for t in suite["tasks"] if t["group"] == group):
+                    start = time.perf_counter()
+                    tokens += len(greedy(model, task["ids"], task["max_tokens"], draft, argmax)[0])
+                    wall += time.perf_counter() - start
+                python = wall - inside[0]
+                print(f"| {draft} | {group} | {tokens} | {wall:.2f} | {inside[0]:.2f} | {python:.2f} | "
+                      f"{python / tokens * 1e6:.0f} | {python / wall:.1%} |")
+    finally:
+        del session.run_bound  # back to the class's method
+    print("\n(each task's prefill is included in both wall and onnxruntime time; edge's greedy sampler)")
