@@ -35,6 +35,11 @@ class QuantSpec:
     embedding_rows: bool = True
     # (name part, block size): weights whose name contains the part use that block size, first match
     block_sizes: tuple[tuple[str, int], ...] = ()
+    # > 0: the LM head runs as MatMulInteger on int8 weights with one scale per output channel,
+    # its activations quantized to int8 in the graph with one scale per row per this many
+    # inputs (graph/builder.py _integer_head): packed integer kernels on every CPU, with or
+    # without dot product, where 8-bit MatMulNBits dequantizes per call on one without
+    head_integer_chunk: int = 0
 
     @property
     def scheme(self) -> str:
@@ -58,7 +63,10 @@ class QuantSpec:
         kind = "min-max blocks, float minimum" if self.block_min else "symmetric" if self.symmetric else "asymmetric"
         text = (f"MatMulNBits {self.bits}-bit {kind} weights, blocks of {self.block_size}, "
                 f"accuracy_level {self.accuracy_level}")
-        if self.head_symmetric:
+        if self.head_integer_chunk:
+            text += (f"; LM head MatMulInteger, int8 weights per channel, "
+                     f"activations int8 per {self.head_integer_chunk} inputs")
+        elif self.head_symmetric:
             text += "; LM head 8-bit symmetric"
         if self.keep_8bit:
             text += f"; 8-bit: {', '.join(self.keep_8bit)}"
@@ -134,6 +142,17 @@ def dequantize_matmul_weight(q: BlockQuantized, shape: tuple[int, int], spec: Qu
     if q.offsets is not None:
         weight = weight + q.offsets[..., None]
     return weight.reshape(n, -1)[:, :k]
+
+
+def quantize_channels(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel, stored unsigned: (N, K) -> codes (K, N) uint8 =
+    int8 + 128 (MatMulInteger's B, zero point 128), scales (N,) float32. Unsigned codes put
+    MatMulInteger on onnxruntime's U8U8 kernels, exact on every x86 (U8S8 adds pairs in 16
+    bits and can saturate without VNNI). Example: a row [-1.0, 0.5] -> codes [1, 192], scale 1/127."""
+    absmax = np.abs(weight).max(axis=1)  # (N,)
+    scales = np.where(absmax == 0, 1.0, absmax / 127.0).astype(np.float32)
+    codes = np.clip(np.round(weight / scales[:, None]), -127, 127) + 128  # (N, K)
+    return np.ascontiguousarray(codes.T.astype(np.uint8)), scales
 
 
 def quantize_embedding(table: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
