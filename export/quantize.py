@@ -4,7 +4,9 @@ Why blocks: one scale per 32 weights follows the weights' local range, so 8-bit 
 are near lossless (SmolLM2: perplexity +0.5%), where one scale per tensor or per channel
 is not; 4-bit blocks with a float block minimum (`block_min`) reproduce a GGUF's Q4_1
 blocks exactly. Figures: benchmarks/quantization.md. Activations are never quantized ahead of time here: MatMulNBits
-quantizes them per block at run time, so a long prompt keeps per-token precision.
+quantizes them per block at run time, so a long prompt keeps per-token precision. The one
+exception to blocks: the pi4 recipe's LM head, int8 per output channel (`quantize_channels`)
+for MatMulInteger, whose activations the graph quantizes per row per 64 inputs.
 """
 
 from __future__ import annotations

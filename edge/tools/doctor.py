@@ -157,8 +157,8 @@ def fitting_target(cpu: Cpu | None) -> str:
 
 
 def export_command(manifest: Manifest, cpu: Cpu | None) -> str:
-    """The command that exports this bundle's model for `cpu`. Example: a Pi 4 ->
-    "edge export SmolLM2-135M-Instruct-Q4_1.gguf -o smollm2-135m-instruct-q4_1-pi4 --target pi4"."""
+    """The command that exports this bundle's model for `cpu`. Example: SmolLM2-135M-Instruct.Q4_1.gguf
+    on a Pi 4 -> "edge export SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2-135m-instruct.q4_1-pi4 --target pi4"."""
     source = manifest.source or "SOURCE"
     target = fitting_target(cpu)
     stem = Path(source).name.lower().removesuffix(".gguf")
@@ -177,7 +177,8 @@ def quantization_warning(manifest: Manifest, cpu: Cpu | None) -> str | None:
     q = manifest.quantization
     if support is None or q.scheme == "none":
         return None
-    if q.cpu_features is not None:  # schema 3: the bundle says what it needs
+    # schema 3: the bundle says what it needs (its MatMulInteger, if any, is U8U8: no saturation)
+    if q.cpu_features is not None:
         missing = missing_features(manifest, cpu)
         if not missing:
             return None

@@ -1,7 +1,8 @@
 """A small ONNX graph builder: named ops, initializers from numpy, and the weight formats.
 
 The architecture modules (llama.py, gpt2.py, bert.py) describe the forward pass with it;
-how a linear layer or an embedding is stored (fp32, or block-quantized) is decided here
+how a linear layer or an embedding is stored (fp32, block-quantized, or for the pi4
+recipe's LM head int8 per channel under MatMulInteger) is decided here
 once, by the `QuantSpec` the builder was made with, so fp32 and int8 graphs share one
 description of the model.
 """
