@@ -167,3 +167,9 @@ def test_a_schema_2_manifest_without_the_cpu_fields_still_loads(tiny_llama_bundl
         del data["quantization"][key]
     old = Manifest.from_dict({**data, "schema_version": 2}).quantization
     assert (old.recipe, old.target, old.cpu_features) == ("", "", None)
+
+
+def test_pi4_keeps_encoders_float(tiny_bert_dir, tmp_path):
+    export_model(str(tiny_bert_dir), tmp_path / "bert", target="pi4")
+    q = Manifest.read(tmp_path / "bert").quantization
+    assert (q.scheme, q.recipe, q.target, q.cpu_features) == ("none", "pi4", "pi4", {})
