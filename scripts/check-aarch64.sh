@@ -224,7 +224,7 @@ logits_on() {
 }
 
 # fallback_lines BOARD BUNDLE: how many times onnxruntime, logging at verbose, says it falls
-# back to unpacked MatMulNBits in a 4-token `edge generate` (prefill and 3 decode steps).
+# back to unpacked MatMulNBits in a 4-token `edge generate`.
 fallback_lines() {
   arm env EDGE_ORT_LOG_LEVEL=0 edge generate -m "/bundles/$2" --max-tokens 4 "$PROMPT" \
     >/dev/null 2>"$WORK/$1.$2.ort.log" || return
