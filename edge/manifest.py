@@ -20,8 +20,10 @@ from edge import jsonfile
 from edge.errors import BundleError
 
 FORMAT = "edge-bundle"
-SCHEMA_VERSION = 2  # 2: int8 decoder graphs may take token rows (inputs_embeds), see edge/engine/token_rows.py
-READS_VERSIONS = (1, 2)  # version 1 bundles (token ids only) still load
+# 2: int8 decoder graphs may take token rows (inputs_embeds), see edge/engine/token_rows.py;
+# 3: the quantization records its recipe, target CPU and the CPU features its kernels need
+SCHEMA_VERSION = 3
+READS_VERSIONS = (1, 2, 3)  # version 1 bundles (token ids only) still load; 1 and 2 lack the CPU fields
 MANIFEST_FILE = "manifest.json"
 RETIRED = ("extra",)  # top-level fields bundles of earlier exporters carry (always empty), skipped on read
 
@@ -133,9 +135,15 @@ class Pooling:
 
 @dataclass(frozen=True)
 class Quantization:
-    scheme: str  # "none", "int8", "int4"
+    scheme: str  # "none", "int8", "int4" (bits of the linear layers)
     method: str  # human-readable: which op, which granularity
     block_size: int | None = None
+    recipe: str = ""  # `edge export --quantize`: "int8", "int4", "pi4", "none" ("": schema 1-2)
+    target: str = ""  # `edge export --target`: "pi4", "pi5", "native", "portable" ("": none asked)
+    # architecture -> /proc/cpuinfo flags the bundle's kernels need to run packed, e.g.
+    # {"aarch64": ("asimddp",)}; an architecture not listed: no need known. None: not recorded
+    # (schema 1-2), {}: needs nothing (fp32)
+    cpu_features: dict[str, tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)

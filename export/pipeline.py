@@ -37,14 +37,18 @@ TOKENIZER_FILE = "tokenizer.json"
 def export_model(
     source: str,
     out: Path,
-    quantize: str | Recipe = recipes.DEFAULT,
+    quantize: str | Recipe | None = None,
     max_context: int | None = None,
     task: str | None = None,
     log: Callable[[str], None] = lambda message: None,
+    target: str | None = None,
 ) -> Manifest:
-    """`quantize`: a recipe's name (`--quantize`: int8, int4, none) or a `Recipe` of one's own
-    (benchmarks/quantization.py compares variants so)."""
-    recipe = recipes.recipe(quantize)
+    """`quantize`: a recipe's name (`--quantize`: int8, int4, pi4, none; default int8) or a
+    `Recipe` of one's own (benchmarks/quantization.py compares variants so); `target`: a CPU
+    to export for (`--target`: pi4, pi5, native, portable), which picks the recipe."""
+    recipe = recipes.choose(quantize, target)
+    if target is not None:
+        log(f"target {target}: --quantize {recipe.name}")
     out = Path(out).expanduser()
     with writer.staging(out) as stage:
         log(f"reading {source}")
@@ -52,19 +56,24 @@ def export_model(
         family = architectures.family(src.config)
         model = architectures.model_config(src.config, src.task, max_context)
         if family.task == architectures.EMBEDDINGS:
-            return _export_encoder(src, family, model, recipe.encoder, stage, out, log)
-        quant = recipe.decoder
-        if family is architectures.TRACED:
+            quant = recipe.encoder
+        elif family is architectures.TRACED:
             log(f"{model.architecture} has no native graph builder: tracing the transformers model")
-            model, quant = traced.with_cache_shape(model, src.module), recipe.traced
-        return _export_decoder(src, family, model, quant, stage, out, log)
+            model = traced.with_cache_shape(model, src.module)
+            quant = recipe.traced
+        else:
+            quant = recipe.decoder
+        quantization = _quantization(quant, recipe, target)
+        if family.task == architectures.EMBEDDINGS:
+            return _export_encoder(src, family, model, quant, stage, out, log, quantization)
+        return _export_decoder(src, family, model, quant, stage, out, log, quantization)
 
 
 def _export_decoder(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None,
-                    stage: Path, out: Path, log) -> Manifest:
+                    stage: Path, out: Path, log, quantization: Quantization) -> Manifest:
     sampling = generation_config.read_sampling(src.name, log)
     log(f"default sampling: {sampling.describe() if sampling else 'greedy (the source recommends none)'}")
-    staged = _stage(src, family, model, quant, stage, log, sampling=sampling)
+    staged = _stage(src, family, model, quant, stage, log, quantization=quantization, sampling=sampling)
     log("measuring quality on the held-out text")
     report = _measure_decoder(staged, src.tokenizer_json, log)
     log(f"writing {out}")
@@ -72,11 +81,11 @@ def _export_decoder(src: Source, family: Family, model: ModelConfig, quant: Quan
 
 
 def _export_encoder(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None,
-                    stage: Path, out: Path, log) -> Manifest:
+                    stage: Path, out: Path, log, quantization: Quantization) -> Manifest:
     pooling = sentence_transformers.read_pooling(sentence_transformers.folder(src), model)
     log(f"pooling: {pooling.mode}{', normalised' if pooling.normalize else ''}, max {pooling.max_length} tokens "
         f"({pooling.source})")
-    staged = _stage(src, family, model, quant, stage, log, pooling=pooling)
+    staged = _stage(src, family, model, quant, stage, log, pooling=pooling, quantization=quantization)
     log("measuring cosine to fp32 on the shipped sentences")
     report = _measure_encoder(staged)
     log(f"writing {out}")
@@ -103,7 +112,7 @@ class Staged:
 def _stage(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | None, stage: Path, log, **fields) -> Staged:
     """The fp32 graph and, with `quant`, the quantized one beside it; the inspection graph,
     which shares the bundle graph's weight bytes (none for traced graphs); the tokenizer.
-    `fields`: more Manifest fields (an encoder's pooling, a decoder's sampling)."""
+    `fields`: more Manifest fields (the quantization, an encoder's pooling, a decoder's sampling)."""
     build = _builder(src, family, model)
     log("building the fp32 graph")
     reference = _save(build(None, False), stage / ("reference" if quant else "bundle"))
@@ -119,8 +128,7 @@ def _stage(src: Source, family: Family, model: ModelConfig, quant: QuantSpec | N
                                                  causal=model.task == architectures.TEXT)
         del graph
     (bundle.folder / TOKENIZER_FILE).write_text(src.tokenizer_json, encoding="utf-8")
-    manifest = Manifest(model=model, graph=bundle.spec, tokenizer=src.tokens, quantization=_quantization(quant),
-                        files={}, source=shareable_name(src.name), exporter_version=__version__, inspect=inspect,
+    manifest = Manifest(model=model, graph=bundle.spec, tokenizer=src.tokens, files={}, source=shareable_name(src.name), exporter_version=__version__, inspect=inspect,
                         **fields)
     return Staged(bundle.folder, reference if quant else None, bundle.files + inspect_files + [TOKENIZER_FILE],
                   manifest)
@@ -137,10 +145,15 @@ def _save(graph: Graph, folder: Path) -> SavedGraph:
     return SavedGraph(folder, writer.save_graph(graph.proto, folder, MODEL_FILE), graph.spec)
 
 
-def _quantization(quant: QuantSpec | None) -> Quantization:
+def _quantization(quant: QuantSpec | None, recipe: Recipe, target: str | None) -> Quantization:
+    """What the manifest records: the graph's spec, the recipe and target it came from, and
+    the CPU features its kernels need (none in fp32)."""
+    needs = dict(recipe.needs) if quant is not None else {}
     if quant is None:
-        return Quantization(scheme="none", method="float32 weights")
-    return Quantization(scheme=quant.scheme, method=quant.describe(), block_size=quant.block_size)
+        return Quantization(scheme="none", method="float32 weights", recipe=recipe.name, target=target or "",
+                            cpu_features=needs)
+    return Quantization(scheme=quant.scheme, method=quant.describe(), block_size=quant.block_size,
+                        recipe=recipe.name, target=target or "", cpu_features=needs)
 
 
 def _finish(staged: Staged, report: Quality, out: Path) -> Manifest:

@@ -4,7 +4,9 @@ Why blocks: one scale per 32 weights follows the weights' local range, so 8-bit 
 are near lossless (SmolLM2: perplexity +0.5%), where one scale per tensor or per channel
 is not; 4-bit blocks with a float block minimum (`block_min`) reproduce a GGUF's Q4_1
 blocks exactly. Figures: benchmarks/quantization.md. Activations are never quantized ahead of time here: MatMulNBits
-quantizes them per block at run time, so a long prompt keeps per-token precision.
+quantizes them per block at run time, so a long prompt keeps per-token precision. The one
+exception to blocks: the pi4 recipe's LM head, int8 per output channel (`quantize_channels`)
+for MatMulInteger, whose activations the graph quantizes per row per 64 inputs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ class QuantSpec:
     embedding_rows: bool = True
     # (name part, block size): weights whose name contains the part use that block size, first match
     block_sizes: tuple[tuple[str, int], ...] = ()
+    # > 0: the LM head runs as MatMulInteger on int8 weights with one scale per output channel,
+    # its activations quantized to int8 in the graph with one scale per row per this many
+    # inputs (graph/builder.py _integer_head): packed integer kernels on every CPU, with or
+    # without dot product, where 8-bit MatMulNBits dequantizes per call on one without
+    head_integer_chunk: int = 0
 
     @property
     def scheme(self) -> str:
@@ -58,7 +65,10 @@ class QuantSpec:
         kind = "min-max blocks, float minimum" if self.block_min else "symmetric" if self.symmetric else "asymmetric"
         text = (f"MatMulNBits {self.bits}-bit {kind} weights, blocks of {self.block_size}, "
                 f"accuracy_level {self.accuracy_level}")
-        if self.head_symmetric:
+        if self.head_integer_chunk:
+            text += (f"; LM head MatMulInteger, int8 weights per channel, "
+                     f"activations int8 per {self.head_integer_chunk} inputs")
+        elif self.head_symmetric:
             text += "; LM head 8-bit symmetric"
         if self.keep_8bit:
             text += f"; 8-bit: {', '.join(self.keep_8bit)}"
@@ -134,6 +144,17 @@ def dequantize_matmul_weight(q: BlockQuantized, shape: tuple[int, int], spec: Qu
     if q.offsets is not None:
         weight = weight + q.offsets[..., None]
     return weight.reshape(n, -1)[:, :k]
+
+
+def quantize_channels(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel, stored unsigned: (N, K) -> codes (K, N) uint8 =
+    int8 + 128 (MatMulInteger's B, zero point 128), scales (N,) float32. Unsigned codes put
+    MatMulInteger on onnxruntime's U8U8 kernels, exact on every x86 (U8S8 adds pairs in 16
+    bits and can saturate without VNNI). Example: a row [-1.0, 0.5] -> codes [1, 192], scale 1/127."""
+    absmax = np.abs(weight).max(axis=1)  # (N,)
+    scales = np.where(absmax == 0, 1.0, absmax / 127.0).astype(np.float32)
+    codes = np.clip(np.round(weight / scales[:, None]), -127, 127) + 128  # (N, K)
+    return np.ascontiguousarray(codes.T.astype(np.uint8)), scales
 
 
 def quantize_embedding(table: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,18 +6,24 @@
 # HTTP is a real use), plus pytest and the `openai` client the server tests use as their
 # oracle, installed offline from PyPI's aarch64 wheels that pip downloads on this machine
 # (none of the exporter's dependencies: no torch). Copies in
-# the int8 bundles exported here. Then, emulating a Raspberry Pi 4 core (Cortex-A72: no
-# int8 dot product) and a Pi 5 core (Cortex-A76: with it), it runs `edge info` (verifies
-# the checksums), `edge generate` (greedy, 32 tokens), `edge embed` (when an encoder bundle
-# and the command exist) and `edge doctor`. It compares the tokens, the logits fed this
-# machine's tokens (teacher forcing) and the embeddings with this machine's
-# (scripts/portability_probe.py), and runs the runtime's tests (-m "not exporter").
-# Correctness only: emulated speed says nothing about a Pi.
+# the int8 bundles exported here, and the Pi 4 bundle (`edge export --target pi4`) of the
+# same model, exported here. Then, emulating a Raspberry Pi 4 core (Cortex-A72: no int8 dot
+# product) and a Pi 5 core (Cortex-A76: with it), it runs `edge info` (verifies the
+# checksums), `edge generate` (greedy, 32 tokens) of both decoder bundles, `edge embed` (when
+# an encoder bundle and the command exist) and `edge doctor`. It compares the tokens, the
+# logits fed this machine's tokens (teacher forcing) and the embeddings with this machine's
+# (scripts/portability_probe.py); it counts onnxruntime's "Falling back to using unpacked
+# compute mode" lines (MatMulNBits dequantizing its weights on every call) at verbose
+# logging: none for the Pi 4 bundle on either core, and the int8 bundle's on the A72 are
+# recorded (more than none, or the count would prove nothing). Then it runs the runtime's
+# tests (-m "not exporter"). Correctness only: emulated speed says nothing about a Pi
+# (benchmarks/pi4_proxy.py counts instructions).
 #
 #   sudo nice -n 10 scripts/check-aarch64.sh
 #
 # Environment: PYTHON (this machine's Python with the exporter; default .venv/bin/python),
 # EDGE_AARCH64_BUNDLE (decoder bundle; default: the SmolLM2 int8 one, exported once),
+# EDGE_AARCH64_PI4_BUNDLE (the Pi 4 bundle; default: SmolLM2 exported with --target pi4 here),
 # EDGE_ENCODER_BUNDLE (encoder bundle; default: an int8 one in the edge cache, if any),
 # EDGE_AARCH64_BOARDS ("pi4 pi5" by default), EDGE_AARCH64_CACHE (~/.cache/edge/aarch64-rootfs).
 # Needs root, Debian's debootstrap and qemu-user-static (installed when missing), and PyPI.
@@ -33,6 +39,8 @@ MIRROR=${EDGE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HOST_PY=${PYTHON:-$REPO/.venv/bin/python}
 PROMPT="Explain in two sentences why the sky is blue."
 STEP_TIMEOUT=1800  # seconds for one emulated command: a hang fails the check instead of the run
+DECODERS=(llm pi4)  # /bundles/llm: the int8 (or EDGE_AARCH64_BUNDLE) bundle; /bundles/pi4: --target pi4
+FALLBACK="Falling back to using unpacked compute mode"  # onnxruntime's MatMulNBits, at info level
 # Each board's qemu core model, and the /proc/cpuinfo it shows (qemu-user would pass the
 # host's x86 one through, which no Pi shows; `edge doctor` and onnxruntime read it).
 declare -A CORE=([pi4]=cortex-a72 [pi5]=cortex-a76)
@@ -160,9 +168,9 @@ sys.exit(f"exporter packages in the runtime venv: {found}" if found else 0)'
   CHECKS+=("arm64 runtime installed: $(arm python /src/benchmarks/footprint.py --installed-only)")
 }
 
-# The int8 bundles as exported here, copied to another path on another machine.
+# The int8 bundles as exported here, and the Pi 4 bundle, copied to another path on another machine.
 host_bundles() {
-  local llm
+  local llm bundle
   llm=${EDGE_AARCH64_BUNDLE:-$("$HOST_PY" -m export.default)}
   ENCODER=${EDGE_ENCODER_BUNDLE:-$("$HOST_PY" "$REPO/$PROBE" encoder)}
   if [[ -z $ENCODER ]]; then
@@ -175,10 +183,20 @@ EMBED_SKIPPED=
   rm -rf "$ROOTFS/bundles"
   mkdir -p "$ROOTFS/bundles"
   cp -r "$llm" "$ROOTFS/bundles/llm"
+  if [[ -n ${EDGE_AARCH64_PI4_BUNDLE:-} ]]; then
+    cp -r "$EDGE_AARCH64_PI4_BUNDLE" "$ROOTFS/bundles/pi4"
+  else
+    log "exporting the Pi 4 bundle of the default model (--target pi4)"
+    host_edge export "$("$HOST_PY" -c 'from export.fetch import SMOLLM2, fetch; print(fetch(SMOLLM2))')" \
+      -o "$ROOTFS/bundles/pi4" --target pi4 >&2
+  fi
   if [[ -n $ENCODER ]]; then cp -r "$ENCODER" "$ROOTFS/bundles/encoder"; fi
-  log "x86_64 reference outputs of $llm${ENCODER:+ and $ENCODER}"
-  host_edge generate --json -m "$ROOTFS/bundles/llm" --max-tokens 32 "$PROMPT" >"$WORK/x86_64.generate.json"
-  "$HOST_PY" "$REPO/$PROBE" logits "$ROOTFS/bundles/llm" "$PROMPT" "$WORK/x86_64.generate.json" "$WORK/x86_64.logits.npy"
+  log "x86_64 reference outputs of $llm, the Pi 4 bundle${ENCODER:+ and $ENCODER}"
+  for bundle in "${DECODERS[@]}"; do
+    host_edge generate --json -m "$ROOTFS/bundles/$bundle" --max-tokens 32 "$PROMPT" >"$WORK/x86_64.$bundle.generate.json"
+    "$HOST_PY" "$REPO/$PROBE" logits "$ROOTFS/bundles/$bundle" "$PROMPT" "$WORK/x86_64.$bundle.generate.json" \
+      "$WORK/x86_64.$bundle.logits.npy"
+  done
   if [[ -n $ENCODER ]]; then "$HOST_PY" "$REPO/$PROBE" embed "$ROOTFS/bundles/encoder" >"$WORK/x86_64.embed.json"; fi
 }
 
@@ -192,15 +210,34 @@ same_as_x86() {
   return $code
 }
 
+# generate_on BOARD BUNDLE, logits_on BOARD BUNDLE: BUNDLE is one of DECODERS.
 generate_on() {
-  arm edge generate --json -m /bundles/llm --max-tokens 32 "$PROMPT" >"$WORK/$1.generate.json" &&
-    "$HOST_PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["text"])' "$WORK/$1.generate.json" >&2 &&
-    same_as_x86 "$1" compare "$WORK/x86_64.generate.json" "$WORK/$1.generate.json"
+  arm edge generate --json -m "/bundles/$2" --max-tokens 32 "$PROMPT" >"$WORK/$1.$2.generate.json" &&
+    "$HOST_PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["text"])' "$WORK/$1.$2.generate.json" >&2 &&
+    same_as_x86 "$1 $2" compare "$WORK/x86_64.$2.generate.json" "$WORK/$1.$2.generate.json"
 }
 
 logits_on() {
-  arm python "/src/$PROBE" logits /bundles/llm "$PROMPT" /work/x86_64.generate.json "/work/$1.logits.npy" &&
-    same_as_x86 "$1" compare-logits "$WORK/x86_64.logits.npy" "$WORK/$1.logits.npy" "$WORK/x86_64.generate.json"
+  arm python "/src/$PROBE" logits "/bundles/$2" "$PROMPT" "/work/x86_64.$2.generate.json" "/work/$1.$2.logits.npy" &&
+    same_as_x86 "$1 $2" compare-logits "$WORK/x86_64.$2.logits.npy" "$WORK/$1.$2.logits.npy" \
+      "$WORK/x86_64.$2.generate.json"
+}
+
+# fallback_lines BOARD BUNDLE: how many times onnxruntime, logging at verbose, says it falls
+# back to unpacked MatMulNBits in a 4-token `edge generate`.
+fallback_lines() {
+  arm env EDGE_ORT_LOG_LEVEL=0 edge generate -m "/bundles/$2" --max-tokens 4 "$PROMPT" \
+    >/dev/null 2>"$WORK/$1.$2.ort.log" || return
+  grep -c "$FALLBACK" "$WORK/$1.$2.ort.log" || true
+}
+
+# no_fallback BOARD: the Pi 4 bundle never falls back; on the A72 the int8 bundle's lines are
+# recorded, and must be there: it shows the grep sees onnxruntime's message at all.
+no_fallback() {
+  local pi4 int8
+  pi4=$(fallback_lines "$1" pi4) && int8=$(fallback_lines "$1" llm) || return
+  CHECKS+=("$1 unpacked-compute lines: pi4 bundle $pi4, int8 bundle $int8")
+  [[ $pi4 == 0 ]] && { [[ $1 != pi4 ]] || ((int8 > 0)); }
 }
 
 embed_on() {
@@ -227,9 +264,12 @@ install_runtime
 host_bundles
 for board in "${BOARDS[@]}"; do
   emulate "$board"
-  check "$board info" arm edge info /bundles/llm
-  check "$board generate" generate_on "$board"
-  check "$board logits" logits_on "$board"
+  for bundle in "${DECODERS[@]}"; do
+    check "$board $bundle info" arm edge info "/bundles/$bundle"
+    check "$board $bundle generate" generate_on "$board" "$bundle"
+    check "$board $bundle logits" logits_on "$board" "$bundle"
+  done
+  check "$board no fallback" no_fallback "$board"
   if [[ -n $ENCODER ]]; then check "$board embed" embed_on "$board"; fi
   check "$board doctor" arm edge doctor
 done

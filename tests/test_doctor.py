@@ -30,10 +30,17 @@ def cpu(name: str) -> Cpu:
     return parse_cpuinfo((CPUINFO / f"{name}.txt").read_text())
 
 
-def manifest(scheme: str, method: str) -> Manifest:
+# What export/recipes.py records (schema 3); tests/test_pi4.py checks real exports'.
+NEEDS_INT8 = {"x86_64": ("avx2",), "aarch64": ("asimddp",)}
+NEEDS_PI4 = {"x86_64": ("avx2",), "aarch64": ("asimd",)}
+
+
+def manifest(scheme: str, method: str, recipe: str = "", needs: dict | None = None, source: str = "") -> Manifest:
+    """A schema 1-2 manifest (no CPU features recorded) unless `needs` is given."""
     model = ModelConfig("llama", "text-generation", 1, 2, 1, 4, 8, 16, 32, Positional("rotary", 10000.0, 4))
     graph = GraphSpec("model.onnx", ("input_ids",), ("logits",))
-    return Manifest(model, graph, TokenizerSpec(), Quantization(scheme, method), {})
+    quantization = Quantization(scheme, method, recipe=recipe, cpu_features=needs)
+    return Manifest(model, graph, TokenizerSpec(), quantization, {}, source=source)
 
 
 @pytest.mark.parametrize("name, arch, model, cores", [
@@ -109,7 +116,58 @@ def test_no_warning_for_an_unknown_cpu():
     assert quantization_warning(manifest("int8", EDGE_INT8), None) is None
 
 
+@pytest.mark.parametrize("name, target, recipe", [
+    ("rpi4-cortex-a72", "pi4", "pi4"),
+    ("rpi5-cortex-a76", "pi5", "int8"),
+    ("x86-zen4-epyc", "native", "int8"),
+    ("x86-zen3-epyc", "native", "int8"),
+])
+def test_fitting_target_and_recipe(name, target, recipe):
+    assert (doctor.fitting_target(cpu(name)), doctor.fitting_recipe(cpu(name))) == (target, recipe)
+
+
+def test_fitting_target_by_hand():
+    sandy_bridge = parse_cpuinfo("processor : 0\nflags : fpu sse2 avx\n")
+    assert (doctor.fitting_target(sandy_bridge), doctor.fitting_recipe(sandy_bridge)) == ("native", "none")
+    assert (doctor.fitting_target(None), doctor.fitting_recipe(None)) == ("portable", "pi4")
+
+
+@pytest.mark.parametrize("name, recipe, needs, expected", [
+    ("rpi4-cortex-a72", "int8", NEEDS_INT8, "need asimddp, which Raspberry Pi 4 Model B Rev 1.1 (Cortex-A72) lacks"),
+    ("rpi4-cortex-a72", "pi4", NEEDS_PI4, None),
+    ("rpi5-cortex-a76", "int8", NEEDS_INT8, None),
+    ("rpi5-cortex-a76", "pi4", NEEDS_PI4, None),
+    ("x86-zen3-epyc", "pi4", NEEDS_PI4, None),
+    ("rpi4-cortex-a72", "none", {}, None),
+])
+def test_warning_from_recorded_cpu_features(name, recipe, needs, expected):
+    scheme = {"int8": "int8", "pi4": "int4", "none": "none"}[recipe]
+    message = quantization_warning(manifest(scheme, EDGE_INT8, recipe, needs), cpu(name))
+    assert message is None if expected is None else expected in message
+
+
+def test_warning_names_the_export_command_for_this_cpu():
+    bundle = manifest("int8", EDGE_INT8, "int8", NEEDS_INT8, source="SmolLM2-135M-Instruct.Q4_1.gguf")
+    message = quantization_warning(bundle, cpu("rpi4-cortex-a72"))
+    assert ("`edge export SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2-135m-instruct.q4_1-pi4 --target pi4`"
+            in message)
+    old = quantization_warning(manifest("int8", EDGE_INT8), cpu("rpi4-cortex-a72"))  # schema 2: no needs
+    assert "no int8 kernel for MatMulNBits" in old and "--target pi4" in old
+
+
+def test_warn_if_unsuited_warns_once(monkeypatch):
+    monkeypatch.setattr(doctor, "host_cpu", lambda: cpu("rpi4-cortex-a72"))
+    monkeypatch.setattr(doctor, "_WARNED", set())
+    bundle = manifest("int8", EDGE_INT8, "int8", NEEDS_INT8)
+    with pytest.warns(QuantizationWarning, match="--target pi4"):
+        doctor.warn_if_unsuited(bundle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        doctor.warn_if_unsuited(bundle)
+
+
 def test_warn_if_unsuited_warns_with_its_own_category(monkeypatch):
+    monkeypatch.setattr(doctor, "_WARNED", set())
     monkeypatch.setattr(doctor, "host_cpu", lambda: cpu("rpi4-cortex-a72"))
     with pytest.warns(QuantizationWarning, match="Raspberry Pi 4 .* no int8 kernel"):
         doctor.warn_if_unsuited(manifest("int8", EDGE_INT8))
@@ -121,7 +179,8 @@ def test_warn_if_unsuited_warns_with_its_own_category(monkeypatch):
 
 def test_load_warns_on_a_pi4(tiny_llama_bundle_int8, monkeypatch):
     monkeypatch.setattr(doctor, "host_cpu", lambda: cpu("rpi4-cortex-a72"))
-    with pytest.warns(QuantizationWarning, match="no int8 kernel for MatMulNBits"):
+    monkeypatch.setattr(doctor, "_WARNED", set())
+    with pytest.warns(QuantizationWarning, match=r"int8 bundle's kernels need asimddp.*--target pi4`"):
         edge.load(tiny_llama_bundle_int8)
 
 
@@ -142,7 +201,9 @@ def test_cli_json_shape(capsys):
     assert main(["doctor", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert set(facts) == {"architecture", "cpu", "cores", "features", "int8_kernel", "u8s8_saturates",
-                          "onnxruntime", "threads", "recommendation"}
+                          "onnxruntime", "threads", "recommendation", "target", "recipe"}
+    assert facts["target"] == doctor.fitting_target(doctor.host_cpu())
+    assert facts["recipe"] == doctor.fitting_recipe(doctor.host_cpu())
     assert isinstance(facts["threads"], int) and facts["threads"] >= 1
     assert all(isinstance(v, bool) for v in facts["features"].values())
     assert facts["recommendation"]
@@ -151,5 +212,15 @@ def test_cli_json_shape(capsys):
 def test_cli_text_on_this_machine(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    for row in ("architecture", "int8 features", "int8 kernel", "onnxruntime", "threads", "recommendation"):
+    for row in ("architecture", "int8 features", "int8 kernel", "onnxruntime", "threads", "bundle", "recommendation"):
         assert f"{row}: " in out
+    assert f"--target {doctor.fitting_target(doctor.host_cpu())} " in out
+
+
+def test_cli_text_on_a_pi4(capsys, monkeypatch):
+    monkeypatch.setattr(doctor, "host_cpu", lambda: cpu("rpi4-cortex-a72"))
+    monkeypatch.setattr(doctor, "process_arch", lambda: "aarch64")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "bundle: edge export SOURCE -o DIR --target pi4 (for Arm without dot product" in out
+    assert "--quantize pi4 here" in out

@@ -1,4 +1,4 @@
-"""`edge doctor`: this machine's CPU features that decide int8 speed, and what to run on it."""
+"""`edge doctor`: this machine's CPU features that decide int8 speed, and which bundle to run on it."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from edge.cli.app import app
 
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="Print a JSON object.")):
-    """Show the architecture, cores, int8 instruction sets, onnxruntime and threads, and a recommendation.
+    """Show the architecture, cores, int8 instruction sets, onnxruntime and threads, the bundle to export,
+    and a recommendation.
 
     Example: edge doctor
     """
-    from edge.tools.doctor import report
+    from edge.tools.doctor import TARGET_USE, report
 
     facts = report()
     if as_json:
@@ -28,6 +29,8 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print a JSON obje
         ("int8 kernel", facts["int8_kernel"] or "none (MatMulNBits falls back to float)"),
         ("onnxruntime", facts["onnxruntime"]),
         ("threads", f"{facts['threads']} (onnxruntime intra-op threads edge uses by default)"),
+        ("bundle", f"edge export SOURCE -o DIR --target {facts['target']} "
+                   f"(for {TARGET_USE[facts['target']]}: --quantize {facts['recipe']} here)"),
         ("recommendation", facts["recommendation"]),
     ]
     for key, value in rows:

@@ -11,21 +11,26 @@ from edge.cli.app import app, resolve_bundle
 from edge.cli.progress import Progress
 from edge.errors import require_extra
 
+QUANTIZE_HELP = "int8 (default), int4, pi4, or none (fp32): a recipe of export/recipes.py."
+TARGET_HELP = ("The CPU to run on, which picks the recipe: pi4 (no dot product: int4 layers, integer LM head), "
+               "pi5 (int8), native (this CPU's, see `edge doctor`) or portable (pi4's: packed kernels everywhere).")
+
 
 @app.command()
 def export(
     source: str = typer.Argument(..., metavar="SOURCE", help="Hugging Face model id, local model folder, or .gguf file."),
     out: Path = typer.Option(..., "-o", "--out", metavar="BUNDLE", help="Bundle folder to create (must not exist)."),
-    quantize: str = typer.Option("int8", "--quantize", "-q", metavar="int8|int4|none",
-                                 help="int8 (default), int4, or none (fp32): a recipe of export/recipes.py."),
+    quantize: str = typer.Option(None, "--quantize", "-q", metavar="RECIPE", help=QUANTIZE_HELP),
+    target: str = typer.Option(None, "--target", metavar="pi4|pi5|native|portable", help=TARGET_HELP),
     max_context: int = typer.Option(None, "--max-context", metavar="N", help="Cap the context window (tokens)."),
     task: str = typer.Option(None, "--task", metavar="TASK", help="text-generation or feature-extraction (detected)."),
 ):
     """Export a model to a self-contained ONNX bundle and measure its quality against fp32.
 
-    Example: edge export HuggingFaceTB/SmolLM2-135M-Instruct -o smollm2-int8
+    Example: edge export HuggingFaceTB/SmolLM2-135M-Instruct -o smollm2-int8 --target native
     """
-    manifest = run_export("edge export", source, out, quantize=quantize, max_context=max_context, task=task)
+    manifest = run_export("edge export", source, out, quantize=quantize, target=target, max_context=max_context,
+                          task=task)
     print(f"wrote {out}")
     _print_quality(manifest)
 
@@ -88,6 +93,7 @@ def info(
         ("context", f"{m.context_length} tokens"),
         ("positions", pos.kind + (f" (theta {pos.rope_theta:g}, {pos.rotary_dim} dims)" if pos.kind == "rotary" else "")),
         ("quantization", f"{manifest.quantization.scheme}: {manifest.quantization.method}"),
+        ("cpu", _cpu_needs(manifest.quantization)),
         ("graph", f"{manifest.graph.file}, {len(manifest.graph.inputs)} inputs, {len(manifest.graph.outputs)} outputs, "
                   f"built by {manifest.graph.builder}"),
         ("tokenizer", _tokens(manifest)),
@@ -104,6 +110,15 @@ def info(
     for key, value in rows:
         print(f"{key:>13}: {value}")
     _print_quality(manifest)
+
+
+def _cpu_needs(q) -> str:
+    """Example: recipe pi4, target pi4 -> "recipe pi4 for target pi4; needs avx2 on x86_64, asimd on aarch64"."""
+    made = f"recipe {q.recipe}" + (f" for target {q.target}" if q.target else "") if q.recipe else "recipe not recorded"
+    if q.cpu_features is None:
+        return f"{made}; CPU features not recorded (exported before schema 3)"
+    needs = ", ".join(f"{' '.join(flags)} on {arch}" for arch, flags in q.cpu_features.items())
+    return f"{made}; needs {needs or 'no particular CPU feature'}"
 
 
 def _tokens(manifest) -> str:

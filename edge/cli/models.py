@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from edge.cli.app import app
+from edge.cli.export_cmd import QUANTIZE_HELP, TARGET_HELP
 from edge.errors import BundleError, UsageError
 from edge.paths import bundles_dir, is_name
 
@@ -65,16 +66,18 @@ def remove(name: str = typer.Argument(..., metavar="NAME", help="A model name fr
 @app.command()
 def pull(
     source: str = typer.Argument(..., metavar="SOURCE", help="Hugging Face model id, local model folder, or .gguf file."),
-    quantize: str = typer.Option("int8", "--quantize", "-q", metavar="int8|int4|none", help="int8 (default), int4, or none (fp32)."),
-    name: str = typer.Option(None, "--name", metavar="NAME", help="The model's name (default: from the source and quantization)."),
+    quantize: str = typer.Option(None, "--quantize", "-q", metavar="RECIPE", help=QUANTIZE_HELP),
+    target: str = typer.Option(None, "--target", metavar="pi4|pi5|native|portable", help=TARGET_HELP),
+    name: str = typer.Option(None, "--name", metavar="NAME",
+                             help="The model's name (default: from the source and target or quantization)."),
 ):
     """Export SOURCE into the edge cache under a name, ready for -m NAME.
 
-    Example: edge pull ./SmolLM2-135M-Instruct-Q4_1.gguf --name smollm2
+    Example: edge pull ./SmolLM2-135M-Instruct-Q4_1.gguf --target pi4 --name smollm2
     """
     from edge.cli.export_cmd import run_export
 
-    name = name or default_name(source, quantize)
+    name = name or default_name(source, target or quantize or "int8")
     if not is_name(name):
         raise UsageError(f"--name must be a plain folder name (no '/', not hidden), got {name!r}.")
     out = bundles_dir() / name
@@ -82,12 +85,13 @@ def pull(
         raise BundleError(f"a model named {name} exists already ({out}). Remove it with `edge models rm {name}`, "
                           "or pass --name.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    run_export("edge pull", source, out, quantize=quantize)
+    run_export("edge pull", source, out, quantize=quantize, target=target)
     print(name)
 
 
 def default_name(source: str, quantize: str) -> str:
-    """Example: "HuggingFaceTB/SmolLM2-135M-Instruct", "int8" -> "smollm2-135m-instruct-int8"."""
+    """`quantize`: a recipe or a target. Example: "HuggingFaceTB/SmolLM2-135M-Instruct", "int8" ->
+    "smollm2-135m-instruct-int8"."""
     stem = Path(source.rstrip("/")).name
     stem = stem[: -len(".gguf")] if stem.lower().endswith(".gguf") else stem
     return f"{stem.lower()}-{'fp32' if quantize == 'none' else quantize}"

@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge.errors import BundleError, InputError
+from edge.errors import BundleError, InputError, UsageError
+
+# onnxruntime's log severity for edge's sessions: 3 (errors) unless $EDGE_ORT_LOG_LEVEL says
+# otherwise; 0 (verbose) or 1 (info) shows which kernels a graph got, e.g. MatMulNBits'
+# "Falling back to using unpacked compute mode" on a CPU without its packed kernel
+# (scripts/check-aarch64.sh greps for it)
+ORT_LOG_LEVEL = "EDGE_ORT_LOG_LEVEL"
 
 
 def default_threads() -> int:
@@ -126,13 +132,24 @@ def clean_weight_maps(smaps: str, folder: Path) -> list[tuple[int, int]]:
             if span and counts.get("Anonymous:") == "0" and counts.get("Swap:") == "0"]
 
 
+def ort_log_level() -> int:
+    """$EDGE_ORT_LOG_LEVEL (0 verbose .. 4 fatal), default 3; below 3 onnxruntime's default
+    logger is lowered too, or it would filter the session's messages out."""
+    raw = os.environ.get(ORT_LOG_LEVEL, "3")
+    if raw not in ("0", "1", "2", "3", "4"):
+        raise UsageError(f"${ORT_LOG_LEVEL} must be 0 (verbose) to 4 (fatal), got {raw!r}.")
+    if int(raw) < 3:
+        ort.set_default_logger_severity(int(raw))
+    return int(raw)
+
+
 class Session:
     def __init__(self, path: Path, inputs: tuple[str, ...], outputs: tuple[str, ...], threads: int | None = None):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options.log_severity_level = ort_log_level()
         spinning = spinning_pays(options.intra_op_num_threads)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:

@@ -1,7 +1,8 @@
 """A small ONNX graph builder: named ops, initializers from numpy, and the weight formats.
 
 The architecture modules (llama.py, gpt2.py, bert.py) describe the forward pass with it;
-how a linear layer or an embedding is stored (fp32, or block-quantized) is decided here
+how a linear layer or an embedding is stored (fp32, block-quantized, or for the pi4
+recipe's LM head int8 per channel under MatMulInteger) is decided here
 once, by the `QuantSpec` the builder was made with, so fp32 and int8 graphs share one
 description of the model.
 """
@@ -12,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.quantize import QuantSpec, quantize_embedding, quantize_matmul_weight
+from export.quantize import QuantSpec, quantize_channels, quantize_embedding, quantize_matmul_weight
 
 OPSET = 17
 MS_DOMAIN = "com.microsoft"
@@ -133,7 +134,10 @@ class GraphBuilder:
 
     def lm_head(self, x: str, weight: np.ndarray, tied_table: str | None) -> str:
         """Logits (B, S, V). fp32 reuses a tied embedding table in place (Gemm transB, no copy);
-        quantized graphs store the head as its own MatMulNBits weights (see _quantized_head)."""
+        quantized graphs store the head as its own MatMulNBits weights (see _quantized_head), or
+        as MatMulInteger weights (see _integer_head)."""
+        if self.quant is not None and self.quant.head_integer_chunk:
+            return self._integer_head(x, weight, self.quant.head_integer_chunk)
         if self.quant is not None:
             return self._quantized_head(x, weight)
         table = tied_table or self.init("lm_head.weight", weight.astype(np.float32))
@@ -156,6 +160,42 @@ class GraphBuilder:
             return self._matmul_nbits(x, weight, "lm_head")
         logits = [self._matmul_nbits(x, part, "lm_head", f"lm_head.{i}") for i, part in enumerate(parts)]
         return self.op("Concat", *logits, axis=-1)
+
+    def _integer_head(self, x: str, weight: np.ndarray, chunk: int) -> str:
+        """x (B, S, K) @ weight.T as MatMulInteger: int8 weights per output channel
+        (quantize_channels), x quantized to int8 here with one scale per row per `chunk` inputs.
+
+        One scale per row (per token) costs SmolLM2 1.5 points of top-1 agreement; per 64
+        inputs the head is as good as fp32's (benchmarks/README.md). MatMulInteger takes one
+        activation zero point, so the scales are applied outside: each chunk of K gets its own
+        MatMulInteger on a 2-D (chunk, N) weight (prepacked once; a few MB each, so the load
+        peak needs no row parts), and the chunks' sums are scaled and added one by one, never
+        held as a (B, S, chunks, N) tensor (900 MB for a 512-token window of SmolLM2).
+        """
+        n, k = weight.shape
+        codes_t, scales = quantize_channels(weight)  # (K, N) uint8, (N,)
+        pad = -k % chunk
+        if pad:  # zero inputs against zero-code weights (128): adds nothing
+            x = self.op("Pad", x, self.const([0, 0, 0, 0, 0, pad]))
+            codes_t = np.pad(codes_t, ((0, pad), (0, 0)), constant_values=128)
+        pieces = (k + pad) // chunk
+        blocked = self.op("Reshape", x, self.const([0, 0, pieces, chunk]))  # (B, S, pieces, chunk)
+        absmax = self.op("ReduceMax", self.op("Abs", blocked), axes=[-1], keepdims=1)  # (B, S, pieces, 1)
+        absmax = self.op("Max", absmax, self.const(1e-30, np.float32))  # an all-zero chunk: codes 0, not NaN
+        scaled = self.op("Round", self.op("Mul", blocked, self.op("Div", self.const(127.0, np.float32), absmax)))
+        codes = self.op("Cast", self.op("Add", scaled, self.const(128.0, np.float32)), to=TensorProto.UINT8)
+        zero = self.const(128, np.uint8)
+        split = self.const([1] * pieces)
+        code_parts = self.op("Split", codes, split, axis=2, outputs=pieces) if pieces > 1 else [codes]
+        scale_parts = self.op("Split", absmax, split, axis=2, outputs=pieces) if pieces > 1 else [absmax]
+        total = None
+        for i in range(pieces):
+            w = self.init(f"lm_head.{i}.qweight", codes_t[i * chunk:(i + 1) * chunk])  # (chunk, N)
+            dot = self.op("MatMulInteger", code_parts[i], w, zero, zero)  # (B, S, 1, N) int32
+            part = self.op("Mul", self.op("Cast", dot, to=TensorProto.FLOAT), scale_parts[i])
+            total = part if total is None else self.op("Add", total, part)
+        logits = self.op("Squeeze", total, self.const([2]))  # (B, S, N)
+        return self.op("Mul", logits, self.init("lm_head.scales", scales / 127.0))
 
     # --- common blocks ----------------------------------------------------------------
     def rms_norm(self, x: str, weight: np.ndarray, eps: float, name: str) -> str:
