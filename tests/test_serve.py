@@ -309,6 +309,30 @@ def test_full_queue_is_refused_at_once(tiny_llama_bundle_fp32, lm):
     assert done[0] == "released"
 
 
+def test_a_request_waiting_when_the_server_stops_gets_503(tiny_llama_bundle_fp32):
+    """The worker closing (server shutdown) answers a queued request 503 with a clear message."""
+    app = create_app({MODEL: edge.load(tiny_llama_bundle_fp32)}, max_queue=2)
+    worker = app.state.workers[MODEL]
+    gate = threading.Event()
+
+    def held(model):  # occupies the worker until the test opens the gate
+        gate.wait(30)
+        yield "released"
+
+    with running(app) as base:
+        worker.submit(Job(held, lambda item: None))
+        with ThreadPoolExecutor(2) as pool:
+            waiting = pool.submit(_http, base, "POST", "/v1/chat/completions",
+                                  json.dumps({"model": MODEL, "messages": HELLO, "max_tokens": 3}).encode())
+            _wait_for(lambda: worker.queued == 1)
+            closing = pool.submit(worker.close)  # joins the worker thread: it waits for the held job
+            status, body = waiting.result(timeout=30)
+            gate.set()
+            closing.result(timeout=30)
+    assert status == 503 and body["error"]["code"] == "shutting_down"
+    assert body["error"]["message"].startswith("the server is shutting down") and "\n" not in body["error"]["message"]
+
+
 # --- the command line ---------------------------------------------------------------------
 
 
