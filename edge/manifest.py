@@ -290,7 +290,7 @@ def _convert(annotation: str, raw: Any, where: str) -> Any:
     if name in _NESTED:
         return _build(_NESTED[name], raw, where)
     if name.startswith(("tuple", "dict")):
-        container, item = (list, name[6:-6]) if name.startswith("tuple") else (dict, name[5:-1].split(", ")[1])
+        container, item = (list, name[6:-6]) if name.startswith("tuple") else (dict, name[5:-1].split(", ", 1)[1])
         if not isinstance(raw, container):
             raise ValueError(f"field {where} must be {'an array' if container is list else 'an object'}")
         if container is dict:
