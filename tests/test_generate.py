@@ -373,3 +373,16 @@ def test_smollm2_chat_answers(smollm2_bundle_fp32, no_network):
     assert "Paris" in first
     assert reply(session.send("And of Italy?")).strip()
     assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_a_turn_that_fails_before_its_prefill_leaves_the_cache_true(model):
+    """A turn refused lazily (here: max_tokens over the context window) must not leave the
+    last turn's cache entries behind the new prompt's ids: the next turn equals a fresh chat."""
+    session = model.chat_session(max_tokens=8)
+    reply(session.send("Name a colour."))
+    with pytest.raises(ContextWindowError):
+        reply(session.send("And another?", max_tokens=10**6))
+    # what the session believes its cache holds is what it holds (the ids it will reuse from)
+    assert len(session._ids) == session.decoder.cache_length
+    history = [*session.messages, {"role": "user", "content": "And a fourth?"}]
+    assert reply(session.send("And a fourth?")) == model.chat(history, max_tokens=8, draft="none")

@@ -112,9 +112,9 @@ def test_tool_calls_fit_their_schemas(client, lm, choice, stream):
     spec = Tools(tuple({"name": t["function"]["name"], "description": t["function"].get("description", ""),
                         "parameters": t["function"]["parameters"]} for t in (WEATHER, TIME)),
                  choice if isinstance(choice, str) else "get_time")
-    direct = _direct(lm, spec.messages(ASK, lm.manifest.tokenizer.chat_template), max_tokens=50,
+    direct = _direct(lm, spec.messages(ASK), max_tokens=50,
                      grammar=spec.grammar())
-    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in parse_calls(direct)] == got
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in parse_calls(direct, spec.active)] == got
 
 
 def test_tool_choice_none_and_auto_allow_text(client, lm):

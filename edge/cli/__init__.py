@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sys
 
+from edge.cli.flags import flag
+
 
 def main(argv: list[str] | None = None) -> int:
     sigints: list[int] = []
@@ -90,11 +92,6 @@ def interrupted(exc: BaseException) -> bool:
         seen.add(id(exc))
         exc = exc.__context__
     return False
-
-
-def flag(param: str | None) -> str | None:
-    """The command-line spelling of a Python keyword. Example: "max_tokens" -> "--max-tokens"."""
-    return None if param is None else "--" + param.replace("_", "-")
 
 
 def _fail(message: str, code: int, exc: BaseException) -> int:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge.cli.flags import flag
 from edge.errors import EdgeError, InputError, check_positive_int
 
 if TYPE_CHECKING:
@@ -158,12 +159,17 @@ def _read_line(prompt: str) -> str | None:
 
 
 def _reply(session: ChatSession, text: str) -> None:
-    reply = session.send(text)
+    """Stream one reply. A turn that fails (it does not fit the context, a bad /set value) is
+    one error line; the conversation and the session go on."""
     try:
+        reply = session.send(text)
         for chunk in reply:
             print(chunk.text, end="", flush=True)
     except KeyboardInterrupt:
         reply.close()  # the session keeps what was shown and stays usable
         print("\n(stopped)", file=sys.stderr)
+        return
+    except EdgeError as exc:
+        print(f"\nerror: {exc.render(flag(exc.param))}", file=sys.stderr)
         return
     print()

@@ -59,6 +59,10 @@ class ChatSession:
         messages = [*self.messages, {"role": "user", "content": text}]
         ids = self.model.encode_chat(messages)
         reuse = min(common_prefix(self._ids, ids), self.decoder.cache_length)
+        # From here the cache holds exactly ids[:reuse], whatever this turn does (a turn that
+        # fails before its prefill must not leave the last turn's entries behind these ids).
+        self.decoder.rewind_to(reuse)
+        self._ids = ids[:reuse]
         chunks = self.model.stream_ids(ids, decoder=self.decoder, reuse=reuse, **{**self.options, **sampling})
         self._reply = self._record(messages, ids, chunks)
         return self._reply
@@ -72,7 +76,7 @@ class ChatSession:
                 finished = chunk.finish_reason is not None
                 yield chunk
         finally:
-            self._ids = ids + tokens
+            self._ids = (ids + tokens)[: self.decoder.cache_length]  # what the cache holds
             reply = "".join(parts)
             if finished or reply:
                 self.messages = [*messages, {"role": "assistant", "content": reply}]

@@ -117,10 +117,17 @@ async def embeddings(request: Request) -> JSONResponse:
     return JSONResponse(openai_format.embeddings(req.model, vectors, tokens, req.base64))
 
 
+def generation_work(request: Request, req: GenerationRequest, worker) -> Callable:
+    """A generation job's work for `worker`: the prompt and options for a batch worker (its
+    scheduler runs them), else the whole stream (with drafts)."""
+    if isinstance(worker, BatchWorker):
+        return partial(_prompt, req, slot_tokens=worker.scheduler.runner.capacity)
+    return partial(_stream, req, request.app.state.draft)
+
+
 async def _generate(request: Request, req: GenerationRequest, sources=None):
     worker = _worker(request, req.model, decoder=True)
-    work = partial(_prompt, req) if isinstance(worker, BatchWorker) else partial(_stream, req, request.app.state.draft)
-    job, items = _submit(worker, req.model, work)
+    job, items = _submit(worker, req.model, generation_work(request, req, worker))
     completion = Completion(req.model, req.chat, fields(sources))
     # A prompt over the context window fails at the first item, before any header is sent.
     first = await _while_connected(request, job, anext(items))
@@ -128,7 +135,7 @@ async def _generate(request: Request, req: GenerationRequest, sources=None):
         return EventStream(_events(completion, first, items, req.include_usage), job)
     chunks = [first] + await _while_connected(request, job, _collect(items))
     text, last = "".join(c.text for c in chunks), chunks[-1]
-    calls = parse_calls(text) if req.tools else None
+    calls = parse_calls(text, req.tools.active) if req.tools else None
     if req.stream:  # a reply that may be a call is sent once it is known which it is
         return EventStream(_whole_events(completion, text, last, calls, req.include_usage), job)
     return JSONResponse({**completion.response(text, last.finish_reason, last.timings, calls), **fields(sources, text)})
@@ -225,13 +232,13 @@ def _stream(req: GenerationRequest, draft: str, lm) -> Iterator:
     return lm.stream_ids(ids, draft=draft, **options)
 
 
-def _prompt(req: GenerationRequest, lm) -> tuple[list[int], dict]:
+def _prompt(req: GenerationRequest, lm, slot_tokens: int | None = None) -> tuple[list[int], dict]:
     """The prompt's ids and the generation options (a batch worker's job too): tools in
-    the prompt and the grammar of their calls. Without max_tokens: as many as fit, up to
-    edge's default."""
+    the prompt and the grammar of their calls. Without max_tokens: as many as fit (in the
+    context, or in a batch slot of `slot_tokens`), up to edge's default."""
     options = dict(req.options)
     if req.chat:
-        turns = req.tools.messages(req.prompt, lm.manifest.tokenizer.chat_template) if req.tools else \
+        turns = req.tools.messages(req.prompt) if req.tools else \
             [as_text(m) for m in req.prompt]
         if req.tools and (grammar := req.tools.grammar()):
             options["grammar"] = grammar
@@ -239,7 +246,8 @@ def _prompt(req: GenerationRequest, lm) -> tuple[list[int], dict]:
     else:
         ids = lm.encode_prompt(req.prompt, raw=True)
     if options["max_tokens"] is None:
-        options["max_tokens"] = max(1, min(DEFAULT_MAX_TOKENS, lm.decoder.context_length - len(ids)))
+        room = min(lm.decoder.context_length, slot_tokens or lm.decoder.context_length) - len(ids)
+        options["max_tokens"] = max(1, min(DEFAULT_MAX_TOKENS, room))
     return ids, options
 
 

@@ -65,8 +65,8 @@ class BatchWorker:
         self._thread.join()
 
     def _run(self) -> None:
-        scheduler = self.scheduler
         while True:
+            scheduler = self.scheduler  # a failed step replaces it: read it afresh every turn
             idle = not scheduler.running and not scheduler.waiting
             while scheduler.free > len(scheduler.waiting):  # a job waits in the bounded queue until a slot is free
                 try:

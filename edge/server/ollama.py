@@ -110,8 +110,8 @@ async def chat(request: Request):
 async def _run(request: Request, req: GenerationRequest, content):
     """Submit the generation; stream NDJSON lines or answer with one object."""
     started = time.perf_counter()
-    job, items = server._submit(server._worker(request, req.model, decoder=True), req.model,
-                                partial(server._stream, req, request.app.state.draft))
+    worker = server._worker(request, req.model, decoder=True)
+    job, items = server._submit(worker, req.model, server.generation_work(request, req, worker))
     first = await server._while_connected(request, job, anext(items))
     if req.stream:
         return server.EventStream(_lines(req.model, content, first, items, started), job, media_type=NDJSON)

@@ -1,9 +1,10 @@
 """OpenAI function calling over a chat model: tools and tool_choice in, a constrained reply and
 `tool_calls` out.
 
-Where the bundle's chat template renders tools (it mentions `tools`), it is given them;
-otherwise (SmolLM2's template does not) a default tools prompt is added to the system
-message, telling the model to reply `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`.
+A default tools prompt is added to the system message, telling the model to reply
+`<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (chat templates that render tools
+themselves, as Qwen2's does, are not given them yet: edge renders templates without a
+`tools` variable, so the default prompt is what every model sees).
 Either way the reply is constrained (constraints.py) so that a call is always one of the
 tools with arguments valid against that tool's `parameters` schema:
 - "required" / a named function: the reply must be a call (to that function);
@@ -57,11 +58,11 @@ class Tools:
             return f"start: call | text\n{call}\ntext: /[^<](.|\\n)*/"
         return f"start: call\n{call}"
 
-    def messages(self, messages: list[dict], template: str | None) -> list[dict]:
+    def messages(self, messages: list[dict]) -> list[dict]:
         """The conversation as the model reads it: tool turns in the prompt's format, and the
-        tools described in the system message (unless the template renders them itself)."""
+        tools described in the system message."""
         out = [as_text(m) for m in messages]
-        if not self.active or (template and "tools" in template):
+        if not self.active:
             return out
         described = json.dumps([{k: f[k] for k in ("name", "description", "parameters") if f.get(k)}
                                 for f in self.active], ensure_ascii=False)
@@ -82,16 +83,23 @@ def as_text(message: dict) -> dict:
     return {"role": message["role"], "content": message["content"]}
 
 
-def parse_calls(text: str) -> list[dict] | None:
-    """OpenAI `tool_calls` from a reply that is a call, else None (a plain-text answer).
-    Example: '<tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>' ->
+def parse_calls(text: str, offered: list[dict]) -> list[dict] | None:
+    """OpenAI `tool_calls` from a reply that is a call to one of the `offered` functions,
+    else None (a plain-text answer: with tool_choice "auto" or "none" any text may be one).
+    Example: '<tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>', [f] ->
     [{"id": "call_...", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}]"""
-    stripped = text.strip()
-    if not stripped.startswith(OPEN):
+    names = {f["name"] for f in offered}
+    if not text.startswith(OPEN) or not names:  # the grammar's call starts right there
         return None
     calls = []
-    for body in re.findall(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE), stripped, flags=re.S):
-        call = json.loads(body)
+    for body in re.findall(re.escape(OPEN) + r"(.*?)" + re.escape(CLOSE), text, flags=re.S):
+        try:
+            call = json.loads(body)
+            name, arguments = call["name"], call["arguments"]
+        except (ValueError, TypeError, KeyError):
+            return None  # not a call after all (the model wrote the marker as text)
+        if name not in names:
+            return None
         calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                      "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}})
+                      "function": {"name": name, "arguments": json.dumps(arguments)}})
     return calls or None
