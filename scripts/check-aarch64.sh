@@ -83,6 +83,17 @@ check() {
   if "$@"; then CHECKS+=("$name ok"); else CHECKS+=("$name FAILED"); FAILED=1; fi
 }
 
+# note NAME COMMAND...: as check, but a failure is recorded without failing the run: for a
+# bundle run off its target. The Pi 4 bundle on a Pi 5 core goes through MatMulNBits' int8
+# (dot product) path for its 4-bit layers, which rounds differently from x86 (so does the
+# int4 bundle's; benchmarks/README.md): a finding to report, not a regression of the Pi 4 check.
+note() {
+  local name=$1
+  shift
+  log "$name"
+  if "$@"; then CHECKS+=("$name ok"); else CHECKS+=("$name differs (off-target, reported)"); fi
+}
+
 # arm COMMAND...: run inside the arm64 root, in a clean environment, the runtime's venv first.
 arm() {
   timeout "$STEP_TIMEOUT" chroot "$ROOTFS" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/opt/edge/bin:/usr/bin:/bin \
@@ -267,7 +278,11 @@ for board in "${BOARDS[@]}"; do
   for bundle in "${DECODERS[@]}"; do
     check "$board $bundle info" arm edge info "/bundles/$bundle"
     check "$board $bundle generate" generate_on "$board" "$bundle"
-    check "$board $bundle logits" logits_on "$board" "$bundle"
+    if [[ $bundle == pi4 && $board != pi4 ]]; then
+      note "$board $bundle logits" logits_on "$board" "$bundle"
+    else
+      check "$board $bundle logits" logits_on "$board" "$bundle"
+    fi
   done
   check "$board no fallback" no_fallback "$board"
   if [[ -n $ENCODER ]]; then check "$board embed" embed_on "$board"; fi
