@@ -35,6 +35,8 @@ sys.path.insert(0, str(HERE))
 
 import compare  # noqa: E402  (the peers' venvs and models)
 
+from edge.generation.generate import common_prefix  # noqa: E402
+
 TASKS = HERE / "data" / "speculative_tasks.json"
 DEFAULT_BUNDLE = Path.home() / ".cache/edge/bundles/smollm2-135m-instruct-int8"
 
@@ -133,16 +135,6 @@ def summarise(runs: dict[str, list[dict]], suite: dict) -> dict[str, dict[str, d
             same = None if reference is None else common_prefix(ids, reference[0][t["name"]]["ids"]) / len(ids)
             table[label][t["name"]]["same_prefix"] = same
     return table
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Example: [1, 2, 3], [1, 2, 4] -> 2"""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def group_means(rows: dict[str, dict], suite: dict, group: str) -> dict:

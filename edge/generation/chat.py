@@ -18,7 +18,7 @@ from typing import Protocol
 from edge.engine.decoder_runner import DecoderRunner
 from edge.errors import InputError
 from edge.generation.chat_template import Message
-from edge.generation.generate import StreamChunk
+from edge.generation.generate import StreamChunk, common_prefix
 
 
 class ChatModel(Protocol):
@@ -87,13 +87,3 @@ class ChatSession:
         reply, self._reply = self._reply, None
         if reply is not None:
             reply.close()
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Example: [1, 2, 3, 4], [1, 2, 5] -> 2"""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -242,3 +242,13 @@ class Clock:
             decode_tok_s=(completion_tokens - 1) / decode if decode > 0 else 0.0,
             drafted_tokens=self.drafts.drafted, accepted_tokens=self.drafts.accepted, decode_calls=self.drafts.calls,
         )
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Example: [1, 2, 3, 4], [1, 2, 5] -> 2"""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge.errors import ContextWindowError
-from edge.generation.generate import Clock, DraftStats, StreamChunk, TextStream, check_fits, prefill_start
+from edge.generation.generate import (Clock, DraftStats, StreamChunk, TextStream, check_fits, common_prefix,
+                                      prefill_start)
 from edge.generation.sampler import Sampler
 from edge.generation.stop import StopStrings
 
@@ -124,7 +125,7 @@ class Scheduler:
         """(slot, how many of its held ids start `ids`): the free slot holding the longest
         prefix of at least MIN_REUSE, else the lowest free slot."""
         free = [s for s in range(self.runner.slots) if s not in self.running]
-        shared = {s: _common_prefix(self._held[s], ids) for s in free}
+        shared = {s: common_prefix(self._held[s], ids) for s in free}
         best = max(free, key=lambda s: (shared[s], -s))
         return (best, shared[best]) if shared[best] >= MIN_REUSE else (free[0], 0)
 
@@ -170,13 +171,3 @@ def _spans(sizes: list[int]) -> list[tuple[int, int]]:
     """Example: [3, 2] -> [(0, 3), (3, 5)]"""
     ends = np.cumsum(sizes).tolist()
     return list(zip([0, *ends[:-1]], ends))
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Example: [1, 2, 3], [1, 2, 4] -> 2"""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
