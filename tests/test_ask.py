@@ -42,6 +42,13 @@ def lm(tiny_llama_bundle_fp32):
     return edge.load(tiny_llama_bundle_fp32)
 
 
+@pytest.fixture(autouse=True)
+def default_model(tiny_llama_bundle_fp32, monkeypatch):
+    """The CLI resolves its model before the tests' stand-in replaces loading: a fresh edge
+    cache (as in CI) has no default model, so point $EDGE_MODEL at the tiny one."""
+    monkeypatch.setenv("EDGE_MODEL", str(tiny_llama_bundle_fp32))
+
+
 @pytest.fixture
 def docs(tmp_path):
     root = tmp_path / "docs"
