@@ -3,8 +3,8 @@
 #
 # Builds once, cached outside the repository, an arm64 Debian root filesystem (debootstrap)
 # and a venv in it with the runtime and its `serve` extra (a Pi serving a local app over
-# HTTP is a real use), plus pytest and the `openai` client the server tests use as their
-# oracle, installed offline from PyPI's aarch64 wheels that pip downloads on this machine
+# HTTP is a real use), plus pytest and the oracles the runtime tests use (the `openai` and
+# `ollama` clients, jsonschema), installed offline from PyPI's aarch64 wheels that pip downloads on this machine
 # (none of the exporter's dependencies: no torch). Copies in
 # the int8 bundles exported here, and the Pi 4 bundle (`edge export --target pi4`) of the
 # same model, exported here. Then, emulating a Raspberry Pi 4 core (Cortex-A72: no int8 dot
@@ -156,7 +156,7 @@ host_wheels() {
   "$HOST_PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src"
   "$HOST_PY" -m pip download --quiet --only-binary=:all: --implementation cp --python-version "${python#python}" \
     --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 -d "$WHEELS" \
-    "$(echo "$WORK"/dist/*.whl)[serve]" pytest openai
+    "$(echo "$WORK"/dist/*.whl)[serve]" pytest openai ollama jsonschema
   rm -f "$WHEELS"/edge_runtime-*.whl  # pip download copies it there, and would keep an older one
   rm -rf "$ROOTFS/wheels"
   mkdir -p "$ROOTFS/wheels/project"
@@ -167,7 +167,7 @@ host_wheels() {
 install_runtime() {
   [[ -x $ROOTFS/opt/edge/bin/python ]] || arm python3 -m venv /opt/edge
   log "installing the runtime wheel and its dependencies offline (--no-index) in the arm64 venv"
-  arm sh -c 'pip install --quiet --no-index --find-links /wheels "$(echo /wheels/project/*.whl)[serve]" pytest openai &&
+  arm sh -c 'pip install --quiet --no-index --find-links /wheels "$(echo /wheels/project/*.whl)[serve]" pytest openai ollama jsonschema &&
              pip install --quiet --no-index --no-deps --force-reinstall /wheels/project/*.whl'
   arm python -c 'import importlib.util as u, sys
 found = [n for n in ("torch", "transformers", "tokenizers", "onnx", "gguf") if u.find_spec(n)]
