@@ -261,7 +261,7 @@ EXPORTER_IMPORTS = frozenset({"torch", "transformers", "tokenizers", "onnx", "gg
                               "huggingface_hub", "export", "tokenizer_oracle", "hf_oracle"})
 EXPORTER_FIXTURES = frozenset({"smollm2_tokenizer_json", "gpt2_style_tokenizer_json", "tiny_llama_dir",
                                "tiny_gpt2_dir", "smollm2_bundle_int8", "smollm2_bundle_int4", "smollm2_bundle_fp32",
-                               "tiny_bert_dir", "minilm_bundle_int8"})
+                               "tiny_bert_dir", "minilm_bundle_int8", "minilm_dir", "smollm2_gguf"})
 
 
 def pytest_configure(config):

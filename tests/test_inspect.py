@@ -41,6 +41,7 @@ def _hf_attentions(folder, ids, decoder: bool) -> np.ndarray:
     return np.stack([a[0].numpy() for a in out.attentions])
 
 
+@pytest.mark.exporter  # its bundle comes by name through an indirect parameter: conftest cannot see it
 @pytest.mark.parametrize("fp32_bundle", FAMILIES, indirect=True)
 def test_attention_equals_transformers_eager(fp32_bundle, request):
     ids = _ids(fp32_bundle)
