@@ -12,6 +12,8 @@ Encoders also record how they pool (sentence_transformers.py).
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -182,3 +184,24 @@ def _measure_encoder(staged: Staged) -> Quality:
     models = [EmbeddingModel(staged.manifest, tokenizer, EncoderRunner.open(Bundle(folder, staged.manifest)))
               for folder in (staged.reference.folder if staged.reference else staged.bundle, staged.bundle)]
     return quality.measure_cosine(*models)
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """transformers' and huggingface_hub's own progress bars and warnings would interleave
+    with edge's stage lines: off while exporting, as they were after."""
+    import huggingface_hub.utils as hub
+    from transformers.utils import logging
+
+    hub_bars, bars, verbosity = hub.are_progress_bars_disabled(), logging.is_progress_bar_enabled(), logging.get_verbosity()
+    hub.disable_progress_bars()
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+        if not hub_bars:
+            hub.enable_progress_bars()

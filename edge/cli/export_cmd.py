@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
@@ -39,32 +38,11 @@ def run_export(command: str, source: str, out: Path, **options):
     """The CLI's one way into the exporter (`edge export`, `edge pull`): only when such a
     command runs, and with a one-line error when the `export` extra is missing."""
     require_extra(command, "export", "torch", "transformers", "onnx", "gguf")
-    from export.pipeline import export_model
+    from export.pipeline import export_model, quiet_libraries
 
     progress = Progress(command.split()[-1])
-    with _no_library_bars():
+    with quiet_libraries():
         return export_model(source, out, log=progress.stage, **options)
-
-
-@contextlib.contextmanager
-def _no_library_bars():
-    """transformers' and huggingface_hub's own progress bars and warnings would interleave
-    with edge's stage lines: off while exporting, as they were after."""
-    import huggingface_hub.utils as hub
-    from transformers.utils import logging
-
-    hub_bars, bars, verbosity = hub.are_progress_bars_disabled(), logging.is_progress_bar_enabled(), logging.get_verbosity()
-    hub.disable_progress_bars()
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
-        if not hub_bars:
-            hub.enable_progress_bars()
 
 
 @app.command()
