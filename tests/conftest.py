@@ -61,6 +61,17 @@ def no_network(monkeypatch):
 
 
 @pytest.fixture
+def only_loopback(monkeypatch):
+    """Sockets reach this machine's loopback only (a test server); the test fails if anything
+    tried another address."""
+    from server_thread import loopback_only
+
+    attempts = loopback_only(monkeypatch)
+    yield
+    assert not attempts, f"network access attempted: {attempts}"
+
+
+@pytest.fixture
 def offline(monkeypatch):
     """Sockets blocked, as on a machine without a network (attempts are expected)."""
     return _block_network(monkeypatch)

@@ -19,17 +19,13 @@ import edge
 import edge.server.app as server_app
 from edge.server.app import _while_connected, create_app
 from edge.server.schemas import ApiError
-from server_thread import loopback_only, running
+from server_thread import running
 
 MODEL, ENCODER = "tiny", "tiny-bert"
 HI = [{"role": "user", "content": "Hi"}]
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    attempts = loopback_only(monkeypatch)
-    yield
-    assert not attempts, f"network access attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("only_loopback")  # conftest: sockets reach loopback only
 
 
 class _Records(logging.Handler):

@@ -15,16 +15,12 @@ import pytest
 
 import edge
 from edge.server.app import create_app
-from server_thread import loopback_only, running
+from server_thread import running
 
 HELLO = [{"role": "user", "content": "Tell me about the sea."}]
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    attempts = loopback_only(monkeypatch)
-    yield
-    assert not attempts, f"network access attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("only_loopback")  # conftest: sockets reach loopback only
 
 
 @pytest.fixture(scope="module")

@@ -23,18 +23,14 @@ import pytest
 import edge
 from edge.server.app import create_app
 from edge.server.worker import Job
-from server_thread import loopback_only, running
+from server_thread import running
 
 MODEL = "tiny"
 ENCODER = "tiny-bert"
 HELLO = [{"role": "user", "content": "Tell me about the sea."}]
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    attempts = loopback_only(monkeypatch)
-    yield
-    assert not attempts, f"network access attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("only_loopback")  # conftest: sockets reach loopback only
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,12 @@ import pytest
 
 import edge
 from edge.server.app import create_app
-from server_thread import loopback_only, running
+from server_thread import running
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    attempts = loopback_only(monkeypatch)
-    yield
-    assert not attempts, f"network access attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("only_loopback")  # conftest: sockets reach loopback only
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 import edge
 from edge.server.app import create_app
 from edge.server.tools import Tools, parse_calls
-from server_thread import loopback_only, running
+from server_thread import running
 
 MODEL = "tiny"
 WEATHER = {"type": "function", "function": {
@@ -39,11 +39,7 @@ class Person(BaseModel):
     age: int = Field(ge=0, le=120)
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch):
-    attempts = loopback_only(monkeypatch)
-    yield
-    assert not attempts, f"network access attempted: {attempts}"
+pytestmark = pytest.mark.usefixtures("only_loopback")  # conftest: sockets reach loopback only
 
 
 @pytest.fixture(scope="module")
