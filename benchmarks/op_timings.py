@@ -6,7 +6,7 @@
 2. KV cache dtype. GroupQueryAttention over an fp16 cache instead of fp32, at short and
    long context: whether halving the bytes a decode step reads pays on this CPU.
 
-    python benchmarks/kernels.py [--threads 2]   # with the `export` extra (the graph builder)
+    python benchmarks/op_timings.py [--threads 2]   # with the `export` extra (the graph builder)
 
 Times are medians of 5 rounds of many calls, per call, in microseconds.
 """
