@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.generation.chat_template import render
+from edge.generation.chat_template import render, renders_tools
 from edge.errors import ChatTemplateError, InputError
 from edge.manifest import TokenizerSpec
 
@@ -152,3 +152,46 @@ def test_bad_messages_are_input_errors(messages):
     with pytest.raises(InputError) as info:
         render(messages, TokenizerSpec(chat_template=QWEN2))
     assert "\n" not in str(info.value)
+
+
+# A template that shows tools itself, in the layout of Qwen2.5's (Hermes-style <tools> block);
+# written for this test.
+TOOLS_TEMPLATE = (
+    "{%- if tools %}\n"
+    "    {{- '<|im_start|>system\\n' }}\n"
+    "    {%- if messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}\n"
+    "    {{- 'You may call functions. Their signatures, in <tools></tools>:\\n<tools>' }}\n"
+    "    {%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}\n"
+    "    {{- '\\n</tools>\\nCall one as <tool_call>\\n{\"name\": ..., \"arguments\": ...}\\n</tool_call><|im_end|>\\n' }}\n"
+    "{%- elif messages[0].role == 'system' %}\n"
+    "    {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}\n"
+    "{%- endif %}\n"
+    "{%- for message in messages %}{%- if message.role != 'system' %}\n"
+    "    {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}\n"
+    "{%- endif %}{%- endfor %}\n"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}\n"
+)
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city, \"now\" <live>",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+@pytest.mark.parametrize("conversation", ["one user", "system", "multi-turn"])
+def test_tools_render_as_transformers(conversation, smollm2_tokenizer_json):
+    messages = CONVERSATIONS[conversation]
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(smollm2_tokenizer_json), chat_template=TOOLS_TEMPLATE)
+    expected = tok.apply_chat_template(messages, tools=[WEATHER_TOOL], tokenize=False, add_generation_prompt=True)
+    spec = TokenizerSpec(chat_template=TOOLS_TEMPLATE)
+    got = render(messages, spec, tools=[WEATHER_TOOL])
+    assert got == expected and '"name": "get_weather"' in got
+    assert render(messages, spec) == tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def test_renders_tools_reads_the_template(smollm2_template):
+    assert renders_tools(TokenizerSpec(chat_template=TOOLS_TEMPLATE))
+    assert not renders_tools(TokenizerSpec(chat_template=smollm2_template))  # SmolLM2's shows no tools
+    assert not renders_tools(TokenizerSpec(chat_template=QWEN2)) and not renders_tools(TokenizerSpec())
+    # a template that sets its own `tools` does not read the request's
+    assert not renders_tools(TokenizerSpec(chat_template="{% set tools = 1 %}{{ tools }}"))

@@ -6,6 +6,7 @@ constraint, and jsonschema for every call's arguments."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import jsonschema
 import openai
@@ -147,3 +148,36 @@ def test_bad_structured_requests_are_400_with_param(client, kwargs, param):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=5, **kwargs)
     assert info.value.status_code == 400 and info.value.body["param"] == param
+
+
+@pytest.fixture(scope="module")
+def tools_template_lm(tiny_llama_bundle_fp32, tmp_path_factory):
+    """The tiny bundle with a chat template that shows tools itself (test_chat_template's)."""
+    from test_chat_template import TOOLS_TEMPLATE
+
+    folder = tmp_path_factory.mktemp("tools-template") / "bundle"
+    shutil.copytree(tiny_llama_bundle_fp32, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["tokenizer"]["chat_template"] = TOOLS_TEMPLATE
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return edge.load(folder)
+
+
+def test_a_template_that_renders_tools_gets_them(tools_template_lm):
+    """The tools go to the template (no default tools prompt), and the reply is the model's
+    own under the call grammar with that prompt."""
+    lm = tools_template_lm
+    spec = Tools(({**WEATHER["function"]},), "required")
+    prompt = lm.tokenizer.decode(lm.encode_chat(spec.messages(ASK, True), tools=spec.definitions()))
+    assert "<tools>" in prompt and '"get_weather"' in prompt and "You can call these functions" not in prompt
+    with running(create_app({MODEL: lm})) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        reply = client.chat.completions.create(model=MODEL, messages=ASK, temperature=0, max_tokens=50,
+                                               tools=[WEATHER], tool_choice="required")
+    calls = reply.choices[0].message.tool_calls
+    assert reply.choices[0].finish_reason == "tool_calls" and calls
+    jsonschema.validate(json.loads(calls[0].function.arguments), WEATHER["function"]["parameters"])
+    ids = lm.encode_chat(spec.messages(ASK, True), tools=spec.definitions())
+    direct = "".join(c.text for c in lm.stream_ids(ids, max_tokens=50, grammar=spec.grammar()))
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in parse_calls(direct, spec.active)] \
+        == [(c.function.name, json.loads(c.function.arguments)) for c in calls]

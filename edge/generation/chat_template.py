@@ -13,6 +13,7 @@ import). Whatever a template raises becomes one ChatTemplateError.
 
 from __future__ import annotations
 
+import copy
 import json
 import operator
 import threading
@@ -22,7 +23,7 @@ from functools import lru_cache, wraps
 
 import jinja2
 import jinja2.ext
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edge.errors import BundleError, ChatTemplateError, InputError, check_text
@@ -37,15 +38,18 @@ MAX_EXPONENT = 1024
 PROBE = [{"role": "user", "content": "Hello"}]  # a conversation every chat template renders
 
 
-def render(messages: list[Message], spec: TokenizerSpec, add_generation_prompt: bool = True) -> str:
-    """The conversation as the model was trained to see it, ready to tokenize."""
+def render(messages: list[Message], spec: TokenizerSpec, add_generation_prompt: bool = True,
+           tools: list[dict] | None = None) -> str:
+    """The conversation as the model was trained to see it, ready to tokenize. `tools`: OpenAI
+    tool definitions ({"type": "function", "function": {...}}), for templates that render them
+    (see renders_tools); the template gets a copy."""
     check_messages(messages)
     if not spec.chat_template:
         raise ChatTemplateError("this model has no chat template: send plain text instead ({param}).", param="raw")
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]  # the template sees copies
     template = _compile(spec.chat_template)
     try:
-        text = _bounded_render(template, messages=plain, tools=None, documents=None,
+        text = _bounded_render(template, messages=plain, tools=copy.deepcopy(tools) if tools else None, documents=None,
                                add_generation_prompt=add_generation_prompt,
                                bos_token=spec.bos_token or "", eos_token=spec.eos_token or "")
         return check_text(text)
@@ -57,6 +61,21 @@ def render(messages: list[Message], spec: TokenizerSpec, add_generation_prompt: 
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}"
     raise ChatTemplateError(f"the chat template failed: {reason[:200].rstrip('.')}. Fix the messages, or send plain text "
                             "({param}).", param="raw") from None
+
+
+def renders_tools(spec: TokenizerSpec) -> bool:
+    """Whether the bundle's chat template reads a `tools` variable (Qwen2's, Llama 3.1's, ...):
+    then a request's tools go to the template, in the format the model was trained on,
+    instead of edge's default tools prompt."""
+    if not spec.chat_template:
+        return False
+    _compile(spec.chat_template)  # a template that does not compile fails here, in one line
+    return "tools" in _variables(spec.chat_template)
+
+
+@lru_cache(maxsize=8)
+def _variables(source: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(_environment().parse(source)))
 
 
 def check_template(spec: TokenizerSpec, bundle: object) -> None:

@@ -129,9 +129,10 @@ class LanguageModel:
         """Plain text, with BOS first when the model expects it (Llama-1/TinyLlama style)."""
         return self.manifest.tokenizer.bos_prefix() + self.tokenizer.encode(text)
 
-    def encode_chat(self, messages: list[Message]) -> list[int]:
-        """The template writes every special token itself, as transformers' apply_chat_template."""
-        return self.tokenizer.encode(render(messages, self.manifest.tokenizer))
+    def encode_chat(self, messages: list[Message], tools: list[dict] | None = None) -> list[int]:
+        """The template writes every special token itself, as transformers' apply_chat_template
+        (`tools`: OpenAI tool definitions, for templates that render them)."""
+        return self.tokenizer.encode(render(messages, self.manifest.tokenizer, tools=tools))
 
     # --- generation ------------------------------------------------------------------------
     # Every method takes the same sampling keywords (explicit, so an IDE and help() show them);

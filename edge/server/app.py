@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from edge.errors import EdgeError
+from edge.generation.chat_template import renders_tools
 from edge.generation.model import DEFAULT_MAX_TOKENS
 from edge.server import openai_format
 from edge.server.grounding import FIELD, Retriever, fields, ground
@@ -238,11 +239,11 @@ def _prompt(req: GenerationRequest, lm, slot_tokens: int | None = None) -> tuple
     context, or in a batch slot of `slot_tokens`), up to edge's default."""
     options = dict(req.options)
     if req.chat:
-        turns = req.tools.messages(req.prompt) if req.tools else \
-            [as_text(m) for m in req.prompt]
+        native = bool(req.tools) and renders_tools(lm.manifest.tokenizer)
+        turns = req.tools.messages(req.prompt, native) if req.tools else [as_text(m) for m in req.prompt]
         if req.tools and (grammar := req.tools.grammar()):
             options["grammar"] = grammar
-        ids = lm.encode_chat(turns)
+        ids = lm.encode_chat(turns, tools=req.tools.definitions() if native else None)
     else:
         ids = lm.encode_prompt(req.prompt, raw=True)
     if options["max_tokens"] is None:

@@ -1,10 +1,11 @@
 """OpenAI function calling over a chat model: tools and tool_choice in, a constrained reply and
 `tool_calls` out.
 
-A default tools prompt is added to the system message, telling the model to reply
-`<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (chat templates that render tools
-themselves, as Qwen2's does, are not given them yet: edge renders templates without a
-`tools` variable, so the default prompt is what every model sees).
+Where the bundle's chat template renders tools itself (it reads a `tools` variable, as Qwen2's
+and Llama 3.1's do), the tools go to the template in OpenAI's format, and the model sees them
+as it was trained to. Otherwise (SmolLM2's template does not) a default tools prompt is added
+to the system message, telling the model to reply
+`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, the Hermes/Qwen format.
 Either way the reply is constrained (constraints.py) so that a call is always one of the
 tools with arguments valid against that tool's `parameters` schema:
 - "required" / a named function: the reply must be a call (to that function);
@@ -53,16 +54,21 @@ class Tools:
                   "anyOf": [{"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
                              "properties": {"name": {"const": f["name"]}, "arguments": f["parameters"]}}
                             for f in calls]}
-        call = f'call: "{OPEN}" %json {json.dumps(schema)} "{CLOSE}"'
+        # a newline may open and close the JSON, as Hermes/Qwen-trained models write it
+        call = f'call: "{OPEN}" "\\n"? %json {json.dumps(schema)} "\\n"? "{CLOSE}"'
         if self.choice == "auto":
             return f"start: call | text\n{call}\ntext: /[^<](.|\\n)*/"
         return f"start: call\n{call}"
 
-    def messages(self, messages: list[dict]) -> list[dict]:
-        """The conversation as the model reads it: tool turns in the prompt's format, and the
-        tools described in the system message."""
+    def definitions(self) -> list[dict]:
+        """The offered functions in OpenAI's format: what a tools-aware chat template reads."""
+        return [{"type": "function", "function": dict(f)} for f in self.active]
+
+    def messages(self, messages: list[dict], template_renders_tools: bool = False) -> list[dict]:
+        """The conversation as the model reads it: tool turns in the prompt's format, and,
+        unless the template shows the tools itself, the tools described in the system message."""
         out = [as_text(m) for m in messages]
-        if not self.active:
+        if not self.active or template_renders_tools:
             return out
         described = json.dumps([{k: f[k] for k in ("name", "description", "parameters") if f.get(k)}
                                 for f in self.active], ensure_ascii=False)
