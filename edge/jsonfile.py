@@ -9,12 +9,20 @@ into one `ValueError` whose text fits in an error message, so every reader has o
 from __future__ import annotations
 
 import json
+import re
+
+import numpy as np
 
 MAX_DEPTH = 64  # the deepest real file edge reads nests ~8 levels (a tokenizer's Sequence)
 
 
 def loads(text: str | bytes) -> object:
     """Parsed JSON, or ValueError("nested deeper than 64 levels" / "...") for hostile input."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = text.decode(json.detect_encoding(text))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not valid JSON: not {exc.encoding} text at byte {exc.start}") from None
     try:
         value = json.loads(text)
     except RecursionError:
@@ -23,23 +31,24 @@ def loads(text: str | bytes) -> object:
         raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
     except ValueError as exc:  # e.g. an integer past sys.get_int_max_str_digits()
         raise ValueError(str(exc).splitlines()[0]) from None
-    if _depth_exceeds(value, MAX_DEPTH):
+    if nesting_depth(text) > MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     return value
 
 
-def _depth_exceeds(value: object, limit: int) -> bool:
-    """Whether containers nest deeper than `limit`; iterative, so no recursion limit applies.
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
-    Example: ([[[]]], 2) -> True;  ({"a": [1]}, 2) -> False
+
+def nesting_depth(text: str) -> int:
+    """How deep the containers of valid JSON `text` nest, read off the text: with the strings
+    cut out, only brackets open and close (a walk over the parsed value took 0.4 s of a
+    tokenizer.json's load; this takes a few ms).
+
+    Example: '[[1], {"a": "]]"}]' -> 2;  '3' -> 0
     """
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+    structure = np.frombuffer(_STRING.sub("", text).encode("ascii", "replace"), dtype=np.uint8)
+    steps = np.isin(structure, _OPEN).astype(np.int32) - np.isin(structure, _CLOSE)  # (n,) +1 open, -1 close
+    return int(np.cumsum(steps).max(initial=0))
+
+
+_OPEN, _CLOSE = np.frombuffer(b"[{", dtype=np.uint8), np.frombuffer(b"]}", dtype=np.uint8)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from edge.bundle import sha256
 from edge.errors import TokenizerError
+from edge.jsonfile import loads, nesting_depth
 from edge.manifest import MANIFEST_FILE
 from edge.tokenizer import load_tokenizer, splitting
 
@@ -102,6 +104,35 @@ def test_hostile_json(tmp_path, text):
     path.write_bytes(text.encode("latin-1") if text == "\xff\xfe" else text.encode())
     with pytest.raises(TokenizerError, match="tokenizer.json"):
         load_tokenizer(path)
+
+
+def _depth(value) -> int:
+    """The oracle: containers counted by walking the parsed value."""
+    if isinstance(value, (dict, list)):
+        children = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(child) for child in children), default=0)
+    return 0
+
+
+def test_nesting_depth_is_read_off_the_text():
+    """jsonfile's fast depth (brackets outside strings) equals a walk over the parsed value,
+    on random nestings whose strings hold brackets, quotes and escapes."""
+    rng = random.Random(7)
+
+    def make(level):
+        if level > 7 or rng.random() < 0.3:
+            return rng.choice([1, -2.5e3, None, True, "]", "{[\\", 'a"}', "é[\u2028", ""])
+        if rng.random() < 0.5:
+            return [make(level + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(["k", "[", "}", '\\"']) + str(i): make(level + 1) for i in range(rng.randint(0, 3))}
+
+    for _ in range(2000):
+        value = make(0)
+        text = json.dumps(value, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, 1]))
+        assert nesting_depth(text) == _depth(value), text
+    with pytest.raises(ValueError, match="nested deeper than 64"):
+        loads("[" * 65 + "]" * 65)
+    assert loads("[" * 64 + "]" * 64)
 
 
 PATTERNS = {
