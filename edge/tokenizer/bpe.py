@@ -39,21 +39,28 @@ class BPE:
         self._cache: dict[str, list[int]] = {}
 
     def _rank_merges(self, merges: list) -> dict[int, int]:
-        """Example: [["a", "b"], "ab c"] -> {id(a) << 32 | id(b): 0 << 32 | id(ab), ...: 1 << 32 | id(abc)}"""
-        ranked = {}
+        """Example: [["a", "b"], "ab c"] -> {id(a) << 32 | id(b): 0 << 32 | id(ab), ...: 1 << 32 | id(abc)}
+
+        A hostile merge surfaces as the exception its shape raises (a wrong count of parts
+        in the unpacking, a non-string part in the vocab lookup): checking each merge's
+        shape up front doubled a tokenizer's load."""
+        ranked, vocab = {}, self.vocab
         for rank, merge in enumerate(merges):
-            pair = merge.split(" ", 1) if isinstance(merge, str) else merge
-            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-                raise TokenizerError(f"tokenizer.json BPE merge {rank} ({merge!r:.60}) must be \"left right\" or "
-                                     f"[left, right]; {specs.CORRUPT}")
-            left, right = pair
             try:
-                key = self.vocab[left] << _SHIFT | self.vocab[right]
-                ranked[key] = rank << _SHIFT | self.vocab[left + right]
+                if merge.__class__ is str:
+                    left, right = merge.split(" ", 1)
+                elif merge.__class__ is list:
+                    left, right = merge
+                else:
+                    raise TypeError
+                ranked[vocab[left] << _SHIFT | vocab[right]] = rank << _SHIFT | vocab[left + right]
+            except (ValueError, TypeError):
+                raise TokenizerError(f"tokenizer.json BPE merge {rank} ({merge!r:.60}) must be \"left right\" or "
+                                     f"[left, right]; {specs.CORRUPT}") from None
             except KeyError as missing:
                 raise TokenizerError(
-                    f"tokenizer.json BPE merge {left!r} + {right!r} uses {missing} which is not in the vocab; "
-                    f"{specs.CORRUPT}"
+                    f"tokenizer.json BPE merge {left!r:.60} + {right!r:.60} uses {missing!s:.60} which is not in the "
+                    f"vocab; {specs.CORRUPT}"
                 ) from None
         return ranked
 
