@@ -67,15 +67,24 @@ class BatchRunner:
 
     def prefill(self, slot: int, ids: Sequence[int]) -> np.ndarray:
         """Append `ids` (at most PREFILL_CHUNK) to the slot; logits (vocab,) after the last."""
+        return self._call(slot, ids, keep=1)[0]
+
+    def logits(self, slot: int, ids: Sequence[int]) -> np.ndarray:
+        """Append `ids` (at most PREFILL_CHUNK: a token and the drafts after it) to the slot;
+        logits (len(ids), vocab) at every one of their positions."""
+        return self._call(slot, ids, keep=len(ids))
+
+    def _call(self, slot: int, ids: Sequence[int], keep: int) -> np.ndarray:
+        """One batch-1 call on the slot's rows (a view); logits (keep, vocab) of the last `keep`."""
         tokens = np.asarray(ids, dtype=np.int64)  # (seq,)
         if not 0 < tokens.size <= PREFILL_CHUNK:
-            raise ValueError(f"a prefill call takes 1 to {PREFILL_CHUNK} tokens, got {tokens.size}")
+            raise ValueError(f"a batch-1 call takes 1 to {PREFILL_CHUNK} tokens, got {tokens.size}")
         self._check_room(slot, tokens.size)
         self.cache.bind(self._prefill_io, tokens.size, slot)
-        logits = self._prefill_calls.bind(self._prefill_io, tokens[None], 1)  # (1, 1, vocab)
+        logits = self._prefill_calls.bind(self._prefill_io, tokens[None], keep)  # (1, keep, vocab)
         self.session.run_bound(self._prefill_io)
         self.cache.commit(tokens.size, slot)
-        return logits[0, 0].copy()
+        return logits[0].copy()  # (keep, vocab)
 
     def decode(self, tokens: Sequence[int | None]) -> np.ndarray:
         """One new token for each of slots 0..m-1 (None: the slot has none this step) in one

@@ -282,13 +282,13 @@ class LanguageModel:
         return Scheduler(runner, self.tokenizer, self.load_s)
 
     def request(self, ids: Sequence[int], sink: Callable[[StreamChunk], None], *,
-                max_tokens: int = DEFAULT_MAX_TOKENS, draft: str = "none",
+                max_tokens: int = DEFAULT_MAX_TOKENS, draft: str = "lookup",
                 cancelled: Callable[[], bool] = lambda: False, json_schema: Any = None, regex: str | None = None,
                 grammar: str | None = None, choices: Sequence[str] | None = None,
                 stop: str | Sequence[str] | None = None, **sampling) -> Request:
         """One generation for a `scheduler()`, with the options of `stream_ids`; its chunks go
-        to `sink`. Batched steps check no drafts, so `draft` is accepted and not used; a
-        constraint masks every step (its forced tokens run one per step)."""
+        to `sink`. `draft` applies while the request decodes alone (batch 1); batched steps
+        check no drafts. A constraint masks every step."""
         check_draft(draft)
         unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
         if unknown:
@@ -297,7 +297,7 @@ class LanguageModel:
         sampler, stops = make_sampler(self.sampling_params(**sampling)), _stops(stop)
         constraint = self.constraint(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
         return Request(list(ids), sampler, max_tokens, sink, self.manifest.tokenizer.eos_token_ids, stops, cancelled,
-                       constraint.matcher() if constraint else None)
+                       constraint.matcher() if constraint else None, draft)
 
     def generate_batch(self, prompts: Sequence[str], *, raw: bool = False, slots: int = DEFAULT_SLOTS,
                        kv_tokens: int = DEFAULT_KV_TOKENS, **options) -> list[str]:

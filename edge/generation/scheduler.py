@@ -12,10 +12,14 @@ In: `Request`s (prompt ids, a sampler, stop rules, a sink for chunks). Out: each
    prompt is read over several steps while running streams keep getting tokens;
 4. runs one decode call for every slot that has a token to feed, samples each row with its
    request's own sampler, and pushes the token through the request's own `TextStream`.
+   A request decoding alone (the others free or reading their prompts) runs at batch 1
+   instead, where onnxruntime allows several new tokens with a past, so it keeps its
+   speculative drafts (drafts.py: the same output, fewer calls); as soon as a second one
+   decodes, the batched steps go on without drafts.
 
 Every request keeps its own sampler (and seed), stop strings, max tokens, detokenizer and
 timings, and its logits are those of its own sequence (seqlens_k per slot), so its output
-is the one it gets alone. Batched steps run without speculative drafts.
+is the one it gets alone.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 from edge.errors import ContextWindowError
 from edge.generation.generate import (Clock, DraftStats, StreamChunk, TextStream, check_fits, common_prefix,
                                       prefill_start)
+from edge.generation.drafts import Drafts
 from edge.generation.sampler import Sampler
 from edge.generation.stop import StopStrings
 
@@ -52,7 +57,8 @@ class Request:
     eos_ids: Collection[int] = ()
     stop: Sequence[str] = ()
     cancelled: Callable[[], bool] = lambda: False  # polled every step: True frees the slot
-    matcher: Matcher | None = None  # structured output: each row masked to the grammar (no forced tokens here)
+    matcher: Matcher | None = None  # structured output: each row masked to the grammar
+    draft: str = "lookup"  # drafts while decoding alone: "lookup" (prompt lookup) or "none"
 
 
 @dataclass
@@ -64,6 +70,7 @@ class _Running:
     text: TextStream
     stats: DraftStats
     blocks: deque[list[int]]  # prompt blocks not run yet
+    drafts: Drafts  # what to check while it decodes alone
     ids: list[int] = field(default_factory=list)  # prompt + sampled (what the repetition penalty sees)
     next_token: int | None = None  # sampled, not yet fed
 
@@ -119,7 +126,8 @@ class Scheduler:
         stats = DraftStats()
         clock = Clock(len(request.ids), len(rest), self.load_s, stats)
         text = TextStream(self.tokenizer, request.max_tokens, request.eos_ids, request.stop, clock, request.matcher)
-        self.running[slot] = _Running(request, slot, text, stats, blocks, list(request.ids))
+        drafts = Drafts(request.ids, lookup=request.draft == "lookup")
+        self.running[slot] = _Running(request, slot, text, stats, blocks, drafts, list(request.ids))
 
     def _place(self, ids: list[int]) -> tuple[int, int]:
         """(slot, how many of its held ids start `ids`): the free slot holding the longest
@@ -142,12 +150,33 @@ class Scheduler:
         ready = {slot: r.next_token for slot, r in self.running.items() if r.next_token is not None}
         if not ready:
             return
+        if len(ready) == 1:
+            self._decode_alone(self.running[next(iter(ready))])
+            return
         tokens = [ready.get(slot) for slot in range(max(ready) + 1)]
         rows = self.runner.decode(tokens)  # (m, vocab)
         for slot in ready:
             running = self.running[slot]
             running.stats.calls += 1
             self._sample(running, rows[slot])
+
+    def _decode_alone(self, running: _Running) -> None:
+        """One call at batch 1 on the slot: the last token and its drafts, checked as
+        generate_tokens checks them (sample, then compare); unkept drafts are rewound."""
+        request, ids, slot = running.request, running.ids, running.slot
+        room = min(request.max_tokens - (len(ids) - len(request.ids)) - 1, self.runner.capacity - len(ids))
+        drafted = running.drafts.next(ids, room, request.matcher)
+        running.stats.drafted += len(drafted)
+        rows = self.runner.logits(slot, [running.next_token, *drafted])  # (1 + drafted, vocab)
+        running.stats.calls += 1
+        for i, row in enumerate(rows):  # row i: the position after drafted[:i]
+            self._sample(running, row)
+            if running.text.finished:  # it left its slot (rewound there)
+                return
+            if i == len(drafted) or ids[-1] != drafted[i]:
+                break
+            running.stats.accepted += 1
+        self.runner.rewind_to(len(ids) - 1, slot)  # the cache holds every id but the one to feed next
 
     def _sample(self, running: _Running, logits: np.ndarray) -> None:
         matcher = running.request.matcher
@@ -162,9 +191,12 @@ class Scheduler:
             self._leave(running)
 
     def _leave(self, running: _Running) -> None:
-        """Free the slot; its cache keeps what it holds for a later prompt that starts with it."""
+        """Free the slot; its cache keeps what it holds (no unkept drafts) for a later prompt
+        that starts with it."""
         del self.running[running.slot]
-        self._held[running.slot] = running.ids[: self.runner.length(running.slot)]
+        held = min(self.runner.length(running.slot), len(running.ids) - 1)
+        self.runner.rewind_to(held, running.slot)
+        self._held[running.slot] = running.ids[:held]
 
 
 def _spans(sizes: list[int]) -> list[tuple[int, int]]:
