@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.engine.batch_runner import BatchRunner
 from edge.engine.decoder_runner import PREFILL_CHUNK
+from edge.generation.scheduler import PREFILL_BUDGET
 from edge.errors import ContextWindowError, InputError
 
 WORDS = "the sky is blue because light scatters in air and red light passes while blue bounces around".split()
@@ -91,11 +93,13 @@ def _spy(runner, calls: list):
     runner.prefill, runner.decode = spied_prefill, spied_decode
 
 
-def test_long_prompt_is_read_between_decode_steps(model):
-    """A 3-block prompt joining a running stream: one block per step, a call for the stream
-    after each (at batch 1, as it decodes alone meanwhile), so it gets a token between any
-    two blocks."""
-    scheduler = model.scheduler(slots=2, kv_tokens=512)
+def test_long_prompt_is_read_between_decode_steps(model, monkeypatch):
+    """A prompt longer than a step's prefill budget joining a running stream: its blocks run
+    at most the budget a step, a call for the stream after each step's blocks (at batch 1
+    while it decodes alone, batched after the last block), so it keeps getting tokens."""
+    monkeypatch.setattr("edge.generation.scheduler.PREFILL_BUDGET", 2 * PREFILL_CHUNK)  # below the tiny context
+    budget = 2 * PREFILL_CHUNK
+    scheduler = model.scheduler(slots=2, kv_tokens=2 * 256)
     calls: list = []
     _spy_all(scheduler.runner, calls)
     got: dict = {}
@@ -103,18 +107,46 @@ def test_long_prompt_is_read_between_decode_steps(model):
                                 draft="none"))
     scheduler.step()
     scheduler.step()
-    long_ids = model.encode_prompt(_prompt(PREFILL_CHUNK + 80, 7), raw=True)
-    assert len(long_ids) > 2 * PREFILL_CHUNK
+    long_ids = model.encode_prompt(_prompt(budget + 40, 7), raw=True)
+    assert budget < len(long_ids) <= 2 * budget - PREFILL_CHUNK  # two steps
     scheduler.add(model.request(long_ids, _collector(got, 1), max_tokens=5))
     scheduler.run()
-    kinds = [c[0] for c in calls]
-    blocks = [i for i, kind in enumerate(kinds) if kind == "prefill"][1:]  # the long prompt's
-    # the stream decodes alone (batch 1) after the first two blocks, beside the new one after the last
-    assert [calls[i + 1] for i in blocks] == [("logits", 0, 1), ("logits", 0, 1), ("decode", 2)]
-    assert [c[2] for c in calls if c[0] == "prefill"][1:] == [len(long_ids) // 3 + (i < len(long_ids) % 3)
-                                                              for i in range(3)]
+    first = next(i for i, c in enumerate(calls) if c[:2] == ("prefill", 1))
+    groups, current = [], []  # the long prompt's blocks, step by step, and the call after each step's
+    for call in calls[first:]:
+        if call[:2] == ("prefill", 1):
+            current.append(call[2])
+        elif current:
+            groups.append((current, call))
+            current = []
+    assert [size for blocks, _ in groups for size in blocks] == BatchRunner.blocks(len(long_ids))
+    assert len(groups) == 2 and all(sum(blocks) <= budget for blocks, _ in groups)
+    assert [after for _, after in groups] == [("logits", 0, 1), ("decode", 2)]
     assert got[0] == _solo(model, "short", dict(max_tokens=30))
     assert got[1] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(long_ids, max_tokens=5)]
+
+
+def test_a_burst_of_prompts_is_read_within_the_budget(model):
+    """Five prompts arriving at once while one stream runs: each step reads up to the budget
+    (oldest first, whole blocks), so all five have their first token after a few steps."""
+    scheduler = model.scheduler(slots=6, kv_tokens=6 * 256)
+    calls: list = []
+    _spy_all(scheduler.runner, calls)
+    got: dict = {}
+    scheduler.add(model.request(model.encode_prompt("running", raw=True), _collector(got, "running"), max_tokens=40))
+    scheduler.step()
+    prompts = [model.encode_prompt(_prompt(90, 20 + i), raw=True) for i in range(5)]
+    for i, ids in enumerate(prompts):
+        scheduler.add(model.request(ids, _collector(got, i), max_tokens=8))
+    steps, total = 0, sum(len(ids) for ids in prompts)
+    while not all(got[i] for i in range(5)):
+        scheduler.step()
+        steps += 1
+    # every step but the last reads more than the budget less one block (the next did not fit)
+    assert steps <= -(-total // (PREFILL_BUDGET - PREFILL_CHUNK)) < len(prompts) * 2  # (one block a step: 10)
+    scheduler.run()
+    for i, ids in enumerate(prompts):
+        assert got[i] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids, max_tokens=8)]
 
 
 def test_lowest_free_slot_keeps_the_batch_short(model):

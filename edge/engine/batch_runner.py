@@ -27,17 +27,24 @@ from edge.errors import ContextWindowError, InputError
 PAD = 0  # the token fed to a slot that has none this step (its entry is never committed)
 
 
+def refusal(decoder: DecoderRunner) -> str | None:
+    """Why this decoder's graph cannot run slots of different lengths in one call (None: it can)."""
+    if not decoder.manifest.graph.kv.shared_buffer:
+        return (f"batched generation needs a fused graph (shared KV buffer); {decoder.manifest.graph.file} "
+                "concatenates its cache")
+    if decoder.model.positional.kind != "rotary":
+        # Learned positions (GPT-2) are sliced from total_sequence_length, one range for the
+        # whole batch; rotary ones come from each row's seqlens_k inside the attention.
+        return (f"batched generation needs rotary positions; this {decoder.model.architecture} bundle has "
+                f"{decoder.model.positional.kind} ones (one position range per call)")
+    return None
+
+
 class BatchRunner:
     def __init__(self, decoder: DecoderRunner, slots: int, capacity: int):
         """`slots` sequences of at most `capacity` tokens each, over `decoder`'s session."""
-        if not decoder.manifest.graph.kv.shared_buffer:
-            raise InputError(f"batched generation needs a fused graph (shared KV buffer); {decoder.manifest.graph.file} "
-                             "concatenates its cache. Re-export the bundle with `edge export`.")
-        if decoder.model.positional.kind != "rotary":
-            # Learned positions (GPT-2) are sliced from total_sequence_length, one range for the
-            # whole batch; rotary ones come from each row's seqlens_k inside the attention.
-            raise InputError(f"batched generation needs rotary positions; this {decoder.model.architecture} bundle "
-                             f"has {decoder.model.positional.kind} ones. Generate one request at a time.")
+        if reason := refusal(decoder):
+            raise InputError(f"{reason}: generate one request at a time.")
         if not 0 < capacity <= decoder.context_length:
             raise InputError(f"{{param}} must be in [1, {decoder.context_length}], got {capacity}.", param="capacity")
         self.session, self.model, self.slots, self.capacity = decoder.session, decoder.model, slots, capacity

@@ -8,8 +8,10 @@ In: `Request`s (prompt ids, a sampler, stop rules, a sink for chunks). Out: each
 2. gives free slots to waiting requests, lowest slot first (so the decode batch, slots
    0..m-1, stays short), or to the idle slot whose held tokens start the prompt (prompt
    reuse, as llama.cpp's server does: a shared system prompt, the last chat turn);
-3. runs one block (at most PREFILL_CHUNK tokens) of one prompt at batch 1, so a long
-   prompt is read over several steps while running streams keep getting tokens;
+3. reads prompt blocks (at most PREFILL_CHUNK tokens each, at batch 1), oldest admitted
+   first, up to PREFILL_BUDGET tokens a step: a burst of new requests gets its first tokens
+   within a few steps, running streams wait for one budget at most between two tokens, and
+   a long prompt is read over several steps;
 4. runs one decode call for every slot that has a token to feed, samples each row with its
    request's own sampler, and pushes the token through the request's own `TextStream`.
    A request decoding alone (the others free or reading their prompts) runs at batch 1
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge.engine.decoder_runner import PREFILL_CHUNK
 from edge.errors import ContextWindowError
 from edge.generation.generate import (Clock, DraftStats, StreamChunk, TextStream, check_fits, common_prefix,
                                       prefill_start)
@@ -43,8 +46,17 @@ if TYPE_CHECKING:
     from edge.engine.batch_runner import BatchRunner
     from edge.tokenizer import Tokenizer
 
-DEFAULT_SLOTS = 4  # sequences decoded together (edge serve --parallel; measured in benchmarks/README.md)
-DEFAULT_KV_TOKENS = 4096  # KV budget shared by the slots: 4 x 1,024 tokens, 189 MB for SmolLM2-135M
+# Sequences decoded together (edge serve --parallel): one step for 8 costs ~2x one for 1 on
+# a 2-core CPU (SmolLM2-135M int8: 17.4 against 8.3 ms), and 8 clients find a slot at once.
+DEFAULT_SLOTS = 8
+# KV budget shared by the slots: 8 x 512 tokens, 189 MB for SmolLM2-135M (46,080 bytes a
+# token), so its server stays under ~500 MB RSS (~310 MB without any cache).
+DEFAULT_KV_TOKENS = 4096
+# Prompt tokens read per step at most (beyond one block). A prompt block costs several decode
+# steps, so reading a burst of new prompts in few steps gives them their first tokens sooner
+# and spikes the time between tokens of running streams in few steps (p95 stays low); the
+# budget bounds each spike. Measured in benchmarks/README.md (serve_load.py).
+PREFILL_BUDGET = 4 * PREFILL_CHUNK
 MIN_REUSE = 16  # a held prefix shorter than this is not worth a slot beyond the lowest free one
 
 
@@ -113,7 +125,7 @@ class Scheduler:
             request = self.waiting.popleft()
             if not request.cancelled():
                 self._admit(request)
-        self._prefill_one_block()
+        self._prefill()
         self._decode()
         self.steps += 1
 
@@ -137,13 +149,18 @@ class Scheduler:
         best = max(free, key=lambda s: (shared[s], -s))
         return (best, shared[best]) if shared[best] >= MIN_REUSE else (free[0], 0)
 
-    def _prefill_one_block(self) -> None:
-        """The oldest admitted prompt with blocks left runs one of them."""
-        for running in self.running.values():  # dicts keep admission order
-            if running.blocks:
-                logits = self.runner.prefill(running.slot, running.blocks.popleft())  # (vocab,)
+    def _prefill(self) -> None:
+        """Prompt blocks, oldest admitted prompt first, up to PREFILL_BUDGET tokens (at least
+        one block); a prompt whose last block ran samples its first token."""
+        spent = 0
+        for running in list(self.running.values()):  # dicts keep admission order
+            while running.blocks and (not spent or spent + len(running.blocks[0]) <= PREFILL_BUDGET):
+                block = running.blocks.popleft()
+                spent += len(block)
+                logits = self.runner.prefill(running.slot, block)  # (vocab,)
                 if not running.blocks:
                     self._sample(running, logits)
+            if running.blocks:
                 return
 
     def _decode(self) -> None:
