@@ -2,13 +2,15 @@
 
 Each server runs as its own process on a free port of 127.0.0.1 (loopback only). Clients
 are threads using the real `openai` client, streaming chat completions: ~100-token prompts
-(half of them behind one shared system prompt) and 128 new tokens. At each concurrency
+(half of them behind one shared system prompt) and 128 new tokens each (`ignore_eos`: the
+same work for both servers, wherever the model would stop). At each concurrency
 level: aggregate generated tokens/s, requests/s, p50/p95 time to first token, p50/p95
 time between tokens, and the server's peak RSS (VmHWM). Servers alternate level by level,
 so a slow patch of the shared machine hits both. Every loop is bounded; --time-limit too.
 
     python benchmarks/serve_load.py --parallel 8 --out /tmp/serve_load_run.md
     python benchmarks/serve_load.py --concurrency 1 4 --requests-per-client 1   # a short run
+    python benchmarks/serve_load.py --servers edge --concurrency 1 8   # edge alone
 """
 
 from __future__ import annotations
@@ -71,11 +73,14 @@ class Server:
                 time.sleep(0.3)
 
     def chat(self, messages: list[dict], max_tokens: int) -> dict:
-        """One streamed greedy completion: arrival time of each piece of text."""
+        """One streamed greedy completion of exactly `max_tokens` (`ignore_eos`, which both
+        servers accept, so a reply's length does not hang on where the model says EOS):
+        arrival time of each piece of text."""
         started = time.perf_counter()
         stream = self.client.chat.completions.create(model=self.model, messages=messages, max_tokens=max_tokens,
                                                      temperature=0, stream=True,
-                                                     stream_options={"include_usage": True})
+                                                     stream_options={"include_usage": True},
+                                                     extra_body={"ignore_eos": True})
         arrivals, tokens = [], None
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
@@ -149,12 +154,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=str(Path.home() / ".cache/edge/bundles/smollm2-135m-instruct-int8"))
     parser.add_argument("--parallel", type=int, default=8, help="edge --parallel and llama-server -np")
-    parser.add_argument("--ctx-per-slot", type=int, default=1024)
+    parser.add_argument("--ctx-per-slot", type=int, default=1024, help="KV tokens per slot (edge --kv-tokens "
+                        "is parallel x this; llama-server -c the same)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="client counts, "
+                        "one level each")
     parser.add_argument("--requests-per-client", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--servers", nargs="+", default=["edge", "llama-server"])
+    parser.add_argument("--max-tokens", type=int, default=128, help="tokens of every reply (sent with ignore_eos)")
+    parser.add_argument("--servers", nargs="+", default=["edge", "llama-server"], choices=["edge", "llama-server"])
     parser.add_argument("--llama-bin", type=Path, default=LLAMA_BIN)
     parser.add_argument("--peers-venv", type=Path, default=Path.home() / ".cache/edge/peers-venv")
     parser.add_argument("--optimum-venv", type=Path, default=Path.home() / ".cache/edge/optimum-venv")

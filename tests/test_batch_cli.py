@@ -91,3 +91,40 @@ def test_batch_needs_an_output_and_no_prompt(bundle, tmp_path, capsys, monkeypat
     assert main(["generate", "--batch", str(tmp_path / "in.jsonl")]) == 2
     assert main(["generate", "Hi", "--batch", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "o")]) == 2
     assert main(["generate"]) == 2
+
+
+def test_resume_leaves_other_lines_alone(bundle, tmp_path):
+    """An -o file with someone else's lines, the last without its newline: none is trimmed or
+    taken for a record (even one with this job's keys but another id), and ours follow."""
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(source, LINES[:2])
+    expected = _expected(bundle)
+    stranger = json.dumps({**expected[0], "id": "someone else"})
+    foreign = "a note\n" + stranger + "\n" + '{"index": 1' + "\n" + "an unfinished thought"
+    out.write_text(foreign, encoding="utf-8")
+    assert main(["generate", "--batch", str(source), "-o", str(out), "-n", "10"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith(foreign + "\n")
+    got = [json.loads(line) for line in text[len(foreign) + 1 :].splitlines()]
+    assert sorted(line["index"] for line in got) == [0, 1] and all(line == expected[line["index"]] for line in got)
+
+
+@pytest.mark.parametrize("line, message", [
+    ({"prompt": "hi", "max_tokens": "10"}, 'line 2: "max_tokens" must be an integer, got "10".'),
+    ({"prompt": "hi", "max_tokens": True}, 'line 2: "max_tokens" must be an integer, got true.'),
+    ({"prompt": "hi", "temperature": "hot"}, 'line 2: "temperature" must be a number, got "hot".'),
+    ({"prompt": "hi", "stop": 5}, 'line 2: "stop" must be a string or an array of strings, got 5.'),
+    ({"prompt": "hi", "stop": ["x", None]}, 'line 2: "stop" must be a string or an array of strings'),
+    ({"prompt": "hi", "raw": "yes"}, 'line 2: "raw" must be true or false, got "yes".'),
+    ({"prompt": "hi", "seed": 1.5}, 'line 2: "seed" must be an integer, got 1.5.'),
+    ({"prompt": "hi", "temperature": -1}, 'line 2: "temperature"'),  # the right type, a refused value
+    ({"prompt": "hi", "max_tokens": 0}, 'line 2: "max_tokens"'),
+    ({"prompt": "hi", "max_tokens": 10**9}, 'line 2: the prompt'),  # beyond a batch slot
+])
+def test_hostile_line_options(bundle, tmp_path, capsys, line, message):
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(source, [LINES[0], line])
+    assert main(["generate", "--batch", str(source), "-o", str(out), "-n", "10"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("error: ") and "Traceback" not in "".join(err)
+    assert not out.exists() or out.read_text(encoding="utf-8") == ""  # nothing generated before the refusal

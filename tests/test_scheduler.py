@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.engine.batch_runner import BatchRunner
 from edge.engine.decoder_runner import PREFILL_CHUNK
+from edge.generation.scheduler import PREFILL_BUDGET
 from edge.errors import ContextWindowError, InputError
 
 WORDS = "the sky is blue because light scatters in air and red light passes while blue bounces around".split()
@@ -91,27 +93,60 @@ def _spy(runner, calls: list):
     runner.prefill, runner.decode = spied_prefill, spied_decode
 
 
-def test_long_prompt_is_read_between_decode_steps(model):
-    """A 3-block prompt joining a running stream: one block per step, a decode call after
-    each, so the running stream gets a token between any two blocks."""
-    scheduler = model.scheduler(slots=2, kv_tokens=512)
+def test_long_prompt_is_read_between_decode_steps(model, monkeypatch):
+    """A prompt longer than a step's prefill budget joining a running stream: its blocks run
+    at most the budget a step, a call for the stream after each step's blocks (at batch 1
+    while it decodes alone, batched after the last block), so it keeps getting tokens."""
+    monkeypatch.setattr("edge.generation.scheduler.PREFILL_BUDGET", 2 * PREFILL_CHUNK)  # below the tiny context
+    budget = 2 * PREFILL_CHUNK
+    scheduler = model.scheduler(slots=2, kv_tokens=2 * 256)
     calls: list = []
-    _spy(scheduler.runner, calls)
+    _spy_all(scheduler.runner, calls)
     got: dict = {}
-    scheduler.add(model.request(model.encode_prompt("short", raw=True), _collector(got, 0), max_tokens=30))
+    scheduler.add(model.request(model.encode_prompt("short", raw=True), _collector(got, 0), max_tokens=30,
+                                draft="none"))
     scheduler.step()
     scheduler.step()
-    long_ids = model.encode_prompt(_prompt(PREFILL_CHUNK + 80, 7), raw=True)
-    assert len(long_ids) > 2 * PREFILL_CHUNK
+    long_ids = model.encode_prompt(_prompt(budget + 40, 7), raw=True)
+    assert budget < len(long_ids) <= 2 * budget - PREFILL_CHUNK  # two steps
     scheduler.add(model.request(long_ids, _collector(got, 1), max_tokens=5))
     scheduler.run()
-    kinds = [c[0] for c in calls]
-    blocks = [i for i, kind in enumerate(kinds) if kind == "prefill"][1:]  # the long prompt's
-    assert len(blocks) == 3 and all(kinds[i + 1] == "decode" for i in blocks)
-    assert [c[2] for c in calls if c[0] == "prefill"][1:] == [len(long_ids) // 3 + (i < len(long_ids) % 3)
-                                                              for i in range(3)]
+    first = next(i for i, c in enumerate(calls) if c[:2] == ("prefill", 1))
+    groups, current = [], []  # the long prompt's blocks, step by step, and the call after each step's
+    for call in calls[first:]:
+        if call[:2] == ("prefill", 1):
+            current.append(call[2])
+        elif current:
+            groups.append((current, call))
+            current = []
+    assert [size for blocks, _ in groups for size in blocks] == BatchRunner.blocks(len(long_ids))
+    assert len(groups) == 2 and all(sum(blocks) <= budget for blocks, _ in groups)
+    assert [after for _, after in groups] == [("logits", 0, 1), ("decode", 2)]
     assert got[0] == _solo(model, "short", dict(max_tokens=30))
     assert got[1] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(long_ids, max_tokens=5)]
+
+
+def test_a_burst_of_prompts_is_read_within_the_budget(model):
+    """Five prompts arriving at once while one stream runs: each step reads up to the budget
+    (oldest first, whole blocks), so all five have their first token after a few steps."""
+    scheduler = model.scheduler(slots=6, kv_tokens=6 * 256)
+    calls: list = []
+    _spy_all(scheduler.runner, calls)
+    got: dict = {}
+    scheduler.add(model.request(model.encode_prompt("running", raw=True), _collector(got, "running"), max_tokens=40))
+    scheduler.step()
+    prompts = [model.encode_prompt(_prompt(90, 20 + i), raw=True) for i in range(5)]
+    for i, ids in enumerate(prompts):
+        scheduler.add(model.request(ids, _collector(got, i), max_tokens=8))
+    steps, total = 0, sum(len(ids) for ids in prompts)
+    while not all(got[i] for i in range(5)):
+        scheduler.step()
+        steps += 1
+    # every step but the last reads more than the budget less one block (the next did not fit)
+    assert steps <= -(-total // (PREFILL_BUDGET - PREFILL_CHUNK)) < len(prompts) * 2  # (one block a step: 10)
+    scheduler.run()
+    for i, ids in enumerate(prompts):
+        assert got[i] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids, max_tokens=8)]
 
 
 def test_lowest_free_slot_keeps_the_batch_short(model):
@@ -171,3 +206,88 @@ def test_bad_options_are_refused_at_once(model):
     assert not scheduler.waiting
     with pytest.raises(InputError):
         model.generate_batch("one string")
+
+
+REPEATING = "one two three four five one two three four five one two three four five one two"
+
+
+def _spy_all(runner, calls: list):
+    """As _spy, and the batch-1 calls with logits at every position: ("logits", slot, tokens)."""
+    _spy(runner, calls)
+    logits = runner.logits
+
+    def spied_logits(slot, ids):
+        calls.append(("logits", slot, len(ids)))
+        return logits(slot, ids)
+
+    runner.logits = spied_logits
+
+
+def _plain(model, ids, options: dict) -> list:
+    """The one-at-a-time path with one token per call: the oracle drafts must not change."""
+    return [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids, draft="none", **options)]
+
+
+@pytest.mark.parametrize("options, repeats", [
+    (dict(max_tokens=40), True),  # greedy: the tiny model repeats a prompt token, the lookup drafts it
+    (dict(max_tokens=40, temperature=0.7, seed=3), False),  # whatever is drafted, the draws are the same
+    (dict(max_tokens=30, temperature=0.3, top_k=5, repetition_penalty=1.1, seed=4), False),
+])
+def test_a_request_alone_keeps_its_drafts(model, options, repeats):
+    """Alone in the batch, a request checks prompt-lookup drafts at batch 1 (no batched
+    decode call): the same chunks as plain one-token steps, and where the text repeats,
+    fewer calls than tokens."""
+    ids = model.encode_prompt(REPEATING, raw=True)
+    scheduler = model.scheduler(slots=3, kv_tokens=3 * 256)
+    calls, got, last = [], {}, []
+    _spy_all(scheduler.runner, calls)
+    collect = _collector(got, 0)
+    scheduler.add(model.request(ids, lambda c: (collect(c), last.append(c.timings)), **options))
+    scheduler.run()
+    assert got[0] == _plain(model, ids, options)
+    assert not [c for c in calls if c[0] == "decode"]
+    if repeats:
+        timings = last[-1]
+        assert timings.accepted_tokens > 0 and timings.decode_calls < timings.completion_tokens - 1
+        assert max(c[2] for c in calls if c[0] == "logits") > 1
+
+
+def test_no_drafts_when_asked_for_none(model):
+    ids = model.encode_prompt(REPEATING, raw=True)
+    scheduler = model.scheduler(slots=2, kv_tokens=2 * 256)
+    calls, got = [], {}
+    _spy_all(scheduler.runner, calls)
+    scheduler.add(model.request(ids, _collector(got, 0), max_tokens=20, draft="none"))
+    scheduler.run()
+    assert got[0] == _plain(model, ids, dict(max_tokens=20))
+    assert {c[2] for c in calls if c[0] == "logits"} == {1}
+
+
+def test_a_second_request_joining_mid_draft_stops_the_drafts(model):
+    """A drafts alone; B joins: once B decodes, every call is a batched decode (no drafts)
+    until B finishes, then A drafts again. Both outputs equal their plain solo runs."""
+    a_ids = model.encode_prompt(REPEATING, raw=True)
+    b_ids = model.encode_prompt(_prompt(PREFILL_CHUNK + 20, 8), raw=True)  # two prompt blocks
+    scheduler = model.scheduler(slots=2, kv_tokens=2 * 256)
+    calls, got = [], {}
+    _spy_all(scheduler.runner, calls)
+    a_options, b_options = dict(max_tokens=80), dict(max_tokens=12, temperature=0.9, seed=7)
+
+    def finished_marker(key):
+        collect = _collector(got, key)
+        return lambda c: (collect(c), c.finish_reason and calls.append(("finished", key)))
+
+    scheduler.add(model.request(a_ids, finished_marker("a"), **a_options))
+    while not any(c[0] == "logits" and c[2] > 1 for c in calls):  # A is drafting
+        scheduler.step()
+    joined = len(calls)
+    scheduler.add(model.request(b_ids, finished_marker("b"), **b_options))
+    scheduler.run()
+    assert got["a"] == _plain(model, a_ids, a_options)
+    assert got["b"] == _plain(model, b_ids, b_options)
+    after = calls[joined:]
+    b_blocks = [i for i, c in enumerate(after) if c[0] == "prefill"]
+    b_done = after.index(("finished", "b"))
+    together = after[b_blocks[-1] + 1 : b_done]
+    assert len(b_blocks) == 2 and together and all(c == ("decode", 2) for c in together)
+    assert any(c[0] == "logits" and c[2] > 1 for c in after[b_done:])  # alone again: drafts again

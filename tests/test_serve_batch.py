@@ -130,3 +130,81 @@ def test_a_request_beyond_its_slot_is_a_400(lm):
         with pytest.raises(openai.BadRequestError) as info:
             _client(base).completions.create(model=MODEL, prompt="Hello there", max_tokens=40)
     assert info.value.body["param"] == "max_tokens" and "batch slot" in info.value.body["message"]
+
+
+def test_a_gpt2_bundle_is_served_one_request_at_a_time(tiny_gpt2_bundle_fp32):
+    """GPT-2's learned positions are one range per call, so its graph cannot batch slots of
+    different lengths: --parallel falls back to the one-at-a-time worker, answers unchanged."""
+    from edge.server.app import batch_refusal
+    from edge.server.worker import Worker
+
+    gpt2 = edge.load(tiny_gpt2_bundle_fp32)
+    assert "rotary positions" in batch_refusal(gpt2)
+    app = create_app({"gpt2": gpt2}, parallel=4)
+    assert type(app.state.workers["gpt2"]) is Worker
+    with running(app) as base:
+        client = _client(base)
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda i: client.completions.create(
+                model="gpt2", prompt=f"Number {i}", max_tokens=6, temperature=0).choices[0].text, range(3)))
+        health = _http(base, "GET", "/health")[1]["models"][0]
+    assert answers == [gpt2.generate(f"Number {i}", raw=True, max_tokens=6) for i in range(3)]
+    assert health["slots"] == 1 and health["served"] == 3
+
+
+def test_serve_notes_a_bundle_that_cannot_batch(tiny_gpt2_bundle_fp32, tiny_llama_bundle_fp32, monkeypatch, capsys):
+    """One start-up line names the GPT-2 bundle and why; the Llama bundle beside it batches."""
+    import uvicorn
+
+    from edge.cli import main
+    from edge.server.batch_worker import BatchWorker
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app))
+    assert main(["serve", "-m", str(tiny_gpt2_bundle_fp32), "-m", str(tiny_llama_bundle_fp32), "--parallel", "2"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    config = edge.load(tiny_llama_bundle_fp32).manifest.model
+    slot_mb = 2 * config.num_layers * config.num_kv_heads * config.head_dim * 4 * 256 / 1e6  # float32 K and V
+    assert f"edge serve: {tiny_llama_bundle_fp32.name} decodes up to 2 requests together, each at most 256 tokens " \
+           f"(prompt + reply; {slot_mb:.1f} MB of KV cache a slot, {2 * slot_mb:.0f} MB in all)" in err
+    notes = [line for line in err if "one request at a time" in line]
+    assert notes == [f"edge serve: {tiny_gpt2_bundle_fp32.name} runs one request at a time: batched generation "
+                     "needs rotary positions; this gpt2 bundle has learned ones (one position range per call)."]
+    workers = started[0].state.workers
+    assert isinstance(workers[tiny_llama_bundle_fp32.name], BatchWorker)
+    assert main(["serve", "-m", str(tiny_gpt2_bundle_fp32), "--parallel", "1"]) == 0
+    assert "one request at a time" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_ignore_eos_runs_to_max_tokens(lm, parallel):
+    """A bundle whose EOS is the token it says first: the reply stops there, unless the body
+    has "ignore_eos": true (llama-server's and vLLM's extension), then it is max_tokens long
+    and its tokens are the decoder's own greedy ones (generate_tokens knows no EOS)."""
+    from dataclasses import replace
+
+    from edge.generation.generate import generate_tokens
+    from edge.generation.model import LanguageModel
+    from edge.generation.sampler import SamplingParams, make_sampler
+
+    ids = lm.encode_prompt("Once upon a time", raw=True)
+    greedy = list(generate_tokens(lm.decoder.fork(), ids, make_sampler(SamplingParams()), 12))
+    manifest = replace(lm.manifest, tokenizer=replace(lm.manifest.tokenizer, eos_token_ids=(greedy[0],)))
+    stops_at_once = LanguageModel(manifest, lm.tokenizer, lm.decoder, tokenizer_file=lm.tokenizer_file)
+    app = create_app({MODEL: stops_at_once}, parallel=parallel, kv_tokens=4 * 64)
+    with running(app) as base:
+        client = _client(base)
+        ask = dict(model=MODEL, prompt="Once upon a time", max_tokens=12, temperature=0)
+        plain = client.completions.create(**ask)
+        ignoring = client.completions.create(**ask, extra_body={"ignore_eos": True})
+        streamed = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                                                  max_tokens=7, stream=True, stream_options={"include_usage": True},
+                                                  extra_body={"ignore_eos": True})
+        usage = [c.usage for c in streamed if c.usage][0]
+        with pytest.raises(openai.BadRequestError) as info:
+            client.completions.create(**ask, extra_body={"ignore_eos": "yes"})
+    assert (plain.choices[0].finish_reason, plain.usage.completion_tokens) == ("stop", 1)
+    assert (ignoring.choices[0].finish_reason, ignoring.usage.completion_tokens) == ("length", 12)
+    assert ignoring.choices[0].text == lm.tokenizer.decode(greedy)
+    assert usage.completion_tokens == 7
+    assert info.value.body["param"] == "ignore_eos" and "boolean" in info.value.body["message"]

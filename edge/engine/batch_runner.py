@@ -27,17 +27,24 @@ from edge.errors import ContextWindowError, InputError
 PAD = 0  # the token fed to a slot that has none this step (its entry is never committed)
 
 
+def refusal(decoder: DecoderRunner) -> str | None:
+    """Why this decoder's graph cannot run slots of different lengths in one call (None: it can)."""
+    if not decoder.manifest.graph.kv.shared_buffer:
+        return (f"batched generation needs a fused graph (shared KV buffer); {decoder.manifest.graph.file} "
+                "concatenates its cache")
+    if decoder.model.positional.kind != "rotary":
+        # Learned positions (GPT-2) are sliced from total_sequence_length, one range for the
+        # whole batch; rotary ones come from each row's seqlens_k inside the attention.
+        return (f"batched generation needs rotary positions; this {decoder.model.architecture} bundle has "
+                f"{decoder.model.positional.kind} ones (one position range per call)")
+    return None
+
+
 class BatchRunner:
     def __init__(self, decoder: DecoderRunner, slots: int, capacity: int):
         """`slots` sequences of at most `capacity` tokens each, over `decoder`'s session."""
-        if not decoder.manifest.graph.kv.shared_buffer:
-            raise InputError(f"batched generation needs a fused graph (shared KV buffer); {decoder.manifest.graph.file} "
-                             "concatenates its cache. Re-export the bundle with `edge export`.")
-        if decoder.model.positional.kind != "rotary":
-            # Learned positions (GPT-2) are sliced from total_sequence_length, one range for the
-            # whole batch; rotary ones come from each row's seqlens_k inside the attention.
-            raise InputError(f"batched generation needs rotary positions; this {decoder.model.architecture} bundle "
-                             f"has {decoder.model.positional.kind} ones. Generate one request at a time.")
+        if reason := refusal(decoder):
+            raise InputError(f"{reason}: generate one request at a time.")
         if not 0 < capacity <= decoder.context_length:
             raise InputError(f"{{param}} must be in [1, {decoder.context_length}], got {capacity}.", param="capacity")
         self.session, self.model, self.slots, self.capacity = decoder.session, decoder.model, slots, capacity
@@ -67,15 +74,24 @@ class BatchRunner:
 
     def prefill(self, slot: int, ids: Sequence[int]) -> np.ndarray:
         """Append `ids` (at most PREFILL_CHUNK) to the slot; logits (vocab,) after the last."""
+        return self._call(slot, ids, keep=1)[0]
+
+    def logits(self, slot: int, ids: Sequence[int]) -> np.ndarray:
+        """Append `ids` (at most PREFILL_CHUNK: a token and the drafts after it) to the slot;
+        logits (len(ids), vocab) at every one of their positions."""
+        return self._call(slot, ids, keep=len(ids))
+
+    def _call(self, slot: int, ids: Sequence[int], keep: int) -> np.ndarray:
+        """One batch-1 call on the slot's rows (a view); logits (keep, vocab) of the last `keep`."""
         tokens = np.asarray(ids, dtype=np.int64)  # (seq,)
         if not 0 < tokens.size <= PREFILL_CHUNK:
-            raise ValueError(f"a prefill call takes 1 to {PREFILL_CHUNK} tokens, got {tokens.size}")
+            raise ValueError(f"a batch-1 call takes 1 to {PREFILL_CHUNK} tokens, got {tokens.size}")
         self._check_room(slot, tokens.size)
         self.cache.bind(self._prefill_io, tokens.size, slot)
-        logits = self._prefill_calls.bind(self._prefill_io, tokens[None], 1)  # (1, 1, vocab)
+        logits = self._prefill_calls.bind(self._prefill_io, tokens[None], keep)  # (1, keep, vocab)
         self.session.run_bound(self._prefill_io)
         self.cache.commit(tokens.size, slot)
-        return logits[0, 0].copy()
+        return logits[0].copy()  # (keep, vocab)
 
     def decode(self, tokens: Sequence[int | None]) -> np.ndarray:
         """One new token for each of slots 0..m-1 (None: the slot has none this step) in one

@@ -10,6 +10,10 @@ from MAX_NGRAM down to 1) proposes the tokens that followed it. An index from ea
 to the position after its latest occurrence is updated as tokens arrive (n dictionary
 writes per token), so a proposal costs microseconds, not a scan of the context.
 
+`Drafts`: one sequence's drafting from call to call (what to check next, learnt from how
+the last proposal fared); `generate_tokens` and the batching scheduler (for a sequence
+decoding alone) both draft through one.
+
 `DraftLength`: how many tokens to draft, chosen to maximise the expected tokens per unit of
 cost. It keeps a running estimate of how often a drafted token is accepted, learnt from
 every step: verified drafts, and also, for free, the steps run without one (was the
@@ -102,3 +106,50 @@ class DraftLength:
         for i in range(checked):
             a += rate * ((1.0 if i < accepted else 0.0) - a)
         self.accept[ngram] = a
+
+
+class Drafts:
+    """One sequence's drafts across decoder calls: a constraint's forced tokens, else a
+    prompt-lookup draft of the length that pays, with the length learnt from what was
+    sampled after the previous proposal (however many calls ago).
+
+    Example: drafts = Drafts(prompt_ids); drafted = drafts.next(ids, room)  # check [ids[-1], *drafted]
+    """
+
+    def __init__(self, ids: Sequence[int], lookup: bool = True):
+        self.drafter = NgramDrafter(ids) if lookup else None
+        self.lengths = DraftLength()
+        self._drafted: list[int] = []  # the last proposal
+        self._ngram, self._guess, self._looked_up = 0, None, False
+        self._at = len(ids)  # len(ids) when it was made
+
+    def next(self, ids: Sequence[int], room: int, matcher=None) -> list[int]:
+        """At most `room` tokens to check after ids[-1] ([]: a plain step). `matcher`: a
+        grammar (constraints.py) whose forced tokens are drafted first, and which trims a
+        lookup draft to what it allows."""
+        if self.drafter is not None:
+            self.drafter.extend(ids[len(self.drafter.ids) :])
+            self._learn(ids[self._at :])
+        drafted, self._looked_up, self._guess = (matcher.forced() if matcher is not None else [])[:room], False, None
+        if not drafted and self.drafter is not None:
+            candidates, self._ngram = self.drafter.propose(min(MAX_DRAFT, room))
+            k = self.lengths.choose(self._ngram, len(candidates)) if candidates else 0
+            drafted, self._guess = candidates[:k], (candidates[0] if candidates and not k else None)
+            if matcher is not None:
+                drafted = drafted[: matcher.valid_prefix(drafted)]  # a draft the grammar refuses is no guess
+            self._looked_up = bool(drafted)
+        self._drafted, self._at = drafted, len(ids)
+        return drafted
+
+    def _learn(self, sampled: Sequence[int]) -> None:
+        """Tell the draft length what the last call showed: how many drafts matched, or, on a
+        plain step, whether the unchecked guess would have (free information)."""
+        if not sampled:
+            return
+        if self._looked_up:
+            accepted = 0
+            while accepted < min(len(self._drafted), len(sampled)) and sampled[accepted] == self._drafted[accepted]:
+                accepted += 1
+            self.lengths.observe(self._ngram, accepted, min(accepted + 1, len(self._drafted)))
+        elif self._guess is not None:
+            self.lengths.observe(self._ngram, int(sampled[0] == self._guess), 1)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge.errors import ContextWindowError, InputError, check_positive_int
-from edge.generation.drafts import MAX_DRAFT, DraftLength, NgramDrafter
+from edge.generation.drafts import Drafts
 from edge.generation.sampler import Sampler
 from edge.generation.stop import StopStrings
 from edge.tokenizer.stream import StreamDetokenizer
@@ -92,8 +92,7 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
     decoder.reserve(len(prompt_ids) + max_tokens)
     rows = decoder.prefill(prompt_ids[start:])[None]  # (1, vocab): the next position
     ids = list(prompt_ids)  # what the repetition penalty looks back on
-    drafter = NgramDrafter(ids) if draft == "lookup" else None
-    lengths, drafted, ngram, guess, looked_up = DraftLength(), [], 0, None, False
+    drafts, drafted = Drafts(ids, lookup=draft == "lookup"), []
     try:
         while True:
             for i, row in enumerate(rows):  # row i: the position after drafted[:i]
@@ -108,16 +107,7 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
                     break
                 stats.accepted += 1  # the next row is valid: this call saved one
             room = min(max_tokens - (len(ids) - len(prompt_ids)) - 1, decoder.context_length - len(ids))
-            if drafter is not None:
-                drafter.extend(ids[len(drafter.ids):])
-                if looked_up or guess is not None:
-                    _learn(lengths, ngram, drafted if looked_up else [], i, guess, token)
-            drafted, looked_up, guess = (matcher.forced() if matcher is not None else [])[:room], False, None
-            if not drafted and drafter is not None:
-                drafted, ngram, guess = _draft(drafter, lengths, room)
-                if matcher is not None:
-                    drafted = drafted[: matcher.valid_prefix(drafted)]  # a draft the grammar refuses is no guess
-                looked_up = bool(drafted)
+            drafted = drafts.next(ids, room, matcher)
             stats.drafted += len(drafted)
             decoder.rewind_to(len(ids) - 1)  # keep the last token's predecessors: drop unkept drafts
             if drafted:
@@ -127,25 +117,6 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
             stats.calls += 1
     finally:
         decoder.rewind_to(min(decoder.cache_length, len(ids) - 1))
-
-
-def _draft(drafter: NgramDrafter, lengths: DraftLength, room: int) -> tuple[list[int], int, int | None]:
-    """(the tokens to check, the n-gram they matched, the guess left unchecked when none)."""
-    candidates, ngram = drafter.propose(min(MAX_DRAFT, room))
-    if not candidates:
-        return [], 0, None
-    k = lengths.choose(ngram, len(candidates))
-    return candidates[:k], ngram, (None if k else candidates[0])
-
-
-def _learn(lengths: DraftLength, ngram: int, drafted: list[int], stopped_at: int, guess: int | None,
-           token: int) -> None:
-    """Tell the draft length what the last call showed: how many drafts matched, or, on a
-    plain step, whether the unchecked guess would have (free information)."""
-    if drafted:
-        lengths.observe(ngram, stopped_at, min(stopped_at + 1, len(drafted)))
-    elif guess is not None:
-        lengths.observe(ngram, int(token == guess), 1)
 
 
 def prefill_start(prompt_length: int, reuse: int) -> int:

@@ -216,9 +216,10 @@ class LanguageModel:
                    seed: int | None = None, stop: str | Sequence[str] | None = None, draft: str = "lookup",
                    json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
                    choices: Sequence[str] | None = None, decoder: DecoderRunner | None = None,
-                   reuse: int = 0) -> Iterator[StreamChunk]:
+                   reuse: int = 0, ignore_eos: bool = False) -> Iterator[StreamChunk]:
         """Token ids in, chunks out. A chat session passes its own `decoder` and how many
-        leading ids its cache already holds (`reuse`)."""
+        leading ids its cache already holds (`reuse`). `ignore_eos`: EOS does not end the
+        reply (max_tokens or a stop string does), for load tests of a fixed length."""
         params = self.sampling_params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                       repetition_penalty=repetition_penalty, seed=seed)
         sampler, stops = make_sampler(params), _stops(stop)
@@ -226,9 +227,14 @@ class LanguageModel:
         # Each generation runs on a cache of its own (a fork shares the session and weights),
         # so interleaved streams and threads never see each other's tokens.
         return generate.stream(decoder or self.decoder.fork(), self.tokenizer, list(ids), sampler, max_tokens,
-                               eos_ids=self.manifest.tokenizer.eos_token_ids, stop=stops, reuse=reuse,
+                               eos_ids=self._eos_ids(ignore_eos), stop=stops, reuse=reuse,
                                draft=check_draft(draft), load_s=self.load_s,
                                matcher=constraint.matcher() if constraint else None)
+
+    def _eos_ids(self, ignore_eos: bool) -> tuple[int, ...]:
+        if not isinstance(ignore_eos, bool):
+            raise InputError(f"{{param}} must be true or false, got {ignore_eos!r}.", param="ignore_eos")
+        return () if ignore_eos else tuple(self.manifest.tokenizer.eos_token_ids)
 
     def constraint(self, *, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
                    choices: Sequence[str] | None = None) -> Grammar | None:
@@ -283,22 +289,22 @@ class LanguageModel:
         return Scheduler(runner, self.tokenizer, self.load_s)
 
     def request(self, ids: Sequence[int], sink: Callable[[StreamChunk], None], *,
-                max_tokens: int = DEFAULT_MAX_TOKENS, draft: str = "none",
+                max_tokens: int = DEFAULT_MAX_TOKENS, draft: str = "lookup",
                 cancelled: Callable[[], bool] = lambda: False, json_schema: Any = None, regex: str | None = None,
                 grammar: str | None = None, choices: Sequence[str] | None = None,
-                stop: str | Sequence[str] | None = None, **sampling) -> Request:
+                stop: str | Sequence[str] | None = None, ignore_eos: bool = False, **sampling) -> Request:
         """One generation for a `scheduler()`, with the options of `stream_ids`; its chunks go
-        to `sink`. Batched steps check no drafts, so `draft` is accepted and not used; a
-        constraint masks every step (its forced tokens run one per step)."""
+        to `sink`. `draft` applies while the request decodes alone (batch 1); batched steps
+        check no drafts. A constraint masks every step."""
         check_draft(draft)
         unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
         if unknown:
             raise TypeError(f"request() got an unexpected keyword {unknown[0]!r}; valid keywords: "
-                            f"{', '.join(SAMPLING_OPTIONS)}, stop, json_schema, regex, grammar, choices")
+                            f"{', '.join(SAMPLING_OPTIONS)}, stop, ignore_eos, json_schema, regex, grammar, choices")
         sampler, stops = make_sampler(self.sampling_params(**sampling)), _stops(stop)
         constraint = self.constraint(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
-        return Request(list(ids), sampler, max_tokens, sink, self.manifest.tokenizer.eos_token_ids, stops, cancelled,
-                       constraint.matcher() if constraint else None)
+        return Request(list(ids), sampler, max_tokens, sink, self._eos_ids(ignore_eos), stops, cancelled,
+                       constraint.matcher() if constraint else None, draft)
 
     def generate_batch(self, prompts: Sequence[str], *, raw: bool = False, slots: int = DEFAULT_SLOTS,
                        kv_tokens: int = DEFAULT_KV_TOKENS, **options) -> list[str]:

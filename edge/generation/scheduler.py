@@ -8,14 +8,20 @@ In: `Request`s (prompt ids, a sampler, stop rules, a sink for chunks). Out: each
 2. gives free slots to waiting requests, lowest slot first (so the decode batch, slots
    0..m-1, stays short), or to the idle slot whose held tokens start the prompt (prompt
    reuse, as llama.cpp's server does: a shared system prompt, the last chat turn);
-3. runs one block (at most PREFILL_CHUNK tokens) of one prompt at batch 1, so a long
-   prompt is read over several steps while running streams keep getting tokens;
+3. reads prompt blocks (at most PREFILL_CHUNK tokens each, at batch 1), oldest admitted
+   first, up to PREFILL_BUDGET tokens a step: a burst of new requests gets its first tokens
+   within a few steps, running streams wait for one budget at most between two tokens, and
+   a long prompt is read over several steps;
 4. runs one decode call for every slot that has a token to feed, samples each row with its
    request's own sampler, and pushes the token through the request's own `TextStream`.
+   A request decoding alone (the others free or reading their prompts) runs at batch 1
+   instead, where onnxruntime allows several new tokens with a past, so it keeps its
+   speculative drafts (drafts.py: the same output, fewer calls); as soon as a second one
+   decodes, the batched steps go on without drafts.
 
 Every request keeps its own sampler (and seed), stop strings, max tokens, detokenizer and
 timings, and its logits are those of its own sequence (seqlens_k per slot), so its output
-is the one it gets alone. Batched steps run without speculative drafts.
+is the one it gets alone.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge.engine.decoder_runner import PREFILL_CHUNK
 from edge.errors import ContextWindowError
 from edge.generation.generate import (Clock, DraftStats, StreamChunk, TextStream, check_fits, common_prefix,
                                       prefill_start)
+from edge.generation.drafts import Drafts
 from edge.generation.sampler import Sampler
 from edge.generation.stop import StopStrings
 
@@ -38,8 +46,17 @@ if TYPE_CHECKING:
     from edge.engine.batch_runner import BatchRunner
     from edge.tokenizer import Tokenizer
 
-DEFAULT_SLOTS = 4  # sequences decoded together (edge serve --parallel; measured in benchmarks/README.md)
-DEFAULT_KV_TOKENS = 4096  # KV budget shared by the slots: 4 x 1,024 tokens, 189 MB for SmolLM2-135M
+# Sequences decoded together (edge serve --parallel): one step for 8 costs ~2x one for 1 on
+# a 2-core CPU (SmolLM2-135M int8: 17.4 against 8.3 ms), and 8 clients find a slot at once.
+DEFAULT_SLOTS = 8
+# KV budget shared by the slots: 8 x 512 tokens, 189 MB for SmolLM2-135M (46,080 bytes a
+# token), so its server stays under ~500 MB RSS (~310 MB without any cache).
+DEFAULT_KV_TOKENS = 4096
+# Prompt tokens read per step at most (beyond one block). A prompt block costs several decode
+# steps, so reading a burst of new prompts in few steps gives them their first tokens sooner
+# and spikes the time between tokens of running streams in few steps (p95 stays low); the
+# budget bounds each spike. Measured in benchmarks/README.md (serve_load.py).
+PREFILL_BUDGET = 4 * PREFILL_CHUNK
 MIN_REUSE = 16  # a held prefix shorter than this is not worth a slot beyond the lowest free one
 
 
@@ -52,7 +69,8 @@ class Request:
     eos_ids: Collection[int] = ()
     stop: Sequence[str] = ()
     cancelled: Callable[[], bool] = lambda: False  # polled every step: True frees the slot
-    matcher: Matcher | None = None  # structured output: each row masked to the grammar (no forced tokens here)
+    matcher: Matcher | None = None  # structured output: each row masked to the grammar
+    draft: str = "lookup"  # drafts while decoding alone: "lookup" (prompt lookup) or "none"
 
 
 @dataclass
@@ -64,6 +82,7 @@ class _Running:
     text: TextStream
     stats: DraftStats
     blocks: deque[list[int]]  # prompt blocks not run yet
+    drafts: Drafts  # what to check while it decodes alone
     ids: list[int] = field(default_factory=list)  # prompt + sampled (what the repetition penalty sees)
     next_token: int | None = None  # sampled, not yet fed
 
@@ -106,7 +125,7 @@ class Scheduler:
             request = self.waiting.popleft()
             if not request.cancelled():
                 self._admit(request)
-        self._prefill_one_block()
+        self._prefill()
         self._decode()
         self.steps += 1
 
@@ -119,7 +138,8 @@ class Scheduler:
         stats = DraftStats()
         clock = Clock(len(request.ids), len(rest), self.load_s, stats)
         text = TextStream(self.tokenizer, request.max_tokens, request.eos_ids, request.stop, clock, request.matcher)
-        self.running[slot] = _Running(request, slot, text, stats, blocks, list(request.ids))
+        drafts = Drafts(request.ids, lookup=request.draft == "lookup")
+        self.running[slot] = _Running(request, slot, text, stats, blocks, drafts, list(request.ids))
 
     def _place(self, ids: list[int]) -> tuple[int, int]:
         """(slot, how many of its held ids start `ids`): the free slot holding the longest
@@ -129,18 +149,26 @@ class Scheduler:
         best = max(free, key=lambda s: (shared[s], -s))
         return (best, shared[best]) if shared[best] >= MIN_REUSE else (free[0], 0)
 
-    def _prefill_one_block(self) -> None:
-        """The oldest admitted prompt with blocks left runs one of them."""
-        for running in self.running.values():  # dicts keep admission order
-            if running.blocks:
-                logits = self.runner.prefill(running.slot, running.blocks.popleft())  # (vocab,)
+    def _prefill(self) -> None:
+        """Prompt blocks, oldest admitted prompt first, up to PREFILL_BUDGET tokens (at least
+        one block); a prompt whose last block ran samples its first token."""
+        spent = 0
+        for running in list(self.running.values()):  # dicts keep admission order
+            while running.blocks and (not spent or spent + len(running.blocks[0]) <= PREFILL_BUDGET):
+                block = running.blocks.popleft()
+                spent += len(block)
+                logits = self.runner.prefill(running.slot, block)  # (vocab,)
                 if not running.blocks:
                     self._sample(running, logits)
+            if running.blocks:
                 return
 
     def _decode(self) -> None:
         ready = {slot: r.next_token for slot, r in self.running.items() if r.next_token is not None}
         if not ready:
+            return
+        if len(ready) == 1:
+            self._decode_alone(self.running[next(iter(ready))])
             return
         tokens = [ready.get(slot) for slot in range(max(ready) + 1)]
         rows = self.runner.decode(tokens)  # (m, vocab)
@@ -148,6 +176,24 @@ class Scheduler:
             running = self.running[slot]
             running.stats.calls += 1
             self._sample(running, rows[slot])
+
+    def _decode_alone(self, running: _Running) -> None:
+        """One call at batch 1 on the slot: the last token and its drafts, checked as
+        generate_tokens checks them (sample, then compare); unkept drafts are rewound."""
+        request, ids, slot = running.request, running.ids, running.slot
+        room = min(request.max_tokens - (len(ids) - len(request.ids)) - 1, self.runner.capacity - len(ids))
+        drafted = running.drafts.next(ids, room, request.matcher)
+        running.stats.drafted += len(drafted)
+        rows = self.runner.logits(slot, [running.next_token, *drafted])  # (1 + drafted, vocab)
+        running.stats.calls += 1
+        for i, row in enumerate(rows):  # row i: the position after drafted[:i]
+            self._sample(running, row)
+            if running.text.finished:  # it left its slot (rewound there)
+                return
+            if i == len(drafted) or ids[-1] != drafted[i]:
+                break
+            running.stats.accepted += 1
+        self.runner.rewind_to(len(ids) - 1, slot)  # the cache holds every id but the one to feed next
 
     def _sample(self, running: _Running, logits: np.ndarray) -> None:
         matcher = running.request.matcher
@@ -162,9 +208,12 @@ class Scheduler:
             self._leave(running)
 
     def _leave(self, running: _Running) -> None:
-        """Free the slot; its cache keeps what it holds for a later prompt that starts with it."""
+        """Free the slot; its cache keeps what it holds (no unkept drafts) for a later prompt
+        that starts with it."""
         del self.running[running.slot]
-        self._held[running.slot] = running.ids[: self.runner.length(running.slot)]
+        held = min(self.runner.length(running.slot), len(running.ids) - 1)
+        self.runner.rewind_to(held, running.slot)
+        self._held[running.slot] = running.ids[:held]
 
 
 def _spans(sizes: list[int]) -> list[tuple[int, int]]:

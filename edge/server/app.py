@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from edge.engine.batch_runner import refusal
 from edge.errors import EdgeError
 from edge.generation.chat_template import renders_tools
 from edge.generation.model import DEFAULT_MAX_TOKENS
@@ -47,8 +48,9 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
                retriever: Retriever | None = None) -> Starlette:
     """`models`: id -> an `edge.load(...)` result (LanguageModel or EmbeddingModel);
     `draft`: how generations draft tokens (see LanguageModel.stream_ids); `parallel`: above
-    1, each generation model decodes that many requests together, sharing `kv_tokens` of KV
-    cache (speculative drafts are for one request at a time, parallel 1); `log`: where to
+    1, each generation model whose graph batches (`batch_refusal`) decodes that many requests
+    together, sharing `kv_tokens` of KV cache (a request decoding alone keeps its drafts);
+    others run one request at a time; `log`: where to
     write one line per request (None: nowhere); `retriever`: the index for chat requests
     with `"edge_index": true` (see grounding.py)."""
     workers = {name: _make_worker(model, max_queue, name, parallel, kv_tokens) for name, model in models.items()}
@@ -72,9 +74,15 @@ def create_app(models: dict, api_key: str | None = None, max_queue: int = 16,
 
 
 def _make_worker(model, max_queue: int, name: str, parallel: int, kv_tokens: int) -> Worker | BatchWorker:
-    if parallel > 1 and model.manifest.is_decoder:
+    if parallel > 1 and model.manifest.is_decoder and not batch_refusal(model):
         return BatchWorker(model, max_queue, name, parallel, kv_tokens)
     return Worker(model, max_queue, name)
+
+
+def batch_refusal(model) -> str | None:
+    """Why a generation model is served one request at a time despite --parallel (its graph
+    cannot batch slots of different lengths), for the start-up note; None when it batches."""
+    return refusal(model.decoder) if model.manifest.is_decoder else None
 
 
 # --- routes ------------------------------------------------------------------------------
@@ -122,7 +130,7 @@ def generation_work(request: Request, req: GenerationRequest, worker) -> Callabl
     """A generation job's work for `worker`: the prompt and options for a batch worker (its
     scheduler runs them), else the whole stream (with drafts)."""
     if isinstance(worker, BatchWorker):
-        return partial(_prompt, req, slot_tokens=worker.scheduler.runner.capacity)
+        return partial(_batched, req, request.app.state.draft, worker.scheduler.runner.capacity)
     return partial(_stream, req, request.app.state.draft)
 
 
@@ -231,6 +239,12 @@ def _stream(req: GenerationRequest, draft: str, lm) -> Iterator:
     """Chunks of one generation."""
     ids, options = _prompt(req, lm)
     return lm.stream_ids(ids, draft=draft, **options)
+
+
+def _batched(req: GenerationRequest, draft: str, slot_tokens: int, lm) -> tuple[list[int], dict]:
+    """A batch worker's job: the prompt and options, with the drafts it checks when it decodes alone."""
+    ids, options = _prompt(req, lm, slot_tokens)
+    return ids, {**options, "draft": draft}
 
 
 def _prompt(req: GenerationRequest, lm, slot_tokens: int | None = None) -> tuple[list[int], dict]:

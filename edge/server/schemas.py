@@ -108,6 +108,7 @@ def _generation(body: dict, prompt: str | list[dict], max_tokens: tuple[str, obj
         repetition_penalty=_field(body, "repetition_penalty", float),
         seed=_field(body, "seed", int),
         stop=_stop(body),
+        ignore_eos=_field(body, "ignore_eos", bool, default=False),  # as llama-server and vLLM: max_tokens long
         **_response_format(body),
     )
     if tools is not None and "json_schema" in options:
