@@ -22,7 +22,7 @@ from edge.embeddings.ask import (INSTRUCTION, GroundedSession, Source, StaleInde
                                  grounded_turn, user_message)
 from edge.embeddings.index import SearchIndex, build_index
 from edge.embeddings.pooling import l2_normalize
-from edge.embeddings.hybrid import bm25, fuse, hybrid_search, words
+from edge.embeddings.hybrid import bm25, hybrid_search, mix, ranked, scaled, stem, terms
 from edge.embeddings.search import search
 from edge.errors import ContextWindowError, InputError, SearchIndexError
 from edge.generation.generate import StreamChunk, Timings
@@ -148,14 +148,50 @@ def test_citations_are_checked_and_unknown_numbers_flagged(index, bert, lm, monk
         assert f"Source [{s.number}] (note" in content and s.text.strip() in content
 
 
-def test_bm25_and_fusion_by_hand():
-    chunks = [words("the cat sat"), words("a dog, a dog"), words("cat")]
-    got = bm25(chunks, words("Cat?"))
-    idf = np.log(1 + (3 - 2 + 0.5) / (2 + 0.5))  # "cat" is in 2 of 3 chunks; mean length 8/3
-    want = [idf * 2.2 / (1 + 1.2 * (0.25 + 0.75 * 3 / (8 / 3))), 0.0, idf * 2.2 / (1 + 1.2 * (0.25 + 0.75 / (8 / 3)))]
+def test_bm25_and_mixing_by_hand():
+    chunks = [terms("the cat sat"), terms("a dog, a dog"), terms("cats")]  # "the", "a": stop words
+    assert chunks == [["cat", "sat"], ["dog", "dog"], ["cat"]]
+    got = bm25(chunks, terms("The cat?"))
+    idf = np.log(1 + (3 - 2 + 0.5) / (2 + 0.5))  # "cat" is in 2 of 3 chunks; mean length 5/3
+    want = [idf * 2.2 / (1 + 1.2 * (0.25 + 0.75 * 2 / (5 / 3))), 0.0, idf * 2.2 / (1 + 1.2 * (0.25 + 0.75 / (5 / 3)))]
     np.testing.assert_allclose(got, want)
-    np.testing.assert_allclose(fuse(np.array([3.0, 2, 1]), np.array([1.0, 3, 2])),
-                               [1 / 61 + 1 / 63, 1 / 62 + 1 / 61, 1 / 63 + 1 / 62])
+    # each score to 0..1 over the chunks, then cosine + 0.5 x BM25
+    np.testing.assert_allclose(scaled(np.array([2.0, 4, 3])), [0, 1, 0.5])
+    np.testing.assert_allclose(scaled(np.array([0.0, 0, 0])), [0, 0, 0])  # no BM25 match: no say
+    np.testing.assert_allclose(mix(np.array([0.2, 0.6, 0.4]), np.array([0.0, 1, 4])), [0, 1 + 0.125, 0.5 + 0.5])
+    np.testing.assert_allclose(mix(np.array([0.2, 0.6]), np.array([0.0, 0])), [0, 1])
+
+
+@pytest.mark.parametrize("word, want", [("chunks", "chunk"), ("matches", "match"), ("matched", "match"),
+                                        ("lines", "line"), ("boxes", "box"), ("running", "runn"), ("bus", "bus"),
+                                        ("used", "used"), ("is", "is"), ("", "")])
+def test_light_stemmer(word, want):
+    assert stem(word) == want
+
+
+def test_ties_rank_by_cosine_then_file_and_line_never_by_index_position():
+    from edge.embeddings.index import Entry
+
+    entries = [Entry("b.md", 9, 9, ""), Entry("b.md", 3, 3, ""), Entry("a.md", 5, 5, ""), Entry("c.md", 1, 1, "")]
+    score, cosine = np.array([1.0, 1, 1, 2]), np.array([0.1, 0.3, 0.3, 0.0])
+    assert ranked(score, cosine, entries) == [3, 2, 1, 0]  # best score; cosine .3 tie: a.md first; cosine .1
+    order = [2, 0, 3, 1]  # the same chunks stored in another order rank the same
+    again = ranked(score[order], cosine[order], [entries[i] for i in order])
+    assert [order[i] for i in again] == [3, 2, 1, 0]
+
+
+def test_hybrid_order_does_not_depend_on_index_order(index, bert):
+    """No word of the query is in any chunk (BM25 all 0): the order is the cosine's alone, the
+    same whichever order the index stores its chunks in."""
+    found = SearchIndex.open(index)
+    query = "zzzz qqqq"
+    hits = hybrid_search(found, bert, query, 6)
+    by_cosine = sorted(_scores(index, bert, query).items(), key=lambda kv: -kv[1])
+    assert [h.text for h in hits] == [text for text, _ in by_cosine][:6]
+    found.entries.reverse()
+    found.vectors = found.vectors[::-1].copy()
+    assert [(h.file, h.start_line) for h in hybrid_search(found, bert, query, 6)] == [(h.file, h.start_line)
+                                                                                    for h in hits]
 
 
 @pytest.mark.parametrize("text, cited, flagged", [

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from edge.embeddings.chunking import TextChunk, chunk_text
+from edge.embeddings.chunking import TextChunk, chunk_text, section_headings, with_heading
 
 
 def words(text: str) -> int:
@@ -23,8 +23,34 @@ def _corpus(seed: int) -> str:
 
 
 def test_example_from_the_docstring():
+    assert chunk_text("# Title\n\na b c d\n\ne f", words, 24, 0, markdown=True) == [
+        TextChunk(1, 3, "# Title\n\na b c d", "Title"), TextChunk(5, 5, "e f", "Title")]
+    # the same text outside Markdown: the same chunks, no heading ("#" starts a comment there)
     assert chunk_text("# Title\n\na b c d\n\ne f", words, 24, 0) == [TextChunk(1, 3, "# Title\n\na b c d"),
                                                                        TextChunk(5, 5, "e f")]
+
+
+@pytest.mark.parametrize("text, want", [
+    ("", []),
+    ("intro\n# A\nx", ["", "A", "A"]),
+    ("# A\n## B\n### C\n## D\n# E", ["A", "A > B", "B > C", "A > D", "E"]),  # the last two levels
+    ("## Setup ##\n#not a heading\n####### seven", ["Setup", "Setup", "Setup"]),  # closing #s cut; not ATX
+    ("# A\n```sh\n# a shell comment\n```\n## B", ["A", "A", "A", "A", "A > B"]),  # fenced code has none
+    ("# A\n~~~\n```\n# still code\n~~~\n## B", ["A", "A", "A", "A", "A", "A > B"]),  # a fence closes its kind
+    ("   # indented up to 3\n    # code", ["indented up to 3", "indented up to 3"]),
+    ("#\n# \n# Ä ✓ 中文", ["", "", "Ä ✓ 中文"]),  # empty headings name nothing
+])
+def test_section_headings(text, want):
+    assert section_headings(text) == want
+
+
+def test_each_chunk_carries_the_section_of_its_first_line():
+    text = "# Guide\n\nintro words here\n\n## Install\n\n" + "\n\n".join(f"step {i} " * 6 for i in range(6))
+    chunks = chunk_text(text, words, 16, 0, markdown=True)
+    sections = section_headings(text)
+    assert [c.heading for c in chunks] == [sections[c.start_line - 1] for c in chunks]
+    assert chunks[0].heading == "Guide" and chunks[-1].heading == "Guide > Install"
+    assert with_heading("Guide > Install", "step 5") == "Guide > Install\nstep 5" and with_heading("", "x") == "x"
 
 
 @pytest.mark.parametrize("seed", range(5))

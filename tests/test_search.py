@@ -49,12 +49,42 @@ def test_index_stores_vectors_and_where_each_chunk_comes_from(docs, tmp_path, be
     index = SearchIndex.open(tmp_path / "idx")
     spans = {(e.file.removeprefix(str(docs) + "/"), e.start_line, e.end_line) for e in index.entries}
     assert spans == {("notes.md", 1, 6), ("guide/setup.rst", 1, 4), ("guide/todo.txt", 1, 4)}
-    expected = l2_normalize(bert.embed([e.text for e in index.entries]))  # the oracle: embed the text directly
+    # Markdown chunks carry their section heading, embedded before the text; other files' chunks do not
+    assert {e.file.rsplit("/", 1)[1]: e.heading for e in index.entries} == {"notes.md": "Notes", "setup.rst": "",
+                                                                            "todo.txt": ""}
+    texts = [("Notes\n" if e.file.endswith(".md") else "") + e.text for e in index.entries]
+    expected = l2_normalize(bert.embed(texts))  # the oracle: embed the text directly
     np.testing.assert_allclose(index.vectors, expected, atol=1e-6)
     assert index.meta["model"]["identity"] == bert.identity and index.bundle == bert.path.resolve()
     hits = search(index, bert, DOCS["guide/todo.txt"], k=2)
     assert hits[0].file.endswith("todo.txt") and hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert len(hits) == 2 and hits[0].score >= hits[1].score
+
+
+def test_an_index_from_before_headings_still_loads_and_is_rebuilt_on_update(docs, tmp_path, bert, capsys):
+    """Version 1 indexes written before chunks had headings: no "heading" per chunk and no
+    "headings" in the chunking settings. They open and search as they are; the next `edge
+    index` over them rebuilds them, saying why."""
+    from edge.bundle import sha256
+
+    out = tmp_path / "idx"
+    build_index(out, [docs], bert)
+    meta = json.loads((out / "index.json").read_text())
+    chunks = _data(out, "chunks")
+    rows = [json.loads(line) for line in chunks.read_text().splitlines()]
+    chunks.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "heading"}) + "\n" for r in rows))
+    meta["checksums"][chunks.name] = sha256(chunks)
+    del meta["chunking"]["headings"]
+    (out / "index.json").write_text(json.dumps(meta))
+    old = SearchIndex.open(out)
+    assert [e.heading for e in old.entries] == [""] * len(rows) and [e.text for e in old.entries] == [r["text"]
+                                                                                                    for r in rows]
+    assert main(["search", str(out), "cats", "-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert sorted((h["file"], h["text"]) for h in hits) == sorted((e.file, e.text) for e in old.entries)
+    report = build_index(out, [docs], bert)
+    assert report.rebuilt == "chunking settings changed" and len(report.embedded_files) == 3
+    assert SearchIndex.open(out).meta["chunking"]["headings"] is True
 
 
 def test_small_budget_splits_paragraphs_with_line_ranges(docs, tmp_path, bert):

@@ -5,7 +5,7 @@
     for s in answer.sources:                 # only the sources the answer cited, checked
         print(s.number, s.file, s.lines, s.score)
 
-Retrieval (the embedding bundle the index records; its cosine fused with BM25 over words,
+Retrieval (the embedding bundle the index records; its cosine mixed with BM25 over words,
 see hybrid.py) -> a prompt of numbered
 sources within the language model's context (the weakest dropped first, the question never
 cut) -> generation (any LanguageModel: it knows nothing of indexes) -> citation check: every

@@ -1,7 +1,7 @@
 """Text files -> chunks that fit an encoder: one paragraph each where it fits, with overlap.
 
-In: a file's text and a token counter. Out: `TextChunk`s (first/last line, text), each at
-most `budget` tokens. A chunk ends at a paragraph end (blank line) once it holds an
+In: a file's text and a token counter. Out: `TextChunk`s (first/last line, text, section
+heading), each at most `budget` tokens. A chunk ends at a paragraph end (blank line) once it holds an
 eighth of the budget, so a heading or a very short paragraph joins the one after it,
 while real paragraphs stay apart (a hit points at the paragraph that matched). A
 paragraph too long for one chunk is cut at line ends, and its long lines into word
@@ -9,12 +9,18 @@ windows of at most `overlap` tokens; a chunk cut inside a paragraph is followed 
 that starts with its last pieces worth at most `overlap` tokens, so text at the cut is
 seen whole at least once.
 
-Example (budget 24, overlap 0, one token per word): "# Title\n\na b c d\n\ne f" ->
-    TextChunk(1, 3, "# Title\n\na b c d"), TextChunk(5, 5, "e f")
+In Markdown, each chunk also carries the section it sits in (its last two headings, "Setup >
+Linux"): a paragraph deep in a section rarely repeats the section's subject, so the index
+embeds and matches the heading with the text (`with_heading`); the chunk's text and lines
+stay the file's own.
+
+Example (budget 24, overlap 0, one token per word, Markdown): "# Title\n\na b c d\n\ne f" ->
+    TextChunk(1, 3, "# Title\n\na b c d", "Title"), TextChunk(5, 5, "e f", "Title")
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -24,6 +30,35 @@ class TextChunk:
     start_line: int  # 1-based, inclusive
     end_line: int
     text: str
+    heading: str = ""  # the Markdown section at start_line ("" outside Markdown or before any heading)
+
+
+SECTION_DEPTH = 2  # headings kept: the section and its parent ("Ask your files > Python")
+_HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*")  # ATX: "## Setup ##" -> ("##", "Setup")
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+
+
+def with_heading(heading: str, text: str) -> str:
+    """What the index embeds and matches. Example: ("Setup > Linux", "Run it.") -> "Setup > Linux\nRun it." """
+    return f"{heading}\n{text}" if heading else text
+
+
+def section_headings(text: str) -> list[str]:
+    """The Markdown section in force at each line (ATX headings outside fenced code).
+
+    Example: "# A\nx\n## B\ny\n```\n# not a heading\n```" -> ["A", "A", "A > B", "A > B", ...]
+    """
+    path: list[tuple[int, str]] = []  # (level, title), outermost first
+    fence, sections = "", []
+    for line in text.splitlines():
+        opening = _FENCE.match(line)
+        if opening and (not fence or opening.group(1).startswith(fence)):
+            fence = "" if fence else opening.group(1)[0] * 3
+        elif not fence and (heading := _HEADING.fullmatch(line)) and heading.group(2):
+            level = len(heading.group(1))
+            path = [(lv, t) for lv, t in path if lv < level] + [(level, heading.group(2))]
+        sections.append(" > ".join(t for _, t in path[-SECTION_DEPTH:]))
+    return sections
 
 
 @dataclass(frozen=True)
@@ -37,7 +72,9 @@ class _Piece:
     paragraph: int  # pieces of the same paragraph join with a newline, others with a blank line
 
 
-def chunk_text(text: str, count: Callable[[str], int], budget: int, overlap: int) -> list[TextChunk]:
+def chunk_text(text: str, count: Callable[[str], int], budget: int, overlap: int,
+               markdown: bool = False) -> list[TextChunk]:
+    """`markdown`: give each chunk its section heading (a `#` line elsewhere is a comment)."""
     if budget < 1 or not 0 <= overlap < budget:
         raise ValueError(f"need budget >= 1 and 0 <= overlap < budget, got {budget}, {overlap}")
     chunks, current = [], []
@@ -50,7 +87,10 @@ def chunk_text(text: str, count: Callable[[str], int], budget: int, overlap: int
         current.append(piece)
     if current:
         chunks.append(_join(current))
-    return chunks
+    if not markdown:
+        return chunks
+    sections = section_headings(text)
+    return [TextChunk(c.start_line, c.end_line, c.text, sections[c.start_line - 1]) for c in chunks]
 
 
 def _tail(pieces: list[_Piece], overlap: int, room: int) -> list[_Piece]:

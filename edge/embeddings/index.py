@@ -4,7 +4,9 @@ An index is a folder of plain files (no pickle):
     index.json          what it is: format, version, the model's identity and bundle, how
                         text was chunked, each file's sha256 and rows, data checksums
     vectors-<id>.npy    (chunks, dim) float32, unit rows (so a dot product is the cosine)
-    chunks-<id>.jsonl   one {"file", "start_line", "end_line", "text"} per row
+    chunks-<id>.jsonl   one {"file", "start_line", "end_line", "text", "heading"} per row (an
+                        index from before headings has no "heading": it loads, and its
+                        next update rebuilds it)
     .edge-index.lock    held (fcntl.flock, exclusive) by the one run writing the folder
 Each run writes new data files, then replaces index.json in one atomic rename, then
 deletes the old data files: an interrupted run leaves the previous index as it was. A
@@ -30,7 +32,7 @@ import numpy as np
 
 from edge import jsonfile
 from edge.bundle import sha256
-from edge.embeddings.chunking import chunk_text
+from edge.embeddings.chunking import chunk_text, with_heading
 from edge.embeddings.corpus import Skipped, TextFile, text_files
 from edge.embeddings.model import EmbeddingModel
 from edge.errors import InputError, SearchIndexError
@@ -45,6 +47,7 @@ OWN_FILES = re.compile(r"vectors-[0-9a-f]{12}\.npy|chunks-[0-9a-f]{12}\.jsonl|\.
                        + "|" + re.escape(LOCK))
 DEFAULT_CHUNK_TOKENS = 128
 DEFAULT_OVERLAP = 32
+MARKDOWN = (".md", ".markdown", ".mdown", ".mkd")  # files whose chunks carry their section heading
 EMBED_GROUP = 256  # texts per embed call: the progress bar's step
 _REBUILD = "Rebuild it with `edge index PATH... -o INDEX`."
 
@@ -57,6 +60,12 @@ class Entry:
     start_line: int
     end_line: int
     text: str
+    heading: str = ""  # the Markdown section the chunk sits in, embedded and matched with the text
+
+    @property
+    def searchable(self) -> str:
+        """What is embedded and matched: the heading, then the text."""
+        return with_heading(self.heading, self.text)
 
 
 @dataclass
@@ -154,7 +163,7 @@ def _chunking(model: EmbeddingModel, chunk_tokens: int, overlap: int) -> dict:
         raise InputError(f"need {{param}} >= 8, got {chunk_tokens!r}.", param="chunk_tokens")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < budget:
         raise InputError(f"need 0 <= {{param}} < {budget} (the chunk size), got {overlap!r}.", param="overlap")
-    return {"tokens": budget, "overlap": overlap}
+    return {"tokens": budget, "overlap": overlap, "headings": True}
 
 
 @contextlib.contextmanager
@@ -229,13 +238,14 @@ def _entries(file: TextFile, model: EmbeddingModel, chunking: dict) -> list[Entr
     def count(text: str) -> int:
         return len(model.tokenizer.encode(text))
 
-    chunks = chunk_text(file.text, count, chunking["tokens"], chunking["overlap"])
-    return [Entry(str(file.path), c.start_line, c.end_line, c.text) for c in chunks]
+    markdown = file.path.suffix.lower() in MARKDOWN
+    chunks = chunk_text(file.text, count, chunking["tokens"], chunking["overlap"], markdown)
+    return [Entry(str(file.path), c.start_line, c.end_line, c.text, c.heading) for c in chunks]
 
 
 def _embed_new(model: EmbeddingModel, rows, progress) -> np.ndarray:
     """All rows' vectors (N, dim): reused ones as they were, new ones embedded now."""
-    texts = [e.text for _, entries, old in rows if old is None for e in entries]
+    texts = [e.searchable for _, entries, old in rows if old is None for e in entries]
     fresh = np.empty((len(texts), model.dim), dtype=np.float32)
     for start in range(0, len(texts), EMBED_GROUP):
         fresh[start : start + EMBED_GROUP] = model.embed(texts[start : start + EMBED_GROUP])
@@ -346,7 +356,8 @@ def _read_vectors(path: Path, meta: dict) -> np.ndarray:
 def _read_entries(path: Path, meta: dict) -> list[Entry]:
     with open(_checked(path, meta, "chunks"), encoding="utf-8") as f:
         entries = [Entry(**json.loads(line)) for line in f]
-    if not all(isinstance(e.file, str) and isinstance(e.text, str) and type(e.start_line) is int
+    if not all(isinstance(e.file, str) and isinstance(e.text, str) and isinstance(e.heading, str)
+               and type(e.start_line) is int
                and type(e.end_line) is int for e in entries):
         raise ValueError("a chunk has a field of the wrong type")
     return entries
