@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 import edge
+import edge.cli.embeddings  # noqa: F401  imported before any test patches edge.cli.app.load_for,
+import edge.cli.text  # noqa: F401  which these modules bind at import (else the patch leaks into later tests)
 import edge.embeddings.ask as ask_module
 from edge.cli import main
 from edge.embeddings.ask import (INSTRUCTION, GroundedSession, Source, StaleIndexWarning, check_citations,
