@@ -92,3 +92,9 @@ def test_blank_text_gives_no_chunks_and_bad_settings_are_refused():
     for budget, overlap in [(0, 0), (8, 8), (8, -1)]:
         with pytest.raises(ValueError):
             chunk_text("a b", words, budget, overlap)
+
+
+def test_a_fence_closes_only_on_a_bare_fence_as_long():
+    """CommonMark: a ```sh line inside a ````md block is code, and so is the `# inside` after it."""
+    text = "# A\n````md\n```sh\n# inside code\n```\n````\n## B\ntext"
+    assert section_headings(text) == ["A"] * 6 + ["A > B"] * 2

@@ -291,3 +291,32 @@ def test_a_second_request_joining_mid_draft_stops_the_drafts(model):
     together = after[b_blocks[-1] + 1 : b_done]
     assert len(b_blocks) == 2 and together and all(c == ("decode", 2) for c in together)
     assert any(c[0] == "logits" and c[2] > 1 for c in after[b_done:])  # alone again: drafts again
+
+
+def test_a_forced_run_longer_than_a_call_is_checked_in_pieces(model):
+    """A choice forces ~100 tokens at once; a call at batch 1 takes at most PREFILL_CHUNK (64),
+    so the drafts go in pieces (it raised ValueError and failed every job in the step)."""
+    ids = model.encode_prompt("Pick one:", raw=True)
+    options = dict(max_tokens=200, choices=[" ".join(["alpha beta gamma delta epsilon"] * 20)])
+    scheduler = model.scheduler(slots=2, kv_tokens=2 * 256)
+    got = {}
+    scheduler.add(model.request(ids, _collector(got, 0), **options))
+    scheduler.run()
+    want = [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids, **options)]
+    assert got[0] == want and len(want) > PREFILL_CHUNK
+
+
+def test_ignore_eos_does_not_outlive_a_grammar(model):
+    """With ignore_eos a constrained reply still ends at the grammar's end (its EOS): text
+    after it would not parse."""
+    ids = model.encode_prompt("Answer:", raw=True)
+    for use_scheduler in (False, True):
+        options = dict(max_tokens=30, choices=["yes", "no"], ignore_eos=True)
+        if use_scheduler:
+            scheduler, got = model.scheduler(slots=2, kv_tokens=2 * 256), {}
+            scheduler.add(model.request(ids, _collector(got, 0), **options))
+            scheduler.run()
+            chunks = got[0]
+        else:
+            chunks = [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids, **options)]
+        assert "".join(text for _, text, _ in chunks) in ("yes", "no") and chunks[-1][2] == "stop"

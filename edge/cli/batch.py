@@ -67,7 +67,8 @@ def done_indexes(path: Path, prompts: list[tuple[int, dict]]) -> set[int]:
         return set()
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    if end < len(data) and data[end:].startswith(RECORD_START):
+    tail = data[end:]
+    if tail and (tail.startswith(RECORD_START) or RECORD_START.startswith(tail)):  # cut before or after its key
         with path.open("r+b") as f:
             f.truncate(end)
         data = data[:end]
@@ -87,11 +88,13 @@ def run_batch(lm, source: Path, out: Path, options: dict, slots: int, kv_tokens:
     prompts = read_prompts(source)
     done = done_indexes(out, prompts)
     scheduler = lm.scheduler(slots, kv_tokens)
+    writers = [_Writer(None, index, item.get("id")) for index, (_, item) in enumerate(prompts) if index not in done]
+    for writer in writers:  # all checked before the output is opened (a refused line leaves no file behind)
+        number, item = prompts[writer.index]
+        _add(scheduler, lm, item, options, writer.push, f"{source} line {number}")
     with out.open("a", encoding="utf-8") as sink:
-        writers = [_Writer(sink, index, item.get("id")) for index, (_, item) in enumerate(prompts) if index not in done]
-        for writer in writers:  # all checked before the first line is written
-            number, item = prompts[writer.index]
-            _add(scheduler, lm, item, options, writer.push, f"{source} line {number}")
+        for writer in writers:
+            writer.sink = sink
         if out.stat().st_size and not out.read_bytes().endswith(b"\n"):
             sink.write("\n")  # someone else's last line: ours start on a line of their own
         progress = _Progress(len(prompts), len(done))

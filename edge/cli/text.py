@@ -47,7 +47,7 @@ Seed = typer.Option(None, "--seed", metavar="S", help="Seed for sampling: same s
 Stop = typer.Option(None, "--stop", metavar="TEXT", help="Stop when this text appears (not printed); repeatable.")
 Draft = typer.Option("lookup", "--draft", metavar="lookup|none",
                      help="lookup (default): check tokens guessed from the text itself several per step "
-                     "(same output, faster where the reply repeats the prompt); none: one per step.")
+                     "(same output as one per step, but on 8-bit bundles a near-tie may round the other way; faster where the reply repeats the prompt); none: one per step.")
 JsonSchema = typer.Option(None, "--json-schema", metavar="FILE|JSON",
                           help="Reply with JSON that fits this schema (a file, or the schema itself).")
 Regex = typer.Option(None, "--regex", metavar="RE", help="Reply with text that matches this regular expression.")

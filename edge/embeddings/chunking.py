@@ -52,8 +52,10 @@ def section_headings(text: str) -> list[str]:
     fence, sections = "", []
     for line in text.splitlines():
         opening = _FENCE.match(line)
-        if opening and (not fence or opening.group(1).startswith(fence)):
-            fence = "" if fence else opening.group(1)[0] * 3
+        if opening and not fence:
+            fence = opening.group(1)  # a fence closes on the same character, at least as long, bare
+        elif opening and opening.group(1).startswith(fence) and not line[opening.end():].strip():
+            fence = ""
         elif not fence and (heading := _HEADING.fullmatch(line)) and heading.group(2):
             level = len(heading.group(1))
             path = [(lv, t) for lv, t in path if lv < level] + [(level, heading.group(2))]

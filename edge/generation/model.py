@@ -150,7 +150,8 @@ class LanguageModel:
         option left None takes the bundle's recommendation (the source's
         generation_config.json, `manifest.sampling`), else greedy with every filter off.
         `stop`: strings that end the reply (not included). `draft`: "lookup" (default)
-        checks tokens guessed from the text itself several per step, same output; "none".
+        checks tokens guessed from the text itself several per step, same output (on 8-bit
+        bundles a near-tie may round the other way: multi-token kernels round differently); "none".
         Structured output, one of: `json_schema` (a dict, JSON text or pydantic model
         class), `regex`, `grammar` (Lark, as llguidance reads it), `choices` (a list of
         strings); a reply cut by max_tokens before the structure is complete raises
@@ -227,14 +228,16 @@ class LanguageModel:
         # Each generation runs on a cache of its own (a fork shares the session and weights),
         # so interleaved streams and threads never see each other's tokens.
         return generate.stream(decoder or self.decoder.fork(), self.tokenizer, list(ids), sampler, max_tokens,
-                               eos_ids=self._eos_ids(ignore_eos), stop=stops, reuse=reuse,
+                               eos_ids=self._eos_ids(ignore_eos, constraint), stop=stops, reuse=reuse,
                                draft=check_draft(draft), load_s=self.load_s,
                                matcher=constraint.matcher() if constraint else None)
 
-    def _eos_ids(self, ignore_eos: bool) -> tuple[int, ...]:
+    def _eos_ids(self, ignore_eos: bool, constraint: object = None) -> tuple[int, ...]:
+        """The ids that end a reply: none with `ignore_eos`, except under a constraint, whose
+        grammar allows only EOS once it is complete (text after it would not parse)."""
         if not isinstance(ignore_eos, bool):
             raise InputError(f"{{param}} must be true or false, got {ignore_eos!r}.", param="ignore_eos")
-        return () if ignore_eos else tuple(self.manifest.tokenizer.eos_token_ids)
+        return () if ignore_eos and constraint is None else tuple(self.manifest.tokenizer.eos_token_ids)
 
     def constraint(self, *, json_schema: Any = None, regex: str | None = None, grammar: str | None = None,
                    choices: Sequence[str] | None = None) -> Grammar | None:
@@ -303,7 +306,7 @@ class LanguageModel:
                             f"{', '.join(SAMPLING_OPTIONS)}, stop, ignore_eos, json_schema, regex, grammar, choices")
         sampler, stops = make_sampler(self.sampling_params(**sampling)), _stops(stop)
         constraint = self.constraint(json_schema=json_schema, regex=regex, grammar=grammar, choices=choices)
-        return Request(list(ids), sampler, max_tokens, sink, self._eos_ids(ignore_eos), stops, cancelled,
+        return Request(list(ids), sampler, max_tokens, sink, self._eos_ids(ignore_eos, constraint), stops, cancelled,
                        constraint.matcher() if constraint else None, draft)
 
     def generate_batch(self, prompts: Sequence[str], *, raw: bool = False, slots: int = DEFAULT_SLOTS,

@@ -16,7 +16,7 @@ In: `Request`s (prompt ids, a sampler, stop rules, a sink for chunks). Out: each
    request's own sampler, and pushes the token through the request's own `TextStream`.
    A request decoding alone (the others free or reading their prompts) runs at batch 1
    instead, where onnxruntime allows several new tokens with a past, so it keeps its
-   speculative drafts (drafts.py: the same output, fewer calls); as soon as a second one
+   speculative drafts (drafts.py: the same output, fewer calls; on 8-bit bundles up to near-ties); as soon as a second one
    decodes, the batched steps go on without drafts.
 
 Every request keeps its own sampler (and seed), stop strings, max tokens, detokenizer and
@@ -181,7 +181,8 @@ class Scheduler:
         """One call at batch 1 on the slot: the last token and its drafts, checked as
         generate_tokens checks them (sample, then compare); unkept drafts are rewound."""
         request, ids, slot = running.request, running.ids, running.slot
-        room = min(request.max_tokens - (len(ids) - len(request.ids)) - 1, self.runner.capacity - len(ids))
+        room = min(request.max_tokens - (len(ids) - len(request.ids)) - 1, self.runner.capacity - len(ids),
+                   PREFILL_CHUNK - 1)  # a batch-1 call takes at most PREFILL_CHUNK tokens; forced runs can be longer
         drafted = running.drafts.next(ids, room, request.matcher)
         running.stats.drafted += len(drafted)
         rows = self.runner.logits(slot, [running.next_token, *drafted])  # (1 + drafted, vocab)

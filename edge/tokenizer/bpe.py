@@ -51,9 +51,12 @@ class BPE:
                     left, right = merge.split(" ", 1)
                 elif merge.__class__ is list:
                     left, right = merge
+                    if left.__class__ is not str or right.__class__ is not str:
+                        raise TypeError
                 else:
                     raise TypeError
-                ranked[vocab[left] << _SHIFT | vocab[right]] = rank << _SHIFT | vocab[left + right]
+                key = vocab[left] << _SHIFT | vocab[right]  # the pair first: a missing part is named before the sum
+                ranked[key] = rank << _SHIFT | vocab[left + right]
             except (ValueError, TypeError):
                 raise TokenizerError(f"tokenizer.json BPE merge {rank} ({merge!r:.60}) must be \"left right\" or "
                                      f"[left, right]; {specs.CORRUPT}") from None
