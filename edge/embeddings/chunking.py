@@ -38,9 +38,13 @@ _HEADING = re.compile(r" {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*")  # ATX: "
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 
 
+HEADING_CHARS = 80  # a heading longer than this is cut: it must fit the room chunks leave it (HEADING_TOKENS)
+HEADING_TOKENS = 24  # tokens a chunk leaves for its heading when chunks are as long as the encoder takes
+
+
 def with_heading(heading: str, text: str) -> str:
     """What the index embeds and matches. Example: ("Setup > Linux", "Run it.") -> "Setup > Linux\nRun it." """
-    return f"{heading}\n{text}" if heading else text
+    return f"{heading[:HEADING_CHARS]}\n{text}" if heading else text
 
 
 def section_headings(text: str) -> list[str]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from edge import jsonfile
 from edge.bundle import sha256
-from edge.embeddings.chunking import chunk_text, with_heading
+from edge.embeddings.chunking import HEADING_TOKENS, chunk_text, with_heading
 from edge.embeddings.corpus import Skipped, TextFile, text_files
 from edge.embeddings.model import EmbeddingModel
 from edge.errors import InputError, SearchIndexError
@@ -158,7 +158,8 @@ def _build(out: Path, paths: list, model: EmbeddingModel, chunking: dict, progre
 
 def _chunking(model: EmbeddingModel, chunk_tokens: int, overlap: int) -> dict:
     specials = len(model.tokenize([""])[0].ids)  # [CLS] and [SEP] take room in every chunk
-    budget = min(chunk_tokens, model.max_length - specials)
+    room = model.max_length - specials
+    budget = min(chunk_tokens, room - min(HEADING_TOKENS, room // 4))  # the heading embedded with it must fit too
     if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 8:
         raise InputError(f"need {{param}} >= 8, got {chunk_tokens!r}.", param="chunk_tokens")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < budget:
