@@ -22,7 +22,7 @@ import pytest
 
 import edge
 from edge.server.app import create_app
-from edge.server.worker import Job
+from edge.server.worker import Job, ShuttingDown
 from server_thread import running
 
 MODEL = "tiny"
@@ -317,6 +317,7 @@ def test_a_request_waiting_when_the_server_stops_gets_503(tiny_llama_bundle_fp32
 
     with running(app) as base:
         worker.submit(Job(held, lambda item: None))
+        _wait_for(lambda: worker.busy)  # the held job runs: the request below is the one queued
         with ThreadPoolExecutor(2) as pool:
             waiting = pool.submit(_http, base, "POST", "/v1/chat/completions",
                                   json.dumps({"model": MODEL, "messages": HELLO, "max_tokens": 3}).encode())
@@ -329,6 +330,18 @@ def test_a_request_waiting_when_the_server_stops_gets_503(tiny_llama_bundle_fp32
     assert body["error"]["message"].startswith("the server is shutting down") and "\n" not in body["error"]["message"]
 
 
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_job_submitted_after_close_is_answered(tiny_llama_bundle_fp32, parallel):
+    """A job that reaches a worker after close drained its queue gets ShuttingDown at once
+    (it used to sit behind the worker's end marker, its client waiting for ever)."""
+    app = create_app({MODEL: edge.load(tiny_llama_bundle_fp32)}, max_queue=2, parallel=parallel)
+    worker = app.state.workers[MODEL]
+    worker.close()
+    got = []
+    worker.submit(Job(lambda model: iter(["never"]), got.append))
+    assert len(got) == 1 and isinstance(got[0], ShuttingDown)
+
+
 # --- the command line ---------------------------------------------------------------------
 
 
@@ -336,6 +349,8 @@ def test_a_request_waiting_when_the_server_stops_gets_503(tiny_llama_bundle_fp32
     ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False),
     ("0.0.0.0", None, True), ("192.168.1.5", None, True), ("example.org", None, True), ("0.0.0.0", "k", False),
 ])
+
+
 def test_exposure_warning(host, key, warns):
     from edge.cli.serve import exposure_warning
 

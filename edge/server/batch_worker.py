@@ -26,6 +26,7 @@ class BatchWorker:
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._running: set[Job] = set()  # jobs handed to the scheduler and not ended
         self._closing = False
+        self._submitting = threading.Lock()  # submit and close: a job is queued before close drains, or answered 503
         self.served = 0  # jobs that ran to their end (or to an error)
         self.cancelled = 0  # jobs stopped because their client went away
         self._thread = threading.Thread(target=self._run, name=f"edge-batch-{name}", daemon=True)
@@ -44,14 +45,19 @@ class BatchWorker:
         return bool(self._running)
 
     def submit(self, job: Job) -> None:
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            raise QueueFull from None
+        with self._submitting:  # after close has drained the queue, nothing may join it unanswered
+            if self._closing:
+                job.sink(ShuttingDown())
+                return
+            try:
+                self._jobs.put_nowait(job)
+            except queue.Full:
+                raise QueueFull from None
 
     def close(self) -> None:
         """Stop the running jobs at the next step, fail the queued ones, end the thread."""
-        self._closing = True
+        with self._submitting:
+            self._closing = True
         for job in list(self._running):
             job.cancel()
         while True:

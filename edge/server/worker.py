@@ -50,6 +50,7 @@ class Worker:
         self.busy = False
         self._current: Job | None = None  # the running job, cancelled by `close`
         self._closing = False
+        self._submitting = threading.Lock()  # submit and close: a job is queued before close drains, or answered 503
         self.served = 0  # jobs that ran to their end (or to an error)
         self.cancelled = 0  # jobs stopped because their client went away
         self._thread = threading.Thread(target=self._run, name=f"edge-worker-{name}", daemon=True)
@@ -60,14 +61,19 @@ class Worker:
         return self._jobs.qsize()
 
     def submit(self, job: Job) -> None:
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            raise QueueFull from None
+        with self._submitting:  # after close has drained the queue, nothing may join it unanswered
+            if self._closing:
+                job.sink(ShuttingDown())
+                return
+            try:
+                self._jobs.put_nowait(job)
+            except queue.Full:
+                raise QueueFull from None
 
     def close(self) -> None:
         """Stop the running job at its next item, fail the queued ones, end the thread."""
-        self._closing = True
+        with self._submitting:
+            self._closing = True
         if (current := self._current) is not None:
             current.cancel()
         while True:
