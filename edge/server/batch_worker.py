@@ -15,7 +15,7 @@ import queue
 import threading
 from typing import Any
 
-from edge.server.worker import END, Job, QueueFull, ShuttingDown
+from edge.server.worker import END, Job, QueueFull, ShuttingDown, Worker
 
 
 class BatchWorker:
@@ -44,15 +44,7 @@ class BatchWorker:
     def busy(self) -> bool:
         return bool(self._running)
 
-    def submit(self, job: Job) -> None:
-        with self._submitting:  # after close has drained the queue, nothing may join it unanswered
-            if self._closing:
-                job.sink(ShuttingDown())
-                return
-            try:
-                self._jobs.put_nowait(job)
-            except queue.Full:
-                raise QueueFull from None
+    submit = Worker.submit  # the same queue, lock and closing flag
 
     def close(self) -> None:
         """Stop the running jobs at the next step, fail the queued ones, end the thread."""
