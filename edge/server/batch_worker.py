@@ -15,7 +15,7 @@ import queue
 import threading
 from typing import Any
 
-from edge.server.worker import END, Job, QueueFull, ShuttingDown, Worker
+from edge.server.worker import END, Job, ShuttingDown, Worker
 
 
 class BatchWorker:
