@@ -84,7 +84,7 @@ def test_rerun_embeds_only_changed_files_and_drops_deleted_ones(docs, tmp_path, 
     assert sorted(after.meta["files"]) == sorted(str(docs / n) for n in ("guide/setup.rst", "new.txt", "notes.md"))
     old_rows, new_rows = (i.meta["files"][str(docs / "guide/setup.rst")]["rows"] for i in (before, after))
     np.testing.assert_array_equal(after.vectors[slice(*new_rows)], before.vectors[slice(*old_rows)])
-    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", LOCK, *after.meta["data"].values()])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", LOCK, *after.meta["checksums"]])
 
 
 def test_an_index_inside_the_indexed_folder_does_not_index_itself(docs, bert):
@@ -130,7 +130,7 @@ CORRUPTIONS = {
 
 
 def _data(out, kind):
-    return out / json.loads((out / "index.json").read_text())["data"][kind]
+    return out / json.loads((out / "index.json").read_text())["shards"][0][kind]
 
 
 def _pickled(out):
