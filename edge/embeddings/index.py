@@ -206,16 +206,18 @@ def build_index(
         try:
             if ray is False:
                 plan = _plan_here(out, paths, model, chunking, previous, report)
+                _check_plan(plan, paths)
                 fresh = (embed_group(model, texts) for texts in groups(plan))
+                _commit(out, plan, previous, fresh, progress, report, _meta_base(model, chunking, report))
             else:
-                from edge.embeddings import distributed
+                from edge.embeddings.distributed import RayJob
 
-                job = distributed.RayJob(ray, model, chunking, workers, worker_cpus)
-                plan = job.plan(list(candidates(paths, out, report.skipped)),
-                                previous.meta["files"] if previous else {}, report.skipped)
-                fresh = job.embed(groups(plan))
-            _check_plan(plan, paths)
-            _commit(out, plan, previous, fresh, progress, report, _meta_base(model, chunking, report))
+                with RayJob(ray, model, chunking, workers, worker_cpus) as job:
+                    plan = job.plan(list(candidates(paths, out, report.skipped)),
+                                    previous.meta["files"] if previous else {}, report.skipped)
+                    _check_plan(plan, paths)
+                    fresh = job.embed(groups(plan))
+                    _commit(out, plan, previous, fresh, progress, report, _meta_base(model, chunking, report))
         finally:
             if previous:
                 previous.close()
