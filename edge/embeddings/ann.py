@@ -44,7 +44,6 @@ def build(out: Path, vectors: list[np.ndarray], threads: int | None) -> tuple[di
     dim, rows = vectors[0].shape[1], sum(len(v) for v in vectors)
     index = Index(ndim=dim, metric=METRIC, dtype=DTYPE, connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
                   expansion_search=EXPANSION_SEARCH)
-    index.reserve(rows)
     start = 0
     for part in vectors:
         for lo in range(0, len(part), ADD_ROWS):
@@ -70,14 +69,20 @@ class Graph:
                              f"{record['dtype']} {record['metric']}, expected {rows} x {dim} {DTYPE} {METRIC}")
         if sha256(file) != checksum:
             raise ValueError(f"{record['file']} does not match its checksum")
-        header = Index.metadata(str(file)) or {}
-        found = (header.get("dimensions"), str(header.get("kind_scalar", "")).lower(),
-                 str(header.get("kind_metric", "")).lower())
-        if found[0] != dim or "i8" not in found[1] or "ip" not in found[2]:
-            raise ValueError(f"{record['file']}'s header says {found}, expected ({dim}, i8, ip)")
+        try:
+            header = Index.metadata(str(file)) or {}
+        except (RuntimeError, ValueError) as exc:  # usearch's words for a file it cannot read
+            raise ValueError(f"{record['file']}'s header is not usearch's ({exc})") from None
+        found = (header.get("dimensions"), header.get("count_present"),
+                 *(getattr(header.get(k), "name", "?").lower() for k in ("kind_scalar", "kind_metric")))
+        if found != (dim, rows, DTYPE, METRIC):
+            raise ValueError(f"{record['file']}'s header says {found}, expected ({dim}, {rows}, {DTYPE}, {METRIC})")
         self.index = Index(ndim=dim, metric=METRIC, dtype=DTYPE, connectivity=record["connectivity"],
                            expansion_search=record["expansion_search"])
-        self.index.view(str(file))
+        try:
+            self.index.view(str(file))
+        except RuntimeError as exc:
+            raise ValueError(f"{record['file']}: {exc}") from None
         if len(self.index) != rows:
             raise ValueError(f"{record['file']} holds {len(self.index)} rows, expected {rows}")
         self.rescore, self.rows, self.threads = record["rescore"], rows, threads or 0

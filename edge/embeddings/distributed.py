@@ -133,33 +133,35 @@ class RayJob:
 
 
 def _failing_as_one_line(run):
-    """run() (or every item it yields), with Ray's errors as one SearchIndexError line."""
-    import ray
-
+    """run() (or every item it yields), with a failure on the cluster as one SearchIndexError
+    line: Ray wraps a worker's exception (RayTaskError, Ray Data's UserCodeException), so the
+    edge error inside is found and raised as it was; anything else is named by its last line."""
     try:
         result = run()
-        if isinstance(result, list):
-            return result
-        return _guarded(result)
-    except ray.exceptions.RayError as exc:
+        return result if isinstance(result, list) else _guarded(result)
+    except Exception as exc:
         raise _one_line(exc) from None
 
 
 def _guarded(items):
-    import ray
-
     try:
         yield from items
-    except ray.exceptions.RayError as exc:
+    except Exception as exc:
         raise _one_line(exc) from None
 
 
-def _one_line(exc: Exception) -> SearchIndexError:
-    cause = getattr(exc, "cause", None) or exc
-    if isinstance(cause, SearchIndexError):
-        return cause
-    first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1][:300]
-    return SearchIndexError(f"indexing on Ray failed ({first}); the previous index is unchanged. "
+def _one_line(exc: BaseException) -> Exception:
+    from edge.errors import EdgeError
+
+    seen, chain = set(), [exc]
+    while chain[-1] is not None and id(chain[-1]) not in seen:
+        seen.add(id(chain[-1]))
+        chain.append(getattr(chain[-1], "cause", None) or chain[-1].__cause__)
+    inner = next((e for e in reversed(chain) if isinstance(e, EdgeError)), None)  # the deepest: the original
+    if inner is not None:
+        return inner
+    lines = [line for line in str(chain[-2]).strip().splitlines() if line.strip()] or [type(chain[-2]).__name__]
+    return SearchIndexError(f"indexing on Ray failed ({lines[-1].strip()[:300]}); the previous index is unchanged. "
                             "Fix the cause (Ray's logs say more) and run `edge index` again.")
 
 
