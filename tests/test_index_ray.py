@@ -135,7 +135,7 @@ def test_an_interrupted_ray_run_leaves_the_previous_index(cluster, docs, tmp_pat
 
 def test_cli_index_with_ray_then_search(cluster, docs, tmp_path, tiny_bert_bundle_int8, capsys):
     out = tmp_path / "cli"
-    assert main(["index", str(docs), "-o", str(out), "-m", str(tiny_bert_bundle_int8), "--ray", "--workers", "2"]) == 0
+    assert main(["index", str(docs), "-o", str(out), "-m", str(tiny_bert_bundle_int8), "--ray", "local", "--workers", "2"]) == 0
     said = capsys.readouterr()
     assert "indexed 4 files" in said.out and "Traceback" not in said.err
     assert main(["search", str(out), TEXT["b.txt"].strip(), "-k", "1"]) == 0  # the chunk itself: cosine 1
@@ -146,7 +146,7 @@ def test_too_many_workers_is_one_clear_error(cluster, docs, tmp_path, bert, caps
     with pytest.raises(Exception, match="must fit the cluster's 2 CPUs") as info:
         build_index(tmp_path / "x", [docs], bert, ray=True, workers=3)
     assert getattr(info.value, "param", None) == "workers" and not (tmp_path / "x").exists()
-    assert main(["index", str(docs), "-o", str(tmp_path / "x"), "-m", str(tiny_bert_bundle_int8), "--ray",
+    assert main(["index", str(docs), "-o", str(tmp_path / "x"), "-m", str(tiny_bert_bundle_int8), "--ray", "auto",
                  "--worker-cpus", "3"]) == 1
     assert capsys.readouterr().err.startswith("error: ")
 

@@ -63,9 +63,9 @@ def index(
     chunk_tokens: int = typer.Option(128, "--chunk-tokens", metavar="N", help="Most tokens per chunk (capped by the model)."),
     overlap: int = typer.Option(32, "--overlap", metavar="N", help="Tokens a chunk may repeat from the one before."),
     threads: int = ThreadsOption,
-    ray: str = typer.Option(None, "--ray", is_flag=False, flag_value="", metavar="[ADDRESS]", show_default=False,
-                            help="Read, chunk and embed on a Ray cluster (the `scale` extra): ADDRESS, else "
-                                 "$RAY_ADDRESS, else a new local one. Give ADDRESS as --ray=ADDRESS."),
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS", show_default=False,
+                            help="Read, chunk and embed on a Ray cluster (the `scale` extra): `local` starts one on "
+                                 "this machine ($RAY_ADDRESS if set), else a Ray address (auto, ray://HOST:10001)."),
     workers: int = typer.Option(None, "--workers", metavar="N", min=1,
                                 help="With --ray: embedding actors (default: the cluster's CPUs / --worker-cpus)."),
     worker_cpus: int = typer.Option(1, "--worker-cpus", metavar="N", min=1,
@@ -93,7 +93,7 @@ def index(
             progress.update(done, total)
 
         report = build_index(out, paths, encoder, chunk_tokens, overlap, update,
-                             ray=False if ray is None else (ray or True), workers=workers, worker_cpus=worker_cpus)
+                             ray=False if ray is None else True if ray == "local" else ray, workers=workers, worker_cpus=worker_cpus)
     if report.rebuilt:
         print(f"note: rebuilt from scratch ({report.rebuilt}).", file=sys.stderr)
     for note in report.notes:

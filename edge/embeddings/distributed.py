@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,6 +152,7 @@ def _guarded(items):
 
 
 def _one_line(exc: BaseException) -> Exception:
+    from edge import errors
     from edge.errors import EdgeError
 
     seen, chain = set(), [exc]
@@ -160,6 +162,11 @@ def _one_line(exc: BaseException) -> Exception:
     inner = next((e for e in reversed(chain) if isinstance(e, EdgeError)), None)  # the deepest: the original
     if inner is not None:
         return inner
+    for text in map(str, chain[:-1]):  # Ray Data may pass on only the worker's traceback, as text
+        found = re.search(r"^edge\.errors\.(\w+): (.+)$", text, re.MULTILINE)
+        kind = getattr(errors, found[1], None) if found else None
+        if isinstance(kind, type) and issubclass(kind, EdgeError):
+            return kind(found[2].strip())
     lines = [line for line in str(chain[-2]).strip().splitlines() if line.strip()] or [type(chain[-2]).__name__]
     return SearchIndexError(f"indexing on Ray failed ({lines[-1].strip()[:300]}); the previous index is unchanged. "
                             "Fix the cause (Ray's logs say more) and run `edge index` again.")
