@@ -246,7 +246,12 @@ def cpu() -> str:
     return f"{name}, {simd}, {os.cpu_count()} CPUs, {platform.machine()}"
 
 
-def search_step(chunks: int, threads: int, keep: Path | None) -> dict:
+def search_step(chunks: int, threads: int, keep: Path | None, min_rows: int | None) -> dict:
+    """`min_rows`: the graph threshold for this run (ann.MIN_ROWS otherwise), for a smaller corpus."""
+    if min_rows is not None:
+        from edge.embeddings import ann
+
+        ann.MIN_ROWS = min_rows
     folder = keep or Path(tempfile.mkdtemp(prefix="index-scale-"))
     out = folder / f"index-{chunks}"
     result = {"chunks": chunks, "cpu": cpu()}
@@ -281,6 +286,7 @@ def main() -> None:
     step.add_argument("--chunks", type=int, default=100_000)
     step.add_argument("--threads", type=int, default=2)
     step.add_argument("--keep", type=Path, help="folder for the index (kept, reused on the next run)")
+    step.add_argument("--min-rows", type=int, help="build the graph from this many rows (default: edge's threshold)")
     for step in sub.choices.values():
         step.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
@@ -288,7 +294,7 @@ def main() -> None:
         embed(args.chunks, args.seconds, args.threads)
         return
     result = throughput(args.texts, args.runs) if args.step == "throughput" else \
-        search_step(args.chunks, args.threads, args.keep)
+        search_step(args.chunks, args.threads, args.keep, args.min_rows)
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
