@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[export,serve,viz,test]'
+	$(PY) -m pip install --quiet -e '.[export,serve,viz,scale,test]'
 	$(MAKE) --no-print-directory fonts
 	touch $(STAMP)
 

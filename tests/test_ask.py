@@ -10,9 +10,11 @@ import builtins
 import http.client
 import json
 import warnings
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import numpy as np
+
 import pytest
 
 import edge
@@ -190,10 +192,10 @@ def test_hybrid_order_does_not_depend_on_index_order(index, bert):
     hits = hybrid_search(found, bert, query, 6)
     by_cosine = sorted(_scores(index, bert, query).items(), key=lambda kv: -kv[1])
     assert [h.text for h in hits] == [text for text, _ in by_cosine][:6]
-    found.entries.reverse()
-    found.vectors = found.vectors[::-1].copy()
-    assert [(h.file, h.start_line) for h in hybrid_search(found, bert, query, 6)] == [(h.file, h.start_line)
-                                                                                    for h in hits]
+    reversed_index = SimpleNamespace(check_model=found.check_model, entries=list(found.entries)[::-1],
+                                     vectors=found.vectors[::-1].copy())  # the same rows stored the other way round
+    assert [(h.file, h.start_line) for h in hybrid_search(reversed_index, bert, query, 6)] == [
+        (h.file, h.start_line) for h in hits]
 
 
 @pytest.mark.parametrize("text, cited, flagged", [

@@ -207,10 +207,20 @@ BROKEN = {
     "files-list": lambda m: m.update(files=[]),
     "rows-string": lambda m: m["files"].update({"x": {"sha256": "0", "rows": "0:3"}}),
     "rows-backwards": lambda m: m["files"].update({"x": {"sha256": "0", "rows": [5, 1]}}),
-    "data-escape": lambda m: m["data"].update(vectors="../../../etc/passwd"),
-    "data-absolute": lambda m: m["data"].update(chunks="/etc/hostname"),
+    "data-escape": lambda m: m["shards"][0].update(vectors="../../../etc/passwd"),
+    "data-absolute": lambda m: m["shards"][0].update(chunks="/etc/hostname"),
+    "offsets-escape": lambda m: m["shards"][0].update(offsets="../offsets-0123456789ab.npy"),
     "no-checksums": lambda m: m.pop("checksums"),
-    "checksum-number": lambda m: m["checksums"].update({m["data"]["vectors"]: 5}),
+    "checksum-number": lambda m: m["checksums"].update({m["shards"][0]["vectors"]: 5}),
+    "no-shards": lambda m: m.update(shards=[]),
+    "shard-rows-string": lambda m: m["shards"][0].update(rows="3"),
+    "shard-rows-too-many": lambda m: m["shards"][0].update(rows=m["shards"][0]["rows"] + 1),
+    "shard-rows-too-few": lambda m: m["shards"][0].update(rows=m["shards"][0]["rows"] - 1),
+    "file-rows-past-shards": lambda m: m["files"].update({"x": {"sha256": "0", "rows": [0, 10**9]}}),
+    "ann-not-object": lambda m: m.update(ann=[1]),
+    "ann-escape": lambda m: m.update(ann={"file": "/etc/passwd", "library": "usearch", "rows": 3, "dim": 32,
+                                          "dtype": "i8", "metric": "ip", "connectivity": 16,
+                                          "expansion_search": 64, "rescore": 40}),
 }
 
 
@@ -237,13 +247,86 @@ def test_hostile_index_json(index, capsys, text):
     _one_line_error(capsys, "search", str(index), "cats")
 
 
-def test_broken_chunk_lines(index, capsys):
-    """A chunks file whose checksum was updated to match wrong-typed fields."""
+def _rewrite(index: Path, kind: str, write) -> None:
+    """Replace the first shard's `kind` file by write(path), with a checksum that matches."""
     from edge.bundle import sha256
 
     meta = json.loads((index / META).read_text())
-    chunks = index / meta["data"]["chunks"]
-    chunks.write_text(json.dumps({"file": 5, "start_line": "1", "end_line": 2, "text": None}) + "\n")
-    meta["checksums"][chunks.name] = sha256(chunks)
+    file = index / meta["shards"][0][kind]
+    write(file)
+    meta["checksums"][file.name] = sha256(file)
     (index / META).write_text(json.dumps(meta))
+
+
+def _chunk_lines(index: Path, lines: list[bytes]) -> None:
+    """The first shard's chunks replaced by `lines`, its offsets and checksums made to match."""
+    import numpy as np
+
+    rows = json.loads((index / META).read_text())["shards"][0]["rows"]
+    lines = (lines * rows)[:rows]
+    _rewrite(index, "chunks", lambda f: f.write_bytes(b"".join(lines)))
+    offsets = np.cumsum([0] + [len(line) for line in lines]).astype(np.int64)
+    _rewrite(index, "offsets", lambda f: np.save(f, offsets, allow_pickle=False))
+
+
+HOSTILE_LINES = {
+    "wrong types": json.dumps({"file": 5, "start_line": "1", "end_line": 2, "text": None}).encode() + b"\n",
+    "extra field": json.dumps({"file": "a", "start_line": 1, "end_line": 2, "text": "t", "x": 1}).encode() + b"\n",
+    "not an object": b"[1, 2, 3]\n",
+    "deep": b"[" * 10_000 + b"]" * 10_000 + b"\n",
+    "not utf-8": b'{"file": "\xff"}\n',
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_LINES)
+def test_broken_chunk_lines(index, capsys, case):
+    """A chunks file whose offsets and checksum were updated to match hostile lines."""
+    _chunk_lines(index, [HOSTILE_LINES[case]])
     assert "is corrupt" in _one_line_error(capsys, "search", str(index), "cats")
+
+
+def test_offsets_that_do_not_mark_lines(index, capsys):
+    import numpy as np
+
+    rows = json.loads((index / META).read_text())["shards"][0]["rows"]
+    size = (index / json.loads((index / META).read_text())["shards"][0]["chunks"]).stat().st_size
+    for offsets in ([size] * (rows + 1), [0] * rows + [size], list(range(rows)) + [size + 1]):
+        _rewrite(index, "offsets", lambda f: np.save(f, np.array(offsets, dtype=np.int64), allow_pickle=False))
+        assert "does not mark lines" in _one_line_error(capsys, "search", str(index), "cats")
+    _rewrite(index, "offsets", lambda f: np.save(f, np.arange(rows + 1, dtype=np.int32), allow_pickle=False))
+    assert "expected int64" in _one_line_error(capsys, "search", str(index), "cats")
+
+
+@pytest.mark.parametrize("vectors", ["float64", "fortran", "3d", "object"])
+def test_vectors_of_the_wrong_kind(index, capsys, vectors):
+    """Checksums match; the header is what gives them away, before numpy maps the file."""
+    import numpy as np
+
+    meta = json.loads((index / META).read_text())
+    rows, dim = meta["shards"][0]["rows"], meta["model"]["dim"]
+    arrays = {"float64": np.zeros((rows, dim)), "fortran": np.asfortranarray(np.zeros((rows, dim), np.float32)),
+              "3d": np.zeros((rows, dim, 1), np.float32), "object": np.array([None] * rows, dtype=object)}
+    _rewrite(index, "vectors", lambda f: np.save(f, arrays[vectors], allow_pickle=vectors == "object"))
+    assert "is corrupt" in _one_line_error(capsys, "search", str(index), "cats")
+
+
+def test_a_version_1_index_still_opens_and_searches(index, bert, tmp_path, capsys):
+    """Indexes written before shards: one vectors and one chunks file under "data"."""
+    import numpy as np
+
+    from edge.bundle import sha256
+    from edge.embeddings.search import search
+
+    meta = json.loads((index / META).read_text())
+    shard = meta["shards"][0]
+    v1 = {key: meta[key] for key in ("format", "model", "chunking", "files", "skipped")}
+    v1.update(version=1, data={"vectors": shard["vectors"], "chunks": shard["chunks"]},
+              checksums={shard[k]: sha256(index / shard[k]) for k in ("vectors", "chunks")})
+    (index / shard["offsets"]).unlink()
+    (index / META).write_text(json.dumps(v1))
+    found = SearchIndex.open(index)
+    assert len(found.entries) == shard["rows"] and found.meta["version"] == 1
+    hits = search(found, bert, "Dogs bark at the postman.", k=1)
+    assert hits[0].file.endswith("b.txt") and hits[0].score == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_array_equal(found.vectors, np.load(index / shard["vectors"]))
+    assert main(["search", str(index), "cats"]) == 0 and capsys.readouterr().out.startswith("1. ")

@@ -1,4 +1,6 @@
-"""The runtime path never imports the exporter or its heavy dependencies.
+"""The runtime path never imports the exporter or its heavy dependencies, nor Ray (the
+`scale` extra's: `edge index` imports it only with --ray) nor usearch (only for an index with
+an ANN graph).
 
 A fresh interpreter loads a bundle, uses it (generates; or embeds, indexes and searches),
 prints `edge --help`, then reports which
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-EXPORTER_ONLY = ("torch", "transformers", "tokenizers", "export", "onnx", "sentence_transformers", "huggingface_hub")
+EXPORTER_ONLY = ("torch", "transformers", "tokenizers", "export", "onnx", "sentence_transformers", "huggingface_hub",
+                 "ray", "pyarrow", "pandas", "usearch")
 
 PROBE = """
 import json, sys
@@ -47,6 +50,8 @@ folder = pathlib.Path(tempfile.mkdtemp())
 build_index(folder / "index", [folder / "a.txt"], model)
 search(SearchIndex.open(folder / "index"), model, "hello")
 main(["embed", "-m", sys.argv[1], "hi"])
+main(["index", str(folder / "a.txt"), "-o", str(folder / "index2"), "-m", sys.argv[1]])
+main(["search", str(folder / "index2"), "hello"])
 """,
 }
 

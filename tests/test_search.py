@@ -62,19 +62,22 @@ def test_index_stores_vectors_and_where_each_chunk_comes_from(docs, tmp_path, be
 
 
 def test_an_index_from_before_headings_still_loads_and_is_rebuilt_on_update(docs, tmp_path, bert, capsys):
-    """Version 1 indexes written before chunks had headings: no "heading" per chunk and no
-    "headings" in the chunking settings. They open and search as they are; the next `edge
+    """Version 1 indexes (before shards) written before chunks had headings: no "heading" per
+    chunk and no "headings" in the chunking settings. They open and search as they are; the next `edge
     index` over them rebuilds them, saying why."""
     from edge.bundle import sha256
 
     out = tmp_path / "idx"
     build_index(out, [docs], bert)
     meta = json.loads((out / "index.json").read_text())
-    chunks = _data(out, "chunks")
+    chunks, offsets = _data(out, "chunks"), _data(out, "offsets")
     rows = [json.loads(line) for line in chunks.read_text().splitlines()]
     chunks.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "heading"}) + "\n" for r in rows))
+    offsets.unlink()  # version 1: one vectors and one chunks file, no offsets, no shards
+    shard = meta.pop("shards")[0]
+    del meta["ann"], meta["checksums"][offsets.name], meta["chunking"]["headings"]
+    meta |= {"version": 1, "data": {"vectors": shard["vectors"], "chunks": shard["chunks"]}}
     meta["checksums"][chunks.name] = sha256(chunks)
-    del meta["chunking"]["headings"]
     (out / "index.json").write_text(json.dumps(meta))
     old = SearchIndex.open(out)
     assert [e.heading for e in old.entries] == [""] * len(rows) and [e.text for e in old.entries] == [r["text"]
@@ -114,7 +117,7 @@ def test_rerun_embeds_only_changed_files_and_drops_deleted_ones(docs, tmp_path, 
     assert sorted(after.meta["files"]) == sorted(str(docs / n) for n in ("guide/setup.rst", "new.txt", "notes.md"))
     old_rows, new_rows = (i.meta["files"][str(docs / "guide/setup.rst")]["rows"] for i in (before, after))
     np.testing.assert_array_equal(after.vectors[slice(*new_rows)], before.vectors[slice(*old_rows)])
-    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", LOCK, *after.meta["data"].values()])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", LOCK, *after.meta["checksums"]])
 
 
 def test_an_index_inside_the_indexed_folder_does_not_index_itself(docs, bert):
@@ -160,7 +163,7 @@ CORRUPTIONS = {
 
 
 def _data(out, kind):
-    return out / json.loads((out / "index.json").read_text())["data"][kind]
+    return out / json.loads((out / "index.json").read_text())["shards"][0][kind]
 
 
 def _pickled(out):

@@ -63,8 +63,18 @@ def index(
     chunk_tokens: int = typer.Option(128, "--chunk-tokens", metavar="N", help="Most tokens per chunk (capped by the model)."),
     overlap: int = typer.Option(32, "--overlap", metavar="N", help="Tokens a chunk may repeat from the one before."),
     threads: int = ThreadsOption,
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS", show_default=False,
+                            help="Read, chunk and embed on a Ray cluster (the `scale` extra): `local` starts one on "
+                                 "this machine ($RAY_ADDRESS if set), else a Ray address (auto, ray://HOST:10001)."),
+    workers: int = typer.Option(None, "--workers", metavar="N", min=1,
+                                help="With --ray: embedding actors (default: the cluster's CPUs / --worker-cpus)."),
+    worker_cpus: int = typer.Option(1, "--worker-cpus", metavar="N", min=1,
+                                    help="With --ray: CPUs, and onnxruntime threads, of each actor."),
 ):
     """Index text files for `edge search`; re-running embeds only changed files.
+
+    Indexes of 100,000 chunks or more also get an approximate-search graph when usearch is
+    installed (the `scale` extra); smaller ones are searched exactly.
 
     Example: edge index README.md docs/ -o docs.index
     """
@@ -82,9 +92,12 @@ def index(
                 progress.stage(f"embedding the new chunks of {', '.join(map(str, paths))}")
             progress.update(done, total)
 
-        report = build_index(out, paths, encoder, chunk_tokens, overlap, update)
+        report = build_index(out, paths, encoder, chunk_tokens, overlap, update,
+                             ray=False if ray is None else True if ray == "local" else ray, workers=workers, worker_cpus=worker_cpus)
     if report.rebuilt:
         print(f"note: rebuilt from scratch ({report.rebuilt}).", file=sys.stderr)
+    for note in report.notes:
+        print(f"note: {note}.", file=sys.stderr)
     skipped = report.skipped
     print(f"indexed {report.files} files ({report.chunks} chunks) into {out}: {len(report.embedded_files)} embedded, "
           f"{report.reused_files} unchanged, {len(report.removed_files)} removed; skipped "
@@ -99,6 +112,8 @@ def search(
     k: int = typer.Option(5, "-k", metavar="K", help="How many hits to show."),
     model: Path = typer.Option(None, "-m", "--model", metavar="MODEL", help="Encoder bundle (default: the one the index was built with)."),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as a JSON list."),
+    exact: bool = typer.Option(False, "--exact", help="Score every chunk (brute force), never the index's ANN graph."),
+    threads: int = ThreadsOption,
 ):
     """Show the chunks of the indexed files closest in meaning to QUERY, best first.
 
@@ -107,11 +122,13 @@ def search(
     from edge.embeddings.index import SearchIndex
     from edge.embeddings.search import search as run_search
 
-    found = SearchIndex.open(index)
+    found = SearchIndex.open(index, exact=exact, threads=threads)
+    for note in found.notes:
+        print(f"note: {note}.", file=sys.stderr)
     bundle = model or found.bundle
     if model is None and not bundle.exists():
         raise BundleError(f"the bundle this index was built with ({bundle}) is gone. Pass it with -m BUNDLE.")
-    hits = run_search(found, load_encoder(bundle), from_argv(query), k)
+    hits = run_search(found, load_encoder(bundle, threads), from_argv(query), k)
     if as_json:
         print(json.dumps([{"score": h.score, "file": h.file, "start_line": h.start_line, "end_line": h.end_line,
                            "text": h.text} for h in hits], ensure_ascii=False))

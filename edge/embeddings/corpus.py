@@ -36,14 +36,19 @@ class Skipped:
 
 def text_files(paths: Iterable[str | Path], exclude: Path | None, skipped: Skipped) -> Iterator[TextFile]:
     """Every text file under `paths` (each once), leaving out anything inside `exclude`."""
-    seen: set[Path] = set()
-    for path in _walk(paths, skipped):
-        if path in seen or (exclude is not None and path.is_relative_to(exclude)):
-            continue
-        seen.add(path)
+    for path in candidates(paths, exclude, skipped):
         loaded = read_text_file(path, skipped)
         if loaded is not None:
             yield loaded
+
+
+def candidates(paths: Iterable[str | Path], exclude: Path | None, skipped: Skipped) -> Iterator[Path]:
+    """Every file under `paths` (each once, not read yet), leaving out anything inside `exclude`."""
+    seen: set[Path] = set()
+    for path in _walk(paths, skipped):
+        if path not in seen and not (exclude is not None and path.is_relative_to(exclude)):
+            seen.add(path)
+            yield path
 
 
 def read_text_file(path: Path, skipped: Skipped) -> TextFile | None:

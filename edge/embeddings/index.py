@@ -1,19 +1,21 @@
-"""The on-disk search index: build or update it from files, open and verify it.
+"""The on-disk search index: build or update it from files, open it, find a query's nearest rows.
 
 An index is a folder of plain files (no pickle):
-    index.json          what it is: format, version, the model's identity and bundle, how
-                        text was chunked, each file's sha256 and rows, data checksums
-    vectors-<id>.npy    (chunks, dim) float32, unit rows (so a dot product is the cosine)
-    chunks-<id>.jsonl   one {"file", "start_line", "end_line", "text", "heading"} per row (an
-                        index from before headings has no "heading": it loads, and its
-                        next update rebuilds it)
+    index.json          what it is (index_meta.py): the model's identity and bundle, how text
+                        was chunked, each file's sha256 and rows, the shards, checksums
+    vectors-<id>.npy    one shard (shards.py): (rows, dim) float32 unit rows, memory-mapped,
+    chunks-<id>.jsonl   with its chunks and their line offsets; SHARD_ROWS rows a shard
+    offsets-<id>.npy
+    ann-<id>.usearch    an HNSW graph (ann.py) when the index has ann.MIN_ROWS rows or more
+                        and usearch is installed; smaller indexes are searched exactly
     .edge-index.lock    held (fcntl.flock, exclusive) by the one run writing the folder
 Each run writes new data files, then replaces index.json in one atomic rename, then
 deletes the old data files: an interrupted run leaves the previous index as it was. A
 second run on the same folder while one writes fails at once (the lock), so one run never
 deletes another's files. A folder left by a first run killed before its commit (only
 edge's own files, no index.json) is cleaned and rebuilt. Re-running embeds only files
-whose bytes changed and drops files that are gone.
+whose bytes changed and drops files that are gone. The embedding runs here, or on a Ray
+cluster (`ray=`, distributed.py); both follow plan.py, so they write the same index.
 """
 
 from __future__ import annotations
@@ -24,76 +26,116 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edge import jsonfile
-from edge.bundle import sha256
-from edge.embeddings.chunking import HEADING_TOKENS, chunk_text, with_heading
-from edge.embeddings.corpus import Skipped, TextFile, text_files
+from edge.embeddings import ann
+from edge.embeddings.chunking import HEADING_TOKENS
+from edge.embeddings.corpus import Skipped, candidates, text_files
+from edge.embeddings.index_meta import FORMAT, META, REBUILD, VERSION, read_meta
 from edge.embeddings.model import EmbeddingModel
+from edge.embeddings.plan import EMBED_GROUP, Planned, chunk_file, embed_group, groups, write_rows
+from edge.embeddings.shards import Entry, Rows, Shard, ShardWriter
 from edge.errors import InputError, SearchIndexError
-from edge.embeddings.pooling import l2_normalize
 
-FORMAT = "edge-index"
-VERSION = 1
-META = "index.json"
+__all__ = ["EMBED_GROUP", "Entry", "FORMAT", "LOCK", "META", "VERSION", "IndexReport", "SearchIndex", "build_index"]
+
 LOCK = ".edge-index.lock"
 # Every name a run of edge writes in an index folder: what an uncommitted folder may hold.
-OWN_FILES = re.compile(r"vectors-[0-9a-f]{12}\.npy|chunks-[0-9a-f]{12}\.jsonl|\.index\.json\.[0-9a-f]{12}\.partial"
-                       + "|" + re.escape(LOCK))
+OWN_FILES = re.compile(r"(vectors|offsets)-[0-9a-f]{12}\.npy|chunks-[0-9a-f]{12}\.jsonl|ann-[0-9a-f]{12}\.usearch"
+                       r"|\.index\.json\.[0-9a-f]{12}\.partial|" + re.escape(LOCK))
 DEFAULT_CHUNK_TOKENS = 128
 DEFAULT_OVERLAP = 32
-MARKDOWN = (".md", ".markdown", ".mdown", ".mkd")  # files whose chunks carry their section heading
-EMBED_GROUP = 256  # texts per embed call: the progress bar's step
-_REBUILD = "Rebuild it with `edge index PATH... -o INDEX`."
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One indexed chunk: where it comes from, and its text."""
-
-    file: str
-    start_line: int
-    end_line: int
-    text: str
-    heading: str = ""  # the Markdown section the chunk sits in, embedded and matched with the text
-
-    @property
-    def searchable(self) -> str:
-        """What is embedded and matched: the heading, then the text."""
-        return with_heading(self.heading, self.text)
+SCAN_ROWS = 65_536  # rows scored at once by brute force: bounded memory on any index
 
 
 @dataclass
 class SearchIndex:
     path: Path
     meta: dict
-    vectors: np.ndarray  # (N, dim) float32, unit rows
-    entries: list[Entry]
+    shards: list[Shard]
+    graph: ann.Graph | None = None
+    notes: list[str] = field(default_factory=list)  # what the user should know (a missing extra)
 
     @classmethod
-    def open(cls, path: str | Path) -> SearchIndex:
-        """Read and verify an index; SearchIndexError (with the fix) if anything is off."""
+    def open(cls, path: str | Path, exact: bool = False, threads: int | None = None) -> SearchIndex:
+        """Open and check an index; SearchIndexError (with the fix) if anything is off. Small
+        indexes are verified in full now; large ones by their headers now and their checksums
+        before a full scan. `exact`: never use the ANN graph."""
         path = Path(path).expanduser()
-        meta = _read_meta(path)
-        try:
-            vectors = _read_vectors(path, meta)
-            entries = _read_entries(path, meta)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SearchIndexError(f"index {path} is corrupt ({exc.__class__.__name__}: {exc}). {_REBUILD}") from None
-        if len(entries) != len(vectors):
-            raise SearchIndexError(f"index {path} is corrupt ({len(entries)} chunks, {len(vectors)} vectors). "
-                                   f"{_REBUILD}")
-        return cls(path, meta, vectors, entries)
+        meta = read_meta(path)
+        with _corrupt(path):
+            dim = meta["model"]["dim"]
+            shards = [Shard(path, record, dim, meta["checksums"]) for record in meta["shards"]]
+            index = cls(path, meta, shards)
+            _check_files_tile(meta["files"], len(index.entries))
+            if len(index.entries) < ann.MIN_ROWS:
+                for shard in shards:
+                    shard.verify()
+            if meta["ann"] and not exact:
+                if ann.available():
+                    index.graph = ann.Graph(path, meta["ann"], meta["checksums"][meta["ann"]["file"]],
+                                            len(index.entries), dim, threads)
+                else:
+                    index.notes.append(ann.MISSING.format(rows=len(index.entries)))
+        return index
 
     @property
     def bundle(self) -> Path:
         """The bundle the index was built with (where it was then)."""
         return Path(self.meta["model"]["bundle"])
+
+    @property
+    def entries(self) -> Rows:
+        """Every chunk, read from disk when asked for: `entries[i]` is row i."""
+        return Rows(self.shards)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(N, dim) float32: every row, verified and read into memory (small indexes, hybrid search)."""
+        with _corrupt(self.path):
+            for shard in self.shards:
+                shard.verify()
+            return np.concatenate([s.vectors for s in self.shards])
+
+    def entry(self, row: int) -> Entry:
+        with _corrupt(self.path):
+            return self.entries[row]
+
+    def nearest(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k rows closest to the unit `vector` (dim,): (rows (k,) int64, cosines (k,) float32),
+        best first, ties by row. Exact below ann.MIN_ROWS; above, the graph's candidates re-scored."""
+        with _corrupt(self.path):
+            if self.graph is not None:
+                rows = np.unique(self.graph.candidates(vector, max(k, self.graph.rescore)))  # (c,) sorted
+                scores = self._gather(rows) @ vector  # (c,)
+            else:
+                rows, scores = self._scan(vector, k)
+        order = np.lexsort((rows, -scores))[:k]
+        return rows[order], scores[order]
+
+    def _scan(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force, SCAN_ROWS at a time: each block's best k, (<= blocks * k,) candidates."""
+        rows, scores = [np.empty(0, np.int64)], [np.empty(0, np.float32)]
+        for shard, first in zip(self.shards, self.entries.starts):
+            shard.verify()
+            for lo in range(0, shard.rows, SCAN_ROWS):
+                block = shard.vectors[lo : lo + SCAN_ROWS] @ vector  # (b,)
+                take = min(k, len(block))
+                best = np.argpartition(-block, take - 1)[:take]
+                rows.append(best + first + lo)
+                scores.append(block[best])
+        return np.concatenate(rows), np.concatenate(scores)
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), dim) float32: the given sorted rows, read from the shards' maps."""
+        starts = self.entries.starts
+        which = np.searchsorted(starts, rows, side="right") - 1  # (len(rows),) shard of each row
+        parts = [self.shards[s].vectors[rows[which == s] - starts[s]] for s in np.unique(which)]
+        return np.concatenate(parts) if parts else np.empty((0, self.meta["model"]["dim"]), np.float32)
 
     def check_model(self, model: EmbeddingModel) -> None:
         if model.identity != self.meta["model"]["identity"]:
@@ -102,6 +144,30 @@ class SearchIndex:
                 f"{self.bundle}); vectors of different models cannot be compared. Search with that bundle "
                 "(-m), or rebuild the index with this one."
             )
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.close()
+
+
+@contextlib.contextmanager
+def _corrupt(path: Path) -> Iterator[None]:
+    """Any trouble reading an index's files, as the one error that says to rebuild it."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise SearchIndexError(f"index {path} is corrupt ({exc.__class__.__name__}: {exc}). {REBUILD}") from None
+
+
+def _check_files_tile(files: dict, rows: int) -> None:
+    """The files' row ranges must cover 0..rows exactly once, in order."""
+    end = 0
+    for start, stop in sorted(tuple(entry["rows"]) for entry in files.values()):
+        if start != end:
+            raise ValueError(f"the files' rows leave a gap or overlap at row {start}")
+        end = stop
+    if end != rows:
+        raise ValueError(f"the files cover {end} rows, the shards hold {rows}")
 
 
 @dataclass
@@ -113,6 +179,7 @@ class IndexReport:
     reused_files: int = 0
     skipped: Skipped = field(default_factory=Skipped)
     rebuilt: str | None = None  # why nothing of the previous index was reused
+    notes: list[str] = field(default_factory=list)  # e.g. no ANN graph for want of its extra
 
 
 def build_index(
@@ -122,38 +189,106 @@ def build_index(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     overlap: int = DEFAULT_OVERLAP,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    ray: bool | str = False,
+    workers: int | None = None,
+    worker_cpus: int = 1,
 ) -> IndexReport:
     """Create or update the index at `out` for the text files under `paths`.
-    `progress(done, total)` is called as new chunks are embedded."""
+    `progress(done, total)` is called as new chunks are embedded. `ray`: True runs the reading,
+    chunking and embedding on Ray (the cluster this process is connected to, else
+    `ray.init()`: $RAY_ADDRESS or a new local one), a string is a cluster address; `workers`
+    actors (default: the cluster's CPUs / worker_cpus) of `worker_cpus` CPUs and threads each."""
     out, paths = Path(out).expanduser().resolve(), list(paths)
     chunking = _chunking(model, chunk_tokens, overlap)
     with _locked(out):
-        return _build(out, paths, model, chunking, progress)
+        report = IndexReport()
+        previous = _previous(out, model, chunking, report)
+        try:
+            if ray is False:
+                plan = _plan_here(out, paths, model, chunking, previous, report)
+                _check_plan(plan, paths)
+                fresh = (embed_group(model, texts) for texts in groups(plan))
+                _commit(out, plan, previous, fresh, progress, report, _meta_base(model, chunking, report))
+            else:
+                from edge.embeddings.distributed import RayJob
+
+                with RayJob(ray, model, chunking, workers, worker_cpus) as job:
+                    plan = job.plan(list(candidates(paths, out, report.skipped)),
+                                    previous.meta["files"] if previous else {}, report.skipped)
+                    _check_plan(plan, paths)
+                    fresh = job.embed(groups(plan))
+                    _commit(out, plan, previous, fresh, progress, report, _meta_base(model, chunking, report))
+        finally:
+            if previous:
+                previous.close()
+        return report
 
 
-def _build(out: Path, paths: list, model: EmbeddingModel, chunking: dict, progress) -> IndexReport:
-    """build_index's work, with the folder's lock held."""
-    report = IndexReport()
-    previous = _previous(out, model, chunking, report)
-    rows: list[tuple[TextFile, list[Entry], np.ndarray | None]] = []
+def _plan_here(out: Path, paths: list, model: EmbeddingModel, chunking: dict, previous, report) -> list[Planned]:
+    plan = []
     for file in text_files(paths, out, report.skipped):
-        old = previous.meta["files"].get(str(file.path)) if previous else None
+        path = str(file.path)
+        old = previous.meta["files"].get(path) if previous else None
         if old is not None and old["sha256"] == file.sha256:
-            start, end = old["rows"]
-            rows.append((file, previous.entries[start:end], previous.vectors[start:end]))
-            report.reused_files += 1
+            plan.append(Planned(path, file.sha256, None, tuple(old["rows"])))
         else:
-            rows.append((file, _entries(file, model, chunking), None))
-            report.embedded_files.append(str(file.path))
-    if not rows:
+            plan.append(Planned(path, file.sha256, chunk_file(path, file.text, _counter(model), chunking)))
+    return plan
+
+
+def _counter(model: EmbeddingModel) -> Callable[[str], int]:
+    return lambda text: len(model.tokenizer.encode(text))
+
+
+def _check_plan(plan: list[Planned], paths: list) -> None:
+    if not plan:
         raise InputError(f"no text files found in {', '.join(map(str, paths))}. Pass files or folders with text.")
-    kept = {str(f.path) for f, _, _ in rows}
+
+
+def _commit(out: Path, plan: list[Planned], previous, fresh, progress, report: IndexReport, meta: dict) -> None:
+    """Write the shards (and graph), then index.json in one rename, then drop the old files."""
+    report.embedded_files = [p.path for p in plan if p.entries is not None]
+    report.reused_files = len(plan) - len(report.embedded_files)
+    kept = {p.path for p in plan}
     report.removed_files = sorted(set(previous.meta["files"]) - kept) if previous else []
-    vectors = _embed_new(model, rows, progress)
-    entries = [e for _, file_entries, _ in rows for e in file_entries]
-    _write(out, _meta(model, chunking, rows, report), vectors, entries)
-    report.files, report.chunks = len(rows), len(entries)
-    return report
+    writer = ShardWriter(out, meta["model"]["dim"])
+    total_new = sum(p.rows for p in plan if p.entries is not None)
+    write_rows(writer, plan, previous.entries if previous else None, iter(fresh), progress, total_new)
+    shards, checksums, graph = writer.close(), dict(writer.checksums), None
+    files, start = {}, 0
+    for planned in plan:
+        files[planned.path] = {"sha256": planned.sha256, "rows": [start, start + planned.rows]}
+        start += planned.rows
+    if start >= ann.MIN_ROWS:
+        if ann.available():
+            maps = [np.load(out / s["vectors"], mmap_mode="r", allow_pickle=False) for s in shards]
+            graph, digest = ann.build(out, maps, os.cpu_count())
+            checksums[graph["file"]] = digest
+        else:
+            report.notes.append(ann.MISSING.format(rows=start))
+    meta = {**meta, "files": files, "shards": shards, "ann": graph, "checksums": checksums}
+    run = uuid.uuid4().hex[:12]
+    partial = out / f".{META}.{run}.partial"
+    partial.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, out / META)  # the commit point
+    current = {name for name in checksums} | {LOCK}
+    for stale in out.iterdir():  # safe: the lock keeps other runs out of this folder
+        if OWN_FILES.fullmatch(stale.name) and stale.name not in current:
+            stale.unlink()
+    report.files, report.chunks = len(plan), start
+
+
+def _meta_base(model: EmbeddingModel, chunking: dict, report: IndexReport) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {"identity": model.identity, "source": model.manifest.source, "dim": model.dim,
+                  "bundle": str(model.path.resolve()) if model.path else ""},
+        "chunking": chunking,
+        "skipped": {"binary": len(report.skipped.binary), "non_utf8": len(report.skipped.non_utf8),
+                    "unreadable": len(report.skipped.unreadable)},
+    }
 
 
 def _chunking(model: EmbeddingModel, chunk_tokens: int, overlap: int) -> dict:
@@ -224,149 +359,17 @@ def _previous(out: Path, model: EmbeddingModel, chunking: dict, report: IndexRep
                 (out / name).unlink()
         return None
     try:
-        previous = SearchIndex.open(out)
+        previous = SearchIndex.open(out, exact=True)
         previous.check_model(model)
+        for shard in previous.shards:  # reused rows are copied: they must be what was written
+            shard.verify()
     except SearchIndexError as exc:
         report.rebuilt = str(exc).split(". ")[0]
+        return None
+    except ValueError as exc:
+        report.rebuilt = f"index {out} is corrupt ({exc})"
         return None
     if previous.meta["chunking"] != chunking:
         report.rebuilt = "chunking settings changed"
         return None
     return previous
-
-
-def _entries(file: TextFile, model: EmbeddingModel, chunking: dict) -> list[Entry]:
-    def count(text: str) -> int:
-        return len(model.tokenizer.encode(text))
-
-    markdown = file.path.suffix.lower() in MARKDOWN
-    chunks = chunk_text(file.text, count, chunking["tokens"], chunking["overlap"], markdown)
-    return [Entry(str(file.path), c.start_line, c.end_line, c.text, c.heading) for c in chunks]
-
-
-def _embed_new(model: EmbeddingModel, rows, progress) -> np.ndarray:
-    """All rows' vectors (N, dim): reused ones as they were, new ones embedded now."""
-    texts = [e.searchable for _, entries, old in rows if old is None for e in entries]
-    fresh = np.empty((len(texts), model.dim), dtype=np.float32)
-    for start in range(0, len(texts), EMBED_GROUP):
-        fresh[start : start + EMBED_GROUP] = model.embed(texts[start : start + EMBED_GROUP])
-        if progress:
-            progress(min(start + EMBED_GROUP, len(texts)), len(texts))
-    fresh = l2_normalize(fresh)  # cosine by dot product, whatever the model's own setting
-    parts, taken = [], 0
-    for _, entries, old in rows:
-        if old is None:
-            old, taken = fresh[taken : taken + len(entries)], taken + len(entries)
-        parts.append(old)
-    return np.concatenate(parts) if parts else np.empty((0, model.dim), np.float32)
-
-
-def _meta(model: EmbeddingModel, chunking: dict, rows, report: IndexReport) -> dict:
-    files, start = {}, 0
-    for file, entries, _ in rows:
-        files[str(file.path)] = {"sha256": file.sha256, "rows": [start, start + len(entries)]}
-        start += len(entries)
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "model": {"identity": model.identity, "source": model.manifest.source, "dim": model.dim,
-                  "bundle": str(model.path.resolve()) if model.path else ""},
-        "chunking": chunking,
-        "files": files,
-        "skipped": {"binary": len(report.skipped.binary), "non_utf8": len(report.skipped.non_utf8),
-                    "unreadable": len(report.skipped.unreadable)},
-    }
-
-
-# --- plain files ----------------------------------------------------------------------------
-
-
-def _write(out: Path, meta: dict, vectors: np.ndarray, entries: Sequence[Entry]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    run = uuid.uuid4().hex[:12]
-    names = {"vectors": f"vectors-{run}.npy", "chunks": f"chunks-{run}.jsonl"}
-    np.save(out / names["vectors"], np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
-    with open(out / names["chunks"], "w", encoding="utf-8") as f:
-        for entry in entries:
-            f.write(json.dumps(asdict(entry), ensure_ascii=False) + "\n")
-    meta = {**meta, "data": names, "checksums": {n: sha256(out / n) for n in names.values()}}
-    partial = out / f".{META}.{run}.partial"
-    partial.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(partial, out / META)  # the commit point
-    for stale in out.iterdir():  # safe: the lock keeps other runs out of this folder
-        if OWN_FILES.fullmatch(stale.name) and stale.name not in (*names.values(), LOCK):
-            stale.unlink()
-
-
-def _read_meta(path: Path) -> dict:
-    file = path / META
-    if not file.is_file():
-        raise SearchIndexError(f"{path} is not an edge index (no {META}). Build one with `edge index PATH... -o {path}`.")
-    try:
-        meta = jsonfile.loads(file.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise SearchIndexError(f"index {path} is corrupt ({META}: {exc}). {_REBUILD}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise SearchIndexError(f"{path}/{META} is not a version {VERSION} edge index. {_REBUILD}")
-    problem = _meta_problem(meta)
-    if problem:
-        raise SearchIndexError(f"index {path} is corrupt ({META} field {problem}). {_REBUILD}")
-    return meta
-
-
-def _meta_problem(meta: dict) -> str | None:
-    """What is wrong with index.json's fields, or None. Example: {"model": {}} -> "model.identity must be ..."."""
-    def kind(value, want, text):
-        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-        return None if ok else text
-
-    model, chunking, data = meta.get("model"), meta.get("chunking"), meta.get("data")
-    files, checksums = meta.get("files"), meta.get("checksums")
-    for name, value in (("model", model), ("chunking", chunking), ("files", files), ("data", data),
-                        ("checksums", checksums)):
-        if not isinstance(value, dict):
-            return f"{name} must be an object"
-    for name in ("identity", "source", "bundle"):
-        if not isinstance(model.get(name), str):
-            return f"model.{name} must be a string"
-    if kind(model.get("dim"), int, "") is not None or not 1 <= model["dim"] <= 1 << 16:
-        return "model.dim must be an integer between 1 and 65536"
-    if any(kind(chunking.get(k), int, "") is not None for k in ("tokens", "overlap")):
-        return "chunking.tokens and chunking.overlap must be integers"
-    for name, entry in files.items():
-        rows = entry.get("rows") if isinstance(entry, dict) else None
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(rows, list)
-                and len(rows) == 2 and all(type(r) is int and r >= 0 for r in rows) and rows[0] <= rows[1]):
-            return f"files.{name[:60]} must be {{\"sha256\": ..., \"rows\": [start, end]}}"
-    for key, pattern in (("vectors", r"vectors-[0-9a-f]{12}\.npy"), ("chunks", r"chunks-[0-9a-f]{12}\.jsonl")):
-        if not (isinstance(data.get(key), str) and re.fullmatch(pattern, data[key])):
-            return f"data.{key} must name this index's own {key} file"  # never a path out of the folder
-        if not isinstance(checksums.get(data[key]), str):
-            return f"checksums.{data[key]} must be a string"
-    return None
-
-
-def _read_vectors(path: Path, meta: dict) -> np.ndarray:
-    file = _checked(path, meta, "vectors")
-    vectors = np.load(file, allow_pickle=False)
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[1] != meta["model"]["dim"]:
-        raise ValueError(f"vectors are {vectors.dtype} {vectors.shape}, expected float32 (n, {meta['model']['dim']})")
-    return vectors
-
-
-def _read_entries(path: Path, meta: dict) -> list[Entry]:
-    with open(_checked(path, meta, "chunks"), encoding="utf-8") as f:
-        entries = [Entry(**json.loads(line)) for line in f]
-    if not all(isinstance(e.file, str) and isinstance(e.text, str) and isinstance(e.heading, str)
-               and type(e.start_line) is int
-               and type(e.end_line) is int for e in entries):
-        raise ValueError("a chunk has a field of the wrong type")
-    return entries
-
-
-def _checked(path: Path, meta: dict, kind: str) -> Path:
-    name = meta["data"][kind]
-    file = path / name
-    if sha256(file) != meta["checksums"][name]:
-        raise ValueError(f"{name} does not match its checksum")
-    return file

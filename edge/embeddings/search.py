@@ -5,15 +5,14 @@
     for hit in search(index, model, "how do I export a model?", k=3):
         print(f"{hit.score:.3f} {hit.file}:{hit.start_line}-{hit.end_line}")
 
-The query is embedded by the same model as the index (checked), and scored against every
-chunk by cosine similarity (the stored vectors are unit length).
+The query is embedded by the same model as the index (checked), and scored by cosine
+similarity (the stored vectors are unit length): against every chunk, or, in an index with
+an ANN graph, against the graph's candidates (SearchIndex.nearest).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
 
 from edge.embeddings.model import EmbeddingModel
 from edge.errors import InputError
@@ -42,9 +41,9 @@ def search(index: SearchIndex, model: EmbeddingModel, query: str, k: int = 5) ->
         raise InputError(f"k must be a positive integer, got {k!r}.")
     index.check_model(model)
     vector = l2_normalize(model.embed([query]))[0]  # (dim,)
-    scores = index.vectors @ vector  # (N,)
-    k = min(k, len(scores))
-    best = np.argpartition(-scores, k - 1)[:k] if k else np.empty(0, np.int64)
-    best = best[np.argsort(-scores[best], kind="stable")]
-    entries = [index.entries[i] for i in best]
-    return [SearchHit(float(scores[i]), e.file, e.start_line, e.end_line, e.text) for i, e in zip(best, entries)]
+    rows, scores = index.nearest(vector, k)  # (<= k,) each, best first
+    hits = []
+    for row, score in zip(rows, scores):
+        e = index.entry(int(row))
+        hits.append(SearchHit(float(score), e.file, e.start_line, e.end_line, e.text))
+    return hits
