@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from edge.generation.sampler import Greedy
+
 MAX_RESYNCS = 20  # flips followed per task before giving up on it
 COST_CALLS = 200  # timed calls per n
 COST_NEW = 9  # n = 1..COST_NEW
@@ -28,10 +30,12 @@ def top2_gap(logits: np.ndarray) -> tuple[float, int, int]:
     return float(logits[first] - logits[second]), int(first), int(second)
 
 
-class RecordingGreedy:
-    """Greedy argmax that keeps the top-2 gap of every row it was given, in order."""
+class RecordingGreedy(Greedy):
+    """edge's greedy sampler (so generation treats it as greedy: near-ties in checked rows
+    are rechecked) that keeps the top-2 gap of every row it picked from, in order."""
 
     def __init__(self):
+        super().__init__()
         self.gaps: list[float] = []
 
     def __call__(self, logits: np.ndarray, previous_ids) -> int:

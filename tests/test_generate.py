@@ -16,6 +16,8 @@ class ScriptedDecoder:
     """Logits that force `script`: the i-th sampled token is script[i], whatever was fed (so
     drafted tokens are checked like real ones). Records what it runs."""
 
+    quantization = "none"
+
     def __init__(self, script: list[int], vocab_size: int, context_length: int = 256):
         self.script, self.vocab_size, self.context_length = script, vocab_size, context_length
         self.cache_length, self.prompt, self.prefilled, self.reserved = 0, 0, [], 0
@@ -176,6 +178,49 @@ def test_reuse_prefills_only_the_rest(reuse, prefilled):
     assert list(generate_tokens(decoder, [1, 2, 3, 4], GREEDY, 3, reuse=reuse)) == [5, 6, 7]
     assert decoder.prefilled == [prefilled]
     assert decoder.reserved == 4 + 3  # the cache is sized for prompt + max_tokens before prefill
+
+
+class RoundingDecoder(ScriptedDecoder):
+    """As a quantized bundle behaves: a call of several tokens rounds differently from a
+    one-token step, and at generated position `tie` that turns the script's token into a
+    near-tie lost by 0.2 logits to token 9 (the one-token step keeps a clear winner)."""
+
+    quantization = "int8"
+
+    def __init__(self, script: list[int], tie: int):
+        super().__init__(script, 10)
+        self.tie, self.calls = tie, []
+
+    def logits(self, ids) -> np.ndarray:
+        self.calls.append(len(ids))
+        rows = []
+        for _ in ids:
+            self.cache_length += 1
+            row = self._logits()
+            if len(ids) > 1 and self.cache_length - self.prompt == self.tie:
+                row[9] = row.max() + 0.2
+            rows.append(row)
+        return np.stack(rows)  # (len(ids), vocab)
+
+
+@pytest.mark.parametrize("quantization, equal", [("int8", True), ("none", False)])
+def test_a_near_tie_in_a_checked_row_is_decided_by_a_one_token_step(quantization, equal):
+    """Greedy with drafts equals greedy without on a quantized bundle: the checked row's
+    near-tie (gap 0.2 < drafts.RECHECK_MARGIN) is not trusted, a one-token step decides it.
+    fp32 bundles never recheck (their kernels differ in the last bits only): the scripted
+    rounding then flips the token, which shows the test can fail."""
+    from edge.generation.drafts import RECHECK_MARGIN
+    from edge.generation.generate import DraftStats
+
+    assert 0.2 < RECHECK_MARGIN
+    script = [5, 6, 7, 8] * 8
+    plain = list(generate_tokens(RoundingDecoder(script, 20), [1, 2, 3], GREEDY, 30, draft="none"))
+    assert plain == script[:30]
+    decoder, stats = RoundingDecoder(script, 20), DraftStats()
+    decoder.quantization = quantization
+    drafted = list(generate_tokens(decoder, [1, 2, 3], GREEDY, 30, stats=stats))
+    assert (drafted == plain) is equal and stats.accepted > 10
+    assert drafted[20] == (script[20] if equal else 9)
 
 
 # --- a real bundle (tiny random Llama, exported) --------------------------------------------

@@ -25,7 +25,7 @@ def serve(
     threads: int = ThreadsOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per request on stderr."),
     draft: str = typer.Option("lookup", "--draft", metavar="lookup|none", help="lookup (default): prompt-lookup drafts, several tokens "
-                              "checked per step (same output as one-token steps; on 8-bit bundles near-ties may round the other way); none: one token per step."),
+                              "checked per step (same output as one-token steps; on 8-bit bundles a near-tie may still round the other way); none: one token per step."),
     parallel: int = typer.Option(DEFAULT_SLOTS, "--parallel", min=1, help="Requests a generation model decodes "
                                  "together (continuous batching; a request decoding alone keeps --draft); 1: one "
                                  "at a time. Models whose graph cannot batch (GPT-2) run one at a time."),

@@ -48,6 +48,7 @@ class BatchRunner:
         if not 0 < capacity <= decoder.context_length:
             raise InputError(f"{{param}} must be in [1, {decoder.context_length}], got {capacity}.", param="capacity")
         self.session, self.model, self.slots, self.capacity = decoder.session, decoder.model, slots, capacity
+        self.quantization = decoder.manifest.quantization.scheme  # "none", "int8", "int4"
         self.cache = SharedKVCache(decoder.manifest.graph.kv, decoder.model, slots)
         self.cache.reserve(capacity)  # mapped lazily: pages become resident only as slots fill
         self._prefill_io, self._decode_io = self.session.io_binding(), self.session.io_binding()

@@ -81,6 +81,11 @@ class DecoderRunner:
         return self.model.context_length
 
     @property
+    def quantization(self) -> str:
+        """The bundle's quantization scheme: "none", "int8" or "int4"."""
+        return self.manifest.quantization.scheme
+
+    @property
     def cache_length(self) -> int:
         return self.cache.length()
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edge.generation.sampler import Greedy
+
 MAX_NGRAM = 4  # longest n-gram looked up; shorter ones are tried when it is not found
 MIN_NGRAM = 1
 MAX_DRAFT = 8  # longest draft checked in one call
@@ -34,6 +36,25 @@ MAX_DRAFT = 8  # longest draft checked in one call
 # EPYC (benchmarks/speculative.py --costs measures it). Weights are read once per call, so
 # the extra positions cost only their arithmetic.
 COST = (1.00, 1.14, 1.25, 1.34, 1.47, 1.56, 1.66, 1.75, 1.87)
+
+# A checked call's rows come from other kernels than a one-token step's: onnxruntime's CPU
+# attention multiplies with MLAS SGEMM, whose one-row kernel (a step) sums in another order
+# than its blocked kernel (several rows), and int8 activations can turn that last-bit
+# difference into a different int8 code, up to a few tenths of a logit at the last layer
+# (benchmarks/speculative.py --agreement). So on a quantized bundle a greedy position whose
+# top-2 gap in a checked row is under RECHECK_MARGIN is decided again by a one-token step,
+# as it is without drafts. Measured on the suite (benchmarks/README.md): flips 50 -> 29 of
+# 2,688 positions at 1.0 (drafted speed on `edge bench`'s quote ~0.9x of no recheck); 0.5
+# let more through (a checked row can be off by more than the teacher-forced gaps suggest).
+# The flips left come from the cache: rows kept from checked calls hold those last bits.
+RECHECK_MARGIN = 1.0
+
+
+def recheck_margin(sampler, quantization: str) -> float:
+    """The top-2 gap under which a checked row's greedy pick is redone by a one-token step:
+    RECHECK_MARGIN for a greedy sampler on a quantized bundle, else 0 (never). fp32 kernels
+    differ in the last bits only; sampled draws are not rechecked."""
+    return RECHECK_MARGIN if isinstance(sampler, Greedy) and quantization != "none" else 0.0
 
 
 class NgramDrafter:

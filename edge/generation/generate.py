@@ -6,7 +6,9 @@ draft pays; see drafts.py) and returns logits for every one of those positions; 
 sampler then draws position by position and keeps drafted tokens while they equal its
 draws ("sample, then compare"), so the output is exactly what one-token steps would give:
 the same argmax when greedy, the same random draws from the same seeded generator when
-sampling. The cache is rewound past the drafts that were not kept.
+sampling. The cache is rewound past the drafts that were not kept. On a quantized bundle a
+greedy near-tie in a checked row is decided by a one-token step instead (drafts.recheck_margin):
+the k-token kernels round differently and could flip it.
 
 `stream` turns ids into UTF-8-safe text chunks, one per token, and applies the stop rules
 (EOS ids, stop strings, max tokens), with timings on the last chunk. `generate` joins the
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge.errors import ContextWindowError, InputError, check_positive_int
-from edge.generation.drafts import Drafts
+from edge.generation.drafts import Drafts, recheck_margin
 from edge.generation.sampler import Sampler
 from edge.generation.stop import StopStrings
 from edge.tokenizer.stream import StreamDetokenizer
@@ -93,10 +95,16 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
     rows = decoder.prefill(prompt_ids[start:])[None]  # (1, vocab): the next position
     ids = list(prompt_ids)  # what the repetition penalty looks back on
     drafts, drafted = Drafts(ids, lookup=draft == "lookup"), []
+    margin = recheck_margin(sampler, decoder.quantization)
     try:
         while True:
+            recheck = False
             for i, row in enumerate(rows):  # row i: the position after drafted[:i]
-                token = sampler(row if matcher is None else matcher.mask(row), ids)
+                row = row if matcher is None else matcher.mask(row)
+                if margin and len(rows) > 1 and sampler.gap(row, ids) < margin:
+                    recheck = True  # a near-tie in a checked row: a one-token step decides it
+                    break
+                token = sampler(row, ids)
                 if matcher is not None:
                     matcher.consume(token)
                 ids.append(token)
@@ -107,7 +115,7 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
                     break
                 stats.accepted += 1  # the next row is valid: this call saved one
             room = min(max_tokens - (len(ids) - len(prompt_ids)) - 1, decoder.context_length - len(ids))
-            drafted = drafts.next(ids, room, matcher)
+            drafted = [] if recheck else drafts.next(ids, room, matcher)
             stats.drafted += len(drafted)
             decoder.rewind_to(len(ids) - 1)  # keep the last token's predecessors: drop unkept drafts
             if drafted:

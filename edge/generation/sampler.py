@@ -128,10 +128,7 @@ def make_sampler(params: SamplingParams) -> Sampler:
     """Compose the filters `params` switches on, once; the returned function draws one id."""
     penalty = params.repetition_penalty
     if params.greedy:
-        # Every filter keeps the most likely token, so only the penalty can change argmax.
-        if penalty == 1:
-            return lambda logits, previous_ids: int(np.argmax(logits))
-        return lambda logits, previous_ids: int(np.argmax(apply_repetition_penalty(logits, previous_ids, penalty)))
+        return Greedy(penalty)
     filters = _filters(params)
     rng = np.random.default_rng(params.seed)
 
@@ -143,6 +140,27 @@ def make_sampler(params: SamplingParams) -> Sampler:
         return draw(logits, rng)
 
     return sample
+
+
+class Greedy:
+    """The argmax sampler, and how sure its pick is. Every filter keeps the most likely
+    token, so only the repetition penalty can change argmax."""
+
+    def __init__(self, penalty: float = 1.0):
+        self.penalty = penalty
+
+    def __call__(self, logits: np.ndarray, previous_ids: Sequence[int]) -> int:
+        return int(np.argmax(self._scored(logits, previous_ids)))
+
+    def gap(self, logits: np.ndarray, previous_ids: Sequence[int]) -> float:
+        """Top-1 minus top-2 of the logits argmax reads. Example: [1, 4, 3.5] -> 0.5"""
+        scored = self._scored(logits, previous_ids)
+        best = int(np.argmax(scored))
+        second = max(scored[:best].max(initial=-np.inf), scored[best + 1 :].max(initial=-np.inf))
+        return float(scored[best] - second)
+
+    def _scored(self, logits: np.ndarray, previous_ids: Sequence[int]) -> np.ndarray:
+        return logits if self.penalty == 1 else apply_repetition_penalty(logits, previous_ids, self.penalty)
 
 
 def _filters(params: SamplingParams) -> list[Callable[[np.ndarray], np.ndarray]]:

@@ -37,7 +37,7 @@ from edge.engine.decoder_runner import PREFILL_CHUNK
 from edge.errors import ContextWindowError
 from edge.generation.generate import (Clock, DraftStats, StreamChunk, TextStream, check_fits, common_prefix,
                                       prefill_start)
-from edge.generation.drafts import Drafts
+from edge.generation.drafts import Drafts, recheck_margin
 from edge.generation.sampler import Sampler
 from edge.generation.stop import StopStrings
 
@@ -85,6 +85,8 @@ class _Running:
     drafts: Drafts  # what to check while it decodes alone
     ids: list[int] = field(default_factory=list)  # prompt + sampled (what the repetition penalty sees)
     next_token: int | None = None  # sampled, not yet fed
+    margin: float = 0.0  # drafts.recheck_margin: a checked row's greedy near-tie is redone alone
+    recheck: bool = False  # the next call is one token (the last checked row was a near-tie)
 
 
 class Scheduler:
@@ -139,7 +141,8 @@ class Scheduler:
         clock = Clock(len(request.ids), len(rest), self.load_s, stats)
         text = TextStream(self.tokenizer, request.max_tokens, request.eos_ids, request.stop, clock, request.matcher)
         drafts = Drafts(request.ids, lookup=request.draft == "lookup")
-        self.running[slot] = _Running(request, slot, text, stats, blocks, drafts, list(request.ids))
+        self.running[slot] = _Running(request, slot, text, stats, blocks, drafts, list(request.ids),
+                                      margin=recheck_margin(request.sampler, self.runner.quantization))
 
     def _place(self, ids: list[int]) -> tuple[int, int]:
         """(slot, how many of its held ids start `ids`): the free slot holding the longest
@@ -183,11 +186,15 @@ class Scheduler:
         request, ids, slot = running.request, running.ids, running.slot
         room = min(request.max_tokens - (len(ids) - len(request.ids)) - 1, self.runner.capacity - len(ids),
                    PREFILL_CHUNK - 1)  # a batch-1 call takes at most PREFILL_CHUNK tokens; forced runs can be longer
-        drafted = running.drafts.next(ids, room, request.matcher)
+        drafted = [] if running.recheck else running.drafts.next(ids, room, request.matcher)
         running.stats.drafted += len(drafted)
         rows = self.runner.logits(slot, [running.next_token, *drafted])  # (1 + drafted, vocab)
         running.stats.calls += 1
+        running.recheck = False
         for i, row in enumerate(rows):  # row i: the position after drafted[:i]
+            if running.margin and len(rows) > 1 and self._gap(running, row) < running.margin:
+                running.recheck = True  # a near-tie in a checked row: a one-token call decides it
+                break
             self._sample(running, row)
             if running.text.finished:  # it left its slot (rewound there)
                 return
@@ -195,6 +202,11 @@ class Scheduler:
                 break
             running.stats.accepted += 1
         self.runner.rewind_to(len(ids) - 1, slot)  # the cache holds every id but the one to feed next
+
+    @staticmethod
+    def _gap(running: _Running, logits: np.ndarray) -> float:
+        matcher = running.request.matcher
+        return running.request.sampler.gap(logits if matcher is None else matcher.mask(logits), running.ids)
 
     def _sample(self, running: _Running, logits: np.ndarray) -> None:
         matcher = running.request.matcher
