@@ -192,7 +192,8 @@ def test_hybrid_order_does_not_depend_on_index_order(index, bert):
     hits = hybrid_search(found, bert, query, 6)
     by_cosine = sorted(_scores(index, bert, query).items(), key=lambda kv: -kv[1])
     assert [h.text for h in hits] == [text for text, _ in by_cosine][:6]
-    reversed_index = SimpleNamespace(check_model=found.check_model, entries=list(found.entries)[::-1],
+    backwards = list(found.entries)[::-1]
+    reversed_index = SimpleNamespace(check_model=found.check_model, all_entries=lambda: backwards,
                                      vectors=found.vectors[::-1].copy())  # the same rows stored the other way round
     assert [(h.file, h.start_line) for h in hybrid_search(reversed_index, bert, query, 6)] == [
         (h.file, h.start_line) for h in hits]

@@ -283,6 +283,37 @@ def test_broken_chunk_lines(index, capsys, case):
     """A chunks file whose offsets and checksum were updated to match hostile lines."""
     _chunk_lines(index, [HOSTILE_LINES[case]])
     assert "is corrupt" in _one_line_error(capsys, "search", str(index), "cats")
+    from edge.embeddings.hybrid import hybrid_search  # what `edge ask`, `chat --index` and `serve --index` run
+
+    with pytest.raises(SearchIndexError, match="is corrupt"):
+        hybrid_search(SearchIndex.open(index), edge.load(index_bundle(index)), "cats", 2)
+
+
+def index_bundle(index: Path) -> str:
+    return json.loads((index / META).read_text())["model"]["bundle"]
+
+
+def test_rows_read_from_many_threads_at_once(index, tmp_path):
+    """`edge serve --index` grounds requests in threads that share one opened index: a row
+    read in one thread must not move another thread's read."""
+    import threading
+
+    found = SearchIndex.open(index)
+    want, got, errors = list(found.entries), [], []
+
+    def read():
+        try:
+            for _ in range(300):
+                got.append([found.entries[i] for i in range(len(want))] == want)
+        except Exception as exc:  # a read at another thread's position: a broken line
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and all(got) and len(got) == 1200
 
 
 def test_offsets_that_do_not_mark_lines(index, capsys):

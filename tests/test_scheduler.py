@@ -320,3 +320,111 @@ def test_ignore_eos_does_not_outlive_a_grammar(model):
         else:
             chunks = [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids, **options)]
         assert "".join(text for _, text, _ in chunks) in ("yes", "no") and chunks[-1][2] == "stop"
+
+
+# --- drafts' recheck on quantized bundles, with a scripted runner -----------------------------
+
+
+class _Letters:
+    """A tokenizer stand-in: id i is one letter (TextStream only decodes)."""
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(chr(65 + i) for i in ids)
+
+    def settled(self, ids, skip):
+        return True
+
+
+class RoundingRunner:
+    """A BatchRunner stand-in over scripted slots: the row at generated position p forces
+    scripts[slot][p]; a call of several tokens at a position in `ties` rounds token 11 ahead
+    by 0.2 logits (as an 8-bit bundle's multi-token kernels may), a one-token call does not."""
+
+    quantization = "int8"
+    VOCAB = 12
+
+    def __init__(self, scripts: dict, prompt: int, ties: set):
+        self.slots, self.capacity, self.scripts, self.prompt, self.ties = len(scripts), 256, scripts, prompt, ties
+        self.lengths, self.calls = [0] * self.slots, []
+
+    @staticmethod
+    def blocks(count):
+        return [count]
+
+    def length(self, slot):
+        return self.lengths[slot]
+
+    def rewind_to(self, n, slot):
+        assert 0 <= n <= self.lengths[slot]
+        self.lengths[slot] = n
+
+    def _row(self, slot, several):
+        step, row = self.lengths[slot] - self.prompt, np.zeros(self.VOCAB, np.float32)
+        if 0 <= step < len(self.scripts[slot]):
+            row[self.scripts[slot][step]] = 10.0
+        if several and step in self.ties:
+            row[11] = row.max() + 0.2
+        return row
+
+    def prefill(self, slot, ids):
+        self.lengths[slot] += len(ids)
+        return self._row(slot, False)
+
+    def logits(self, slot, ids):
+        self.calls.append(len(ids))
+        rows = []
+        for _ in ids:
+            self.lengths[slot] += 1
+            rows.append(self._row(slot, len(ids) > 1))
+        return np.stack(rows)  # (len(ids), vocab)
+
+    def decode(self, tokens):
+        self.calls.append("batch")
+        rows = []
+        for slot, token in enumerate(tokens):
+            self.lengths[slot] += token is not None
+            rows.append(self._row(slot, False))
+        return np.stack(rows)  # (m, vocab)
+
+
+def _greedy_request(prompt, max_tokens, out):
+    from edge.generation.sampler import SamplingParams, make_sampler
+    from edge.generation.scheduler import Request
+
+    return Request(list(prompt), make_sampler(SamplingParams()), max_tokens, lambda c: out.append(c.token))
+
+
+@pytest.mark.parametrize("tie", [1, 9, 14])
+def test_a_lone_slots_near_tie_is_decided_by_a_one_token_call(tie):
+    """Greedy with drafts on an 8-bit bundle: the checked row's near-tie (0.2 < RECHECK_MARGIN)
+    is redone by a one-token call, so the output is the script; the cache (the runner's
+    lengths) must hold every id but the one fed next, or the script would shift."""
+    from edge.generation.scheduler import Scheduler
+
+    script, out = [1, 2, 3, 4] * 8, []
+    runner = RoundingRunner({0: script}, 3, {tie})
+    scheduler = Scheduler(runner, _Letters())
+    scheduler.add(_greedy_request([1, 2, 3], 24, out))
+    scheduler.run()
+    assert out == script[:24] and max(runner.calls) > 1  # drafts were checked
+    runner.quantization = "none"  # fp32: no recheck, the scripted rounding shows (the test can fail)
+    out.clear()
+    runner.lengths = [0]
+    scheduler.add(_greedy_request([1, 2, 3], 24, out))
+    scheduler.run()
+    assert out != script[:24] and 11 in out
+
+
+def test_a_slot_waiting_for_its_recheck_is_then_batched():
+    from edge.generation.scheduler import Scheduler
+
+    scripts, a, b = {0: [1, 2, 3, 4] * 8, 1: [5, 6, 7, 8] * 8}, [], []
+    runner = RoundingRunner(scripts, 3, {10})
+    scheduler = Scheduler(runner, _Letters())
+    scheduler.add(_greedy_request([1, 2, 3], 28, a))
+    while not any(r.recheck for r in scheduler.running.values()):
+        assert scheduler.running or scheduler.waiting, "the near-tie was never seen"
+        scheduler.step()
+    scheduler.add(_greedy_request([5, 6, 7], 10, b))  # joins: the next steps are batched
+    scheduler.run()
+    assert a == scripts[0][:28] and b == scripts[1][:10] and "batch" in runner.calls

@@ -94,7 +94,8 @@ def ranked(score: np.ndarray, cosine: np.ndarray, entries) -> list[int]:
 def hybrid_search(index: SearchIndex, model: EmbeddingModel, query: str, k: int) -> list[SearchHit]:
     index.check_model(model)
     cosine = index.vectors @ l2_normalize(model.embed([query]))[0]  # (N,)
-    lexical = bm25([terms(e.searchable) for e in index.entries], terms(query))  # (N,)
-    best = ranked(mix(cosine, lexical), cosine, index.entries)[:k]
+    entries = index.all_entries()  # read once: ranked() looks at every chunk's file and line
+    lexical = bm25([terms(e.searchable) for e in entries], terms(query))  # (N,)
+    best = ranked(mix(cosine, lexical), cosine, entries)[:k]
     return [SearchHit(float(cosine[i]), e.file, e.start_line, e.end_line, e.text)
-            for i, e in ((i, index.entries[i]) for i in best)]
+            for i, e in ((i, entries[i]) for i in best)]

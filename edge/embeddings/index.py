@@ -105,6 +105,11 @@ class SearchIndex:
         with _corrupt(self.path):
             return self.entries[row]
 
+    def all_entries(self) -> list[Entry]:
+        """Every chunk in row order, read now (a bad line is the one corrupt-index error)."""
+        with _corrupt(self.path):
+            return list(self.entries)
+
     def nearest(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k rows closest to the unit `vector` (dim,): (rows (k,) int64, cosines (k,) float32),
         best first, ties by row. Exact below ann.MIN_ROWS; above, the graph's candidates re-scored."""

@@ -17,6 +17,7 @@ indexes and before it scans a large one in full.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -131,8 +132,8 @@ class Shard:
         start, end = int(self.offsets[row]), int(self.offsets[row + 1])
         if self._file is None:
             self._file = open(self._chunks, "rb")
-        self._file.seek(start)
-        return _entry(self._file.read(end - start))
+        # pread: no shared file position, so threads (edge serve's grounding) may read at once
+        return _entry(os.pread(self._file.fileno(), end - start, start))
 
     def entries(self) -> Iterator[Entry]:
         with open(self._chunks, "rb") as f:
