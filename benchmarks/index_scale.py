@@ -151,7 +151,7 @@ def throughput(count: int, runs: int) -> dict:
         key = f"Ray {workers} worker{'s' if workers > 1 else ''} x 1 CPU"
         figures[key], figures[key + " (start s)"] = [], []
         for _ in range(runs):
-            job = RayJob(True, model, {"tokens": 128, "overlap": 32}, workers, 1)
+            job = RayJob(True, model, {"tokens": 128, "overlap": 32, "headings": True}, workers, 1)
             t0 = time.perf_counter()
             stream = job.embed(groups)
             first = next(stream)
@@ -179,7 +179,7 @@ def build(chunks: int, out: Path) -> dict:
     from edge.embeddings.shards import Entry
 
     model = edge.load(BUNDLE, threads=2)
-    chunking = {"tokens": 128, "overlap": 32}
+    chunking = {"tokens": 128, "overlap": 32, "headings": True}
     plan = [Planned(f"/corpus/piece-{s:08d}.txt", f"{s:064x}",
                     [Entry(f"/corpus/piece-{s:08d}.txt", r + 1, r + 1, t) for r, t in enumerate(corpus(s, s + PIECE))])
             for s in range(0, chunks, PIECE)]

@@ -72,6 +72,7 @@ def _same_index(a: Path, b: Path) -> None:
     assert x.meta["files"] == y.meta["files"] and x.meta["skipped"] == y.meta["skipped"]
     assert x.meta["model"] == y.meta["model"] and x.meta["chunking"] == y.meta["chunking"]
     assert list(x.entries) == list(y.entries) and len(x.entries) > 6
+    assert any(e.heading for e in x.entries)  # a.md's heading came through (and is in the vectors)
     np.testing.assert_array_equal(x.vectors, y.vectors)
 
 

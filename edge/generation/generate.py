@@ -104,6 +104,8 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
                 if margin and len(rows) > 1 and sampler.gap(row, ids) < margin:
                     recheck = True  # a near-tie in a checked row: a one-token step decides it
                     break
+                if i:
+                    stats.accepted += 1  # row i stands on drafted[i - 1]: that draft saved a call
                 token = sampler(row, ids)
                 if matcher is not None:
                     matcher.consume(token)
@@ -113,7 +115,6 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
                     return
                 if i == len(drafted) or token != drafted[i]:
                     break
-                stats.accepted += 1  # the next row is valid: this call saved one
             room = min(max_tokens - (len(ids) - len(prompt_ids)) - 1, decoder.context_length - len(ids))
             drafted = [] if recheck else drafts.next(ids, room, matcher)
             stats.drafted += len(drafted)

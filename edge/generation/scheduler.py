@@ -192,25 +192,28 @@ class Scheduler:
         running.stats.calls += 1
         running.recheck = False
         for i, row in enumerate(rows):  # row i: the position after drafted[:i]
-            if running.margin and len(rows) > 1 and self._gap(running, row) < running.margin:
+            row = self._masked(running, row)
+            if running.margin and len(rows) > 1 and request.sampler.gap(row, ids) < running.margin:
                 running.recheck = True  # a near-tie in a checked row: a one-token call decides it
                 break
-            self._sample(running, row)
+            if i:
+                running.stats.accepted += 1  # row i stands on drafted[i - 1]: that draft saved a call
+            self._sample(running, row, masked=True)
             if running.text.finished:  # it left its slot (rewound there)
                 return
             if i == len(drafted) or ids[-1] != drafted[i]:
                 break
-            running.stats.accepted += 1
         self.runner.rewind_to(len(ids) - 1, slot)  # the cache holds every id but the one to feed next
 
     @staticmethod
-    def _gap(running: _Running, logits: np.ndarray) -> float:
+    def _masked(running: _Running, logits: np.ndarray) -> np.ndarray:
+        """The logits the request's grammar allows (-inf elsewhere), or them as they are."""
         matcher = running.request.matcher
-        return running.request.sampler.gap(logits if matcher is None else matcher.mask(logits), running.ids)
+        return logits if matcher is None else matcher.mask(logits)
 
-    def _sample(self, running: _Running, logits: np.ndarray) -> None:
+    def _sample(self, running: _Running, logits: np.ndarray, masked: bool = False) -> None:
         matcher = running.request.matcher
-        token = running.request.sampler(logits if matcher is None else matcher.mask(logits), running.ids)
+        token = running.request.sampler(logits if masked else self._masked(running, logits), running.ids)
         if matcher is not None:
             matcher.consume(token)
         running.ids.append(token)
