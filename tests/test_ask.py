@@ -193,10 +193,31 @@ def test_hybrid_order_does_not_depend_on_index_order(index, bert):
     by_cosine = sorted(_scores(index, bert, query).items(), key=lambda kv: -kv[1])
     assert [h.text for h in hits] == [text for text, _ in by_cosine][:6]
     backwards = list(found.entries)[::-1]
-    reversed_index = SimpleNamespace(check_model=found.check_model, all_entries=lambda: backwards,
+    reversed_index = SimpleNamespace(check_model=found.check_model, all_entries=lambda: backwards, entries=backwards,
                                      vectors=found.vectors[::-1].copy())  # the same rows stored the other way round
     assert [(h.file, h.start_line) for h in hybrid_search(reversed_index, bert, query, 6)] == [
         (h.file, h.start_line) for h in hits]
+
+
+def test_a_large_index_ranks_the_cosines_best_rows_without_reading_it_whole(index, bert, monkeypatch):
+    """Above hybrid.WHOLE_ROWS chunks the pool is index.nearest's CANDIDATES rows: with a pool
+    as large as the index the hits equal the whole-index ranking; with a smaller one every hit
+    is among the cosine's best CANDIDATES; neither reads all vectors (SearchIndex.vectors)."""
+    from edge.embeddings import hybrid
+
+    query = "plants and water"
+    whole = hybrid_search(SearchIndex.open(index), bert, query, 4)
+    best3 = sorted(_scores(index, bert, query).items(), key=lambda kv: -kv[1])[:3]
+    found = SearchIndex.open(index)
+    count = len(found.entries)
+    monkeypatch.setattr(hybrid, "WHOLE_ROWS", 2)
+    monkeypatch.setattr(type(found), "vectors", property(lambda self: pytest.fail("read every vector")))
+    monkeypatch.setattr(hybrid, "CANDIDATES", count)
+    assert [(h.file, h.start_line) for h in hybrid_search(found, bert, query, 4)] == [(h.file, h.start_line)
+                                                                                     for h in whole]
+    monkeypatch.setattr(hybrid, "CANDIDATES", 3)
+    hits = hybrid_search(found, bert, query, 4)
+    assert len(hits) == 3 and {h.text for h in hits} == {text for text, _ in best3}
 
 
 @pytest.mark.parametrize("text, cited, flagged", [

@@ -28,6 +28,10 @@ from edge.embeddings.search import SearchHit
 
 LEXICAL_WEIGHT = 0.5  # BM25's share against the cosine's 1, both scaled to 0..1
 BM25_K1, BM25_B = 1.2, 0.75
+# Above WHOLE_ROWS chunks a question ranks the cosine's CANDIDATES best rows, not the whole
+# index (reading 100k chunks and their vectors per question would cost seconds and the RSS).
+WHOLE_ROWS = 50_000
+CANDIDATES = 512
 _WORD = re.compile(r"\w+")
 # Words a question is made of that say nothing of its subject; BM25 would reward a chunk for them.
 STOP_WORDS = frozenset(
@@ -92,10 +96,18 @@ def ranked(score: np.ndarray, cosine: np.ndarray, entries) -> list[int]:
 
 
 def hybrid_search(index: SearchIndex, model: EmbeddingModel, query: str, k: int) -> list[SearchHit]:
+    """The k best chunks by the hybrid score. An index of more than WHOLE_ROWS chunks is not
+    read whole for each question: the cosine's CANDIDATES best rows (index.nearest: exact, or
+    the ANN graph's) are the pool both scores rank, BM25 then weighing words within the pool."""
     index.check_model(model)
-    cosine = index.vectors @ l2_normalize(model.embed([query]))[0]  # (N,)
-    entries = index.all_entries()  # read once: ranked() looks at every chunk's file and line
-    lexical = bm25([terms(e.searchable) for e in entries], terms(query))  # (N,)
+    vector = l2_normalize(model.embed([query]))[0]  # (dim,)
+    if len(index.entries) > WHOLE_ROWS:
+        rows, cosine = index.nearest(vector, CANDIDATES)  # (c,) each
+        entries = [index.entry(int(row)) for row in rows]
+    else:
+        cosine = index.vectors @ vector  # (N,)
+        entries = index.all_entries()  # read once: ranked() looks at every chunk's file and line
+    lexical = bm25([terms(e.searchable) for e in entries], terms(query))  # (N,) or (c,)
     best = ranked(mix(cosine, lexical), cosine, entries)[:k]
     return [SearchHit(float(cosine[i]), e.file, e.start_line, e.end_line, e.text)
             for i, e in ((i, entries[i]) for i in best)]
