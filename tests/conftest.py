@@ -219,6 +219,14 @@ def tiny_bert_bundle_int8(tiny_bert_dir, tmp_path_factory) -> Path:
     return _export(tiny_bert_dir, tmp_path_factory.mktemp("bundles") / "bert-int8", "int8")
 
 
+@pytest.fixture(scope="module")
+def bert(tiny_bert_bundle_int8):
+    """The tiny int8 BERT loaded, for the index, search and ask tests (a module may override it)."""
+    import edge
+
+    return edge.load(tiny_bert_bundle_int8)
+
+
 # --- the real SmolLM2 and MiniLM, exported once per version of the exporter's code -----
 
 

@@ -37,11 +37,6 @@ TOPICS = ["cats sleep on warm windows", "the plumber fixed the leaking tap", "in
 
 
 @pytest.fixture(scope="module")
-def bert(tiny_bert_bundle_int8):
-    return edge.load(tiny_bert_bundle_int8)
-
-
-@pytest.fixture(scope="module")
 def lm(tiny_llama_bundle_fp32):
     return edge.load(tiny_llama_bundle_fp32)
 

@@ -24,11 +24,6 @@ from edge.errors import InputError, SearchIndexError
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.fixture(scope="module")
-def bert(tiny_bert_bundle_int8):
-    return edge.load(tiny_bert_bundle_int8)
-
-
 @pytest.fixture
 def docs(tmp_path) -> Path:
     root = tmp_path / "docs"

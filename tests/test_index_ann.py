@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge
 from edge.cli import main
 from edge.embeddings import ann
 from edge.embeddings.index import META, SearchIndex, build_index
@@ -24,11 +23,6 @@ HAS_USEARCH = importlib.util.find_spec("usearch") is not None
 needs_usearch = pytest.mark.skipif(not HAS_USEARCH and not os.environ.get("CI"),
                                    reason="the `scale` extra (usearch) is not installed")
 WORDS = "cat dog bird fish tree river stone cloud lamp chair road bread".split()
-
-
-@pytest.fixture(scope="module")
-def bert(tiny_bert_bundle_int8):
-    return edge.load(tiny_bert_bundle_int8)
 
 
 @pytest.fixture

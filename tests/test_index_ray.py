@@ -22,6 +22,9 @@ from edge.embeddings.distributed import CRASH_ONCE
 from edge.embeddings.index import META, SearchIndex, build_index
 from edge.errors import SearchIndexError
 
+# Ray is the optional `scale` extra: CI installs it (make install), so there a missing Ray is
+# an error, never a skip. Elsewhere (a runtime-only install, the arm64 check's venv) these
+# tests cannot run and say why.
 try:
     import ray
 except ImportError:
@@ -45,11 +48,6 @@ def cluster(tmp_path_factory):
              log_to_driver=False, _system_config={"worker_register_timeout_seconds": 300}, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), CRASH_ONCE: str(marker)}})
     yield marker
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def bert(tiny_bert_bundle_int8):
-    return edge.load(tiny_bert_bundle_int8)
 
 
 @pytest.fixture

@@ -36,11 +36,6 @@ def docs(tmp_path):
     return root
 
 
-@pytest.fixture(scope="module")
-def bert(tiny_bert_bundle_int8):
-    return edge.load(tiny_bert_bundle_int8)
-
-
 def test_index_stores_vectors_and_where_each_chunk_comes_from(docs, tmp_path, bert, no_network):
     report = build_index(tmp_path / "idx", [docs], bert)
     assert (report.files, len(report.embedded_files), report.reused_files) == (3, 3, 0)
