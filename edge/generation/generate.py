@@ -101,12 +101,15 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
             recheck = False
             for i, row in enumerate(rows):  # row i: the position after drafted[:i]
                 row = row if matcher is None else matcher.mask(row)
-                if margin and len(rows) > 1 and sampler.gap(row, ids) < margin:
-                    recheck = True  # a near-tie in a checked row: a one-token step decides it
-                    break
+                if margin and len(rows) > 1:
+                    token, gap = sampler.pick(row, ids)
+                    if gap < margin:
+                        recheck = True  # a near-tie in a checked row: a one-token step decides it
+                        break
+                else:
+                    token = sampler(row, ids)
                 if i:
                     stats.accepted += 1  # row i stands on drafted[i - 1]: that draft saved a call
-                token = sampler(row, ids)
                 if matcher is not None:
                     matcher.consume(token)
                 ids.append(token)

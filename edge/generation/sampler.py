@@ -152,12 +152,12 @@ class Greedy:
     def __call__(self, logits: np.ndarray, previous_ids: Sequence[int]) -> int:
         return int(np.argmax(self._scored(logits, previous_ids)))
 
-    def gap(self, logits: np.ndarray, previous_ids: Sequence[int]) -> float:
-        """Top-1 minus top-2 of the logits argmax reads. Example: [1, 4, 3.5] -> 0.5"""
+    def pick(self, logits: np.ndarray, previous_ids: Sequence[int]) -> tuple[int, float]:
+        """The id, and top-1 minus top-2 of the logits argmax reads. Example: [1, 4, 3.5] -> (1, 0.5)"""
         scored = self._scored(logits, previous_ids)
         best = int(np.argmax(scored))
         second = max(scored[:best].max(initial=-np.inf), scored[best + 1 :].max(initial=-np.inf))
-        return float(scored[best] - second)
+        return best, float(scored[best] - second)
 
     def _scored(self, logits: np.ndarray, previous_ids: Sequence[int]) -> np.ndarray:
         return logits if self.penalty == 1 else apply_repetition_penalty(logits, previous_ids, self.penalty)

@@ -192,13 +192,15 @@ class Scheduler:
         running.stats.calls += 1
         running.recheck = False
         for i, row in enumerate(rows):  # row i: the position after drafted[:i]
-            row = self._masked(running, row)
-            if running.margin and len(rows) > 1 and request.sampler.gap(row, ids) < running.margin:
-                running.recheck = True  # a near-tie in a checked row: a one-token call decides it
-                break
+            row, token = self._masked(running, row), None
+            if running.margin and len(rows) > 1:
+                token, gap = request.sampler.pick(row, ids)
+                if gap < running.margin:
+                    running.recheck = True  # a near-tie in a checked row: a one-token call decides it
+                    break
             if i:
                 running.stats.accepted += 1  # row i stands on drafted[i - 1]: that draft saved a call
-            self._sample(running, row, masked=True)
+            self._sample(running, row, masked=True, token=token)
             if running.text.finished:  # it left its slot (rewound there)
                 return
             if i == len(drafted) or ids[-1] != drafted[i]:
@@ -211,9 +213,12 @@ class Scheduler:
         matcher = running.request.matcher
         return logits if matcher is None else matcher.mask(logits)
 
-    def _sample(self, running: _Running, logits: np.ndarray, masked: bool = False) -> None:
+    def _sample(self, running: _Running, logits: np.ndarray, masked: bool = False, token: int | None = None) -> None:
+        """Draw from `logits` (already masked to the grammar if `masked`), or take `token`
+        drawn from them already, and push it to the request."""
         matcher = running.request.matcher
-        token = running.request.sampler(logits if masked else self._masked(running, logits), running.ids)
+        if token is None:
+            token = running.request.sampler(logits if masked else self._masked(running, logits), running.ids)
         if matcher is not None:
             matcher.consume(token)
         running.ids.append(token)
