@@ -86,3 +86,35 @@ def test_the_entry_point_imports_nothing_heavy_before_main():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.stdout.strip() == "[]", done.stderr
+
+
+# A SIGINT that lands inside a callback Python runs for itself (here a `__del__`; in CI it was
+# importlib's module-lock weakref callback) is "Exception ignored" by Python: the command ran
+# on and exited 0 with a traceback-like message on stderr.
+SWALLOWED = """
+import os, signal, sys, time
+import edge.cli as cli
+class Dropped:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100_000):  # the handler runs here, where its exception cannot propagate
+            pass
+def run(argv):
+    Dropped()
+    for _ in range(int(argv[0])):
+        time.sleep(0.01)
+    return 0
+cli._run = run
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("steps", ["1000", "0"])
+def test_an_interrupt_swallowed_by_a_callback_still_stops_the_command(steps):
+    """Raised again at the next line (1000 steps: 10 s of work left), or reported when the
+    command ended first (0 steps): either way exit 130 and one line, at once."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", SWALLOWED, steps], capture_output=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 130 and done.stderr.decode().strip() == "interrupted", done.stderr
+    assert time.monotonic() - started < 5

@@ -16,39 +16,89 @@ from edge.cli.flags import flag
 
 
 def main(argv: list[str] | None = None) -> int:
-    sigints: list[int] = []
-    previous = None
+    ctrl_c = _CtrlC()
     try:
-        previous = _count_sigints(sigints)
-        return _run(argv)
+        ctrl_c.install()
+        code = _run(argv)
+        if ctrl_c.lost:  # the command ended before the interrupt could be raised again
+            print("interrupted", file=sys.stderr)
+            return 130
+        return code
     except BaseException as exc:
         # An extension module interrupted while it imports may swallow the KeyboardInterrupt
         # and fail with an ImportError (numpy: "PyCapsule_Import could not import module").
-        if not (interrupted(exc) or (isinstance(exc, ImportError) and sigints)):
+        if not (interrupted(exc) or (isinstance(exc, ImportError) and ctrl_c.count)):
             raise
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
+        ctrl_c.uninstall()
+
+
+class _CtrlC:
+    """Ctrl-C raises KeyboardInterrupt, as in Python, and is never lost.
+
+    A SIGINT that lands while Python runs one of its own callbacks (importlib's module-lock
+    weakref callback during an import, a `__del__`) cannot propagate: Python prints
+    "Exception ignored in ..." and the command runs on, to exit 0. The unraisable hook takes
+    such an interrupt instead and has another thread deliver it again, so it is raised at the
+    next ordinary line of the main thread.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0  # SIGINTs received
+        self.lost = False  # one was swallowed by a callback and not yet raised again
+        self.closing = self.in_hook = False
+        self.resend = None
+        self.previous = self.previous_hook = None
+
+    def install(self) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return  # off the main thread handlers cannot be set; an ignored Ctrl-C stays ignored
+        self.previous_hook = sys.unraisablehook
+        sys.unraisablehook = self.on_unraisable
+        self.previous = signal.signal(signal.SIGINT, self.on_sigint)
+
+    def on_sigint(self, signum, frame) -> None:
+        self.count += 1
+        self.lost = False
+        if not self.closing:
+            raise KeyboardInterrupt
+
+    def on_unraisable(self, unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt) or self.closing:
+            return self.previous_hook(unraisable)
+        import threading
+
+        self.lost = self.in_hook = True
+        self.resend = threading.Thread(target=self._resend, daemon=True)
+        self.resend.start()
+        self.in_hook = False
+
+    def _resend(self) -> None:
+        """Interrupt the main thread once it is out of this hook (raised in the hook, the
+        interrupt would be swallowed again)."""
+        import _thread
+        import time
+
+        while self.in_hook:
+            time.sleep(0.001)
+        time.sleep(0.001)
+        _thread.interrupt_main()
+
+    def uninstall(self) -> None:
+        self.closing = True  # an interrupt still on its way is only counted now
+        if self.resend is not None:
+            self.resend.join()
+        if self.previous_hook is not None:
+            sys.unraisablehook = self.previous_hook
+        if self.previous is not None:
             import signal
 
-            signal.signal(signal.SIGINT, previous)
-
-
-def _count_sigints(sigints: list[int]):
-    """Raise KeyboardInterrupt on Ctrl-C, as Python does, and note that it came; the handler
-    it replaces (None off the main thread, where handlers cannot be set)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        return None  # off the main thread handlers cannot be set; an ignored Ctrl-C stays ignored
-
-    def on_sigint(signum, frame):
-        sigints.append(signum)
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGINT, on_sigint)
+            signal.signal(signal.SIGINT, self.previous)  # runs a pending handler first
 
 
 def _run(argv: list[str] | None) -> int:
