@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from edge.embeddings import ann
 from edge.embeddings.index import META, SearchIndex, build_index
 from edge.embeddings.pooling import l2_normalize
 from edge.embeddings.search import search
+from edge.errors import SearchIndexError
 
 HAS_USEARCH = importlib.util.find_spec("usearch") is not None
 needs_usearch = pytest.mark.skipif(not HAS_USEARCH and not os.environ.get("CI"),
@@ -166,3 +169,45 @@ def test_an_update_rebuilds_the_graph_and_removes_the_old_one(docs, tmp_path, be
     build_index(out, [docs], bert)
     second, meta = _ann_file(out)
     assert not first.exists() and second.exists() and meta["ann"]["rows"] == len(SearchIndex.open(out).entries)
+
+
+@needs_usearch
+def test_edge_search_over_a_graph_in_a_fresh_process(docs, tmp_path, bert, large):
+    """`edge search` as a user runs it: a new process opens the graph (usearch) before it loads
+    the encoder (onnxruntime). onnxruntime loaded after usearch crashed the process (segfault)."""
+    build_index(tmp_path / "idx", [docs], bert)
+    done = subprocess.run([sys.executable, "-m", "edge.cli", "search", str(tmp_path / "idx"), "river stone", "-k", "3",
+                           "--json"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    want = search(SearchIndex.open(tmp_path / "idx"), bert, "river stone", k=3)
+    assert [(h["file"], h["text"]) for h in json.loads(done.stdout)] == [(h.file, h.text) for h in want]
+
+
+@needs_usearch
+def test_unmapping_the_graph_after_every_search_changes_no_hit(docs, tmp_path, bert, large, monkeypatch):
+    """A search after the graph's pages were released finds what one over pages kept mapped does."""
+    build_index(tmp_path / "idx", [docs], bert)
+    kept = SearchIndex.open(tmp_path / "idx")
+    monkeypatch.setattr(kept.graph, "release", lambda: None)
+    monkeypatch.setattr(ann, "RESIDENT", -1)  # release after every search
+    released, calls = SearchIndex.open(tmp_path / "idx"), []
+    real = released.graph.release
+    monkeypatch.setattr(released.graph, "release", lambda: calls.append(1) or real())
+    queries = ("cat dog bird", "river stone", "bread lamp chair road", "cloud", "tree fish")
+    for query in queries:
+        q = l2_normalize(bert.embed([query]))[0]
+        for a, b in zip(kept.nearest(q, 5), released.nearest(q, 5)):
+            np.testing.assert_array_equal(a, b)
+    assert len(calls) == len(queries)
+
+
+@needs_usearch
+def test_a_vectors_file_cut_short_after_opening_is_the_corrupt_index_error(docs, tmp_path, bert, large):
+    """The graph's candidates are re-scored from rows read with pread: a short read is refused."""
+    build_index(tmp_path / "idx", [docs], bert)
+    index = SearchIndex.open(tmp_path / "idx")
+    file = tmp_path / "idx" / index.meta["shards"][0]["vectors"]
+    os.truncate(file, file.stat().st_size // 2)
+    with pytest.raises(SearchIndexError, match="is corrupt"):
+        index.nearest(l2_normalize(bert.embed(["cat dog bird"]))[0], 5)

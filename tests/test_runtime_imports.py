@@ -75,6 +75,17 @@ def test_runtime_path_imports_no_exporter_package(tiny_llama_bundle_int8, tmp_pa
 
 def test_embedding_path_imports_no_exporter_package(tiny_bert_bundle_int8, tmp_path):
     assert heavy_modules(tiny_bert_bundle_int8, "", tmp_path, use="embeddings") == []
+
+@pytest.mark.parametrize("extra, expected", [("", False), ("import onnxruntime", True)])
+def test_the_command_line_loads_onnxruntime_only_with_a_model(tmp_path, extra, expected):
+    """`edge --help` and the commands' definitions need no onnxruntime (~30 MB and ~0.1 s of
+    start-up): it comes with the first model (or ANN graph) a command opens."""
+    code = f"import sys\nfrom edge.cli import main\nmain(['--help'])\n{extra}\nprint('onnxruntime' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0 and "Usage" in result.stdout, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(expected)
+
+
 # Read off the modules' top-level imports by hand (modules added later are left out).
 NEEDS_EXPORTER_AT_IMPORT = {"test_decoder_runner.py", "test_export.py", "test_quantize.py", "test_smollm2.py",
                             "test_stream_detokenizer.py", "test_tokenizer_bpe.py", "test_tokenizer_wordpiece.py"}

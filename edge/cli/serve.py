@@ -10,7 +10,7 @@ import typer
 
 from edge.cli.app import ThreadsOption, app, resolve_bundle
 from edge.errors import EdgeError, UsageError, require_extra
-from edge.generation.scheduler import DEFAULT_KV_TOKENS, DEFAULT_SLOTS
+from edge.generation.budget import DEFAULT_KV_TOKENS, DEFAULT_SLOTS
 
 
 @app.command()

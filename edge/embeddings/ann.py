@@ -17,6 +17,7 @@ never opens it.
 from __future__ import annotations
 
 import importlib.util
+import mmap
 import uuid
 from pathlib import Path
 
@@ -28,6 +29,8 @@ MIN_ROWS = 100_000  # below it brute force is exact and fast enough (see benchma
 CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH = 16, 128, 64
 DTYPE, METRIC = "i8", "ip"  # unit rows: inner product is the cosine
 RESCORE = 40  # candidates the graph returns per query, re-scored on the float32 rows
+RESIDENT = 128 << 20  # bytes of a graph's file that searches may keep mapped (see Graph.release)
+FAULT_BYTES = 64 << 10  # what one page fault maps at most (Linux's fault-around)
 ADD_ROWS = 65_536  # rows handed to usearch at once while building (from the memory maps)
 MISSING = ("usearch is not installed, so the {rows:,} chunks are searched exactly by brute force (slower); "
            "pip install 'edge-runtime[scale]' for approximate search")
@@ -37,10 +40,20 @@ def available() -> bool:
     return importlib.util.find_spec("usearch") is not None
 
 
-def build(out: Path, vectors: list[np.ndarray], threads: int | None) -> tuple[dict, str]:
-    """Write the graph over `vectors` (each (n, dim), in row order); its record and checksum."""
+def _usearch_index():
+    """usearch's Index class, with onnxruntime loaded first: loading onnxruntime's extension
+    after usearch's crashes the process (a segfault in libstdc++'s codecvt under onnxruntime's
+    start-up; usearch 2.26.6, onnxruntime 1.32, x86_64)."""
+    import onnxruntime  # noqa: F401
+
     from usearch.index import Index
 
+    return Index
+
+
+def build(out: Path, vectors: list[np.ndarray], threads: int | None) -> tuple[dict, str]:
+    """Write the graph over `vectors` (each (n, dim), in row order); its record and checksum."""
+    Index = _usearch_index()
     dim, rows = vectors[0].shape[1], sum(len(v) for v in vectors)
     index = Index(ndim=dim, metric=METRIC, dtype=DTYPE, connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
                   expansion_search=EXPANSION_SEARCH)
@@ -61,8 +74,7 @@ class Graph:
     """An opened graph: `candidates(vector, count)` -> (count,) int64 row numbers, best first."""
 
     def __init__(self, folder: Path, record: dict, checksum: str, rows: int, dim: int, threads: int | None):
-        from usearch.index import Index
-
+        Index = _usearch_index()
         file = folder / record["file"]
         if record["rows"] != rows or record["dim"] != dim or record["dtype"] != DTYPE or record["metric"] != METRIC:
             raise ValueError(f"{record['file']} is described as {record['rows']} x {record['dim']} "
@@ -79,14 +91,43 @@ class Graph:
             raise ValueError(f"{record['file']}'s header says {found}, expected ({dim}, {rows}, {DTYPE}, {METRIC})")
         self.index = Index(ndim=dim, metric=METRIC, dtype=DTYPE, connectivity=record["connectivity"],
                            expansion_search=record["expansion_search"])
+        with open(file, "rb") as f:
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # edge's map: usearch only views it
         try:
-            self.index.view(str(file))
+            self.index.view(self.map)
         except RuntimeError as exc:
             raise ValueError(f"{record['file']}: {exc}") from None
+        self.release()  # view() reads every node's header: a third of the file
         if len(self.index) != rows:
             raise ValueError(f"{record['file']} holds {len(self.index)} rows, expected {rows}")
         self.rescore, self.rows, self.threads = record["rescore"], rows, threads or 0
 
     def candidates(self, vector: np.ndarray, count: int) -> np.ndarray:
         keys = self.index.search(vector, count, threads=self.threads).keys.astype(np.int64)  # (<= count,)
+        if len(self.map) > RESIDENT and (_faults() - self.released_at) * FAULT_BYTES > RESIDENT:
+            self.release()
         return keys[(keys >= 0) & (keys < self.rows)]  # a row number outside the index is never trusted
+
+    def release(self) -> None:
+        """Unmap the graph's pages; they stay in the page cache. Why: view() reads every node's
+        header (a third of the file), and a search visits ~1,000 nodes spread over the file,
+        each fault mapping 64 KiB around its page (Linux's fault-around): ~50-90 MB more RSS per
+        search, up to the whole file (500 MB at 1M rows) after a few dozen. Releasing after
+        view() keeps `edge search`'s peak to one search's pages. After searches it is done only
+        when the faults since the last release may have mapped more than RESIDENT bytes of a
+        file larger than that, as it costs ~2 ms and the next search ~3 ms to map its pages
+        again (1M rows, benchmarks/README.md): a server's RSS then holds at most ~RESIDENT of
+        the graph plus one search."""
+        if hasattr(mmap, "MADV_DONTNEED"):  # Linux and the BSDs; elsewhere the OS keeps them mapped
+            self.map.madvise(mmap.MADV_DONTNEED)
+        self.released_at = _faults()
+
+
+def _faults() -> int:
+    """Minor page faults of this process so far (each maps up to 64 KiB of a file); 0 where
+    there is no getrusage."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,10 +37,12 @@ from edge.embeddings import ann
 from edge.embeddings.chunking import HEADING_TOKENS
 from edge.embeddings.corpus import Skipped, candidates, text_files
 from edge.embeddings.index_meta import FORMAT, META, REBUILD, VERSION, read_meta
-from edge.embeddings.model import EmbeddingModel
 from edge.embeddings.plan import EMBED_GROUP, Planned, chunk_file, embed_group, groups, write_rows
 from edge.embeddings.shards import Entry, Rows, Shard, ShardWriter
 from edge.errors import InputError, SearchIndexError
+
+if TYPE_CHECKING:  # the model imports onnxruntime: opening an index needs none of it
+    from edge.embeddings.model import EmbeddingModel
 
 __all__ = ["EMBED_GROUP", "Entry", "FORMAT", "LOCK", "META", "VERSION", "IndexReport", "SearchIndex", "build_index"]
 
@@ -136,10 +139,10 @@ class SearchIndex:
         return np.concatenate(rows), np.concatenate(scores)
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), dim) float32: the given sorted rows, read from the shards' maps."""
+        """(len(rows), dim) float32: the given sorted rows, read from the shards' files."""
         starts = self.entries.starts
         which = np.searchsorted(starts, rows, side="right") - 1  # (len(rows),) shard of each row
-        parts = [self.shards[s].vectors[rows[which == s] - starts[s]] for s in np.unique(which)]
+        parts = [self.shards[s].vectors_at(rows[which == s] - starts[s]) for s in np.unique(which)]
         return np.concatenate(parts) if parts else np.empty((0, self.meta["model"]["dim"]), np.float32)
 
     def check_model(self, model: EmbeddingModel) -> None:

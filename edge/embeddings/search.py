@@ -13,11 +13,14 @@ an ANN graph, against the graph's candidates (SearchIndex.nearest).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from edge.embeddings.model import EmbeddingModel
-from edge.errors import InputError
 from edge.embeddings.index import SearchIndex
 from edge.embeddings.pooling import l2_normalize
+from edge.errors import InputError
+
+if TYPE_CHECKING:  # onnxruntime comes with the model, after the index is open (a smaller peak RSS)
+    from edge.embeddings.model import EmbeddingModel
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ import numpy as np
 
 from edge.engine.decoder_runner import PREFILL_CHUNK
 from edge.errors import ContextWindowError
+from edge.generation.budget import DEFAULT_KV_TOKENS, DEFAULT_SLOTS
 from edge.generation.generate import (Clock, DraftStats, StreamChunk, TextStream, check_fits, common_prefix,
                                       prefill_start)
 from edge.generation.drafts import Drafts, recheck_margin
@@ -46,12 +47,6 @@ if TYPE_CHECKING:
     from edge.engine.batch_runner import BatchRunner
     from edge.tokenizer import Tokenizer
 
-# Sequences decoded together (edge serve --parallel): one step for 8 costs ~2x one for 1 on
-# a 2-core CPU (SmolLM2-135M int8: 17.4 against 8.3 ms), and 8 clients find a slot at once.
-DEFAULT_SLOTS = 8
-# KV budget shared by the slots: 8 x 512 tokens, 189 MB for SmolLM2-135M (46,080 bytes a
-# token), so its server stays under ~500 MB RSS (~310 MB without any cache).
-DEFAULT_KV_TOKENS = 4096
 # Prompt tokens read per step at most (beyond one block). A prompt block costs several decode
 # steps, so reading a burst of new prompts in few steps gives them their first tokens sooner
 # and spikes the time between tokens of running streams in few steps (p95 stays low); the
