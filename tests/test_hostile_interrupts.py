@@ -118,3 +118,19 @@ def test_an_interrupt_swallowed_by_a_callback_still_stops_the_command(steps):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 130 and done.stderr.decode().strip() == "interrupted", done.stderr
     assert time.monotonic() - started < 5
+
+
+def test_a_second_interrupt_while_the_hook_runs_neither_hangs_nor_is_lost():
+    """Ctrl-C pressed again while the unraisable hook starts its thread (Thread.start waits,
+    and takes signals): it was raised inside the hook, left the thread waiting for ever and
+    main() joining it."""
+    code = SWALLOWED.replace("import edge.cli as cli", """import edge.cli as cli, threading
+real_start = threading.Thread.start
+def start(self):
+    real_start(self)
+    if getattr(self, "_target", None) and self._target.__name__ == "_resend":
+        os.kill(os.getpid(), signal.SIGINT)
+threading.Thread.start = start""")
+    done = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 130 and done.stderr.decode().strip() == "interrupted", done.stderr

@@ -76,6 +76,7 @@ def test_runtime_path_imports_no_exporter_package(tiny_llama_bundle_int8, tmp_pa
 def test_embedding_path_imports_no_exporter_package(tiny_bert_bundle_int8, tmp_path):
     assert heavy_modules(tiny_bert_bundle_int8, "", tmp_path, use="embeddings") == []
 
+
 @pytest.mark.parametrize("extra, expected", [("", False), ("import onnxruntime", True)])
 def test_the_command_line_loads_onnxruntime_only_with_a_model(tmp_path, extra, expected):
     """`edge --help` and the commands' definitions need no onnxruntime (~30 MB and ~0.1 s of

@@ -20,19 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctrl_c.install()
         code = _run(argv)
-        if ctrl_c.lost:  # the command ended before the interrupt could be raised again
-            print("interrupted", file=sys.stderr)
-            return 130
-        return code
     except BaseException as exc:
         # An extension module interrupted while it imports may swallow the KeyboardInterrupt
         # and fail with an ImportError (numpy: "PyCapsule_Import could not import module").
         if not (interrupted(exc) or (isinstance(exc, ImportError) and ctrl_c.count)):
             raise
+        code = None
+    finally:
+        ctrl_c.closing = True  # from here on an interrupt is only noted (ctrl_c.lost), never raised
+        ctrl_c.uninstall()
+    if code is None or ctrl_c.lost:  # interrupted, or the command ended before a lost one was raised again
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        ctrl_c.uninstall()
+    return code
 
 
 class _CtrlC:
@@ -49,24 +49,26 @@ class _CtrlC:
         self.count = 0  # SIGINTs received
         self.lost = False  # one was swallowed by a callback and not yet raised again
         self.closing = self.in_hook = False
-        self.resend = None
+        self.resends: list = []  # threads that deliver a swallowed interrupt again
         self.previous = self.previous_hook = None
 
     def install(self) -> None:
         import signal
         import threading
 
-        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            return  # off the main thread handlers cannot be set; an ignored Ctrl-C stays ignored
+        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+            return  # off the main thread handlers cannot be set; an ignored Ctrl-C stays ignored; a C handler could not be restored
         self.previous_hook = sys.unraisablehook
         sys.unraisablehook = self.on_unraisable
         self.previous = signal.signal(signal.SIGINT, self.on_sigint)
 
     def on_sigint(self, signum, frame) -> None:
         self.count += 1
+        if self.closing or self.in_hook:  # raised here it would be lost: main reports it, or the hook's thread resends it
+            self.lost = True
+            return
         self.lost = False
-        if not self.closing:
-            raise KeyboardInterrupt
+        raise KeyboardInterrupt
 
     def on_unraisable(self, unraisable) -> None:
         if not isinstance(unraisable.exc_value, KeyboardInterrupt) or self.closing:
@@ -74,9 +76,11 @@ class _CtrlC:
         import threading
 
         self.lost = self.in_hook = True
-        self.resend = threading.Thread(target=self._resend, daemon=True)
-        self.resend.start()
-        self.in_hook = False
+        try:
+            self.resends.append(threading.Thread(target=self._resend, daemon=True))
+            self.resends[-1].start()
+        finally:
+            self.in_hook = False  # else _resend waits for ever and uninstall's join with it
 
     def _resend(self) -> None:
         """Interrupt the main thread once it is out of this hook (raised in the hook, the
@@ -91,8 +95,9 @@ class _CtrlC:
 
     def uninstall(self) -> None:
         self.closing = True  # an interrupt still on its way is only counted now
-        if self.resend is not None:
-            self.resend.join()
+        for thread in self.resends:
+            if thread.ident is not None:  # started
+                thread.join()
         if self.previous_hook is not None:
             sys.unraisablehook = self.previous_hook
         if self.previous is not None:

@@ -124,10 +124,11 @@ class Graph:
 
 
 def _faults() -> int:
-    """Minor page faults of this process so far (each maps up to 64 KiB of a file); 0 where
+    """Page faults of this process so far (each maps up to 64 KiB of a file); 0 where
     there is no getrusage."""
     try:
         import resource
     except ImportError:  # Windows
         return 0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt + usage.ru_majflt  # a cold page cache maps the graph by major faults

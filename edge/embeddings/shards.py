@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -107,7 +109,6 @@ class Shard:
         self.folder, self.record, self.rows, self.checksums = folder, record, record["rows"], checksums
         self.dim = dim
         self.vectors, self._data_start = _map_vectors(folder / record["vectors"], self.rows, dim)  # (rows, dim)
-        self._vector_file = None
         self._chunks = folder / record["chunks"]
         size = self._chunks.stat().st_size
         if record.get("offsets"):
@@ -116,7 +117,8 @@ class Shard:
             self.offsets = _line_offsets(self._chunks)
             if len(self.offsets) != self.rows + 1:
                 raise ValueError(f"{record['chunks']} has {len(self.offsets) - 1} chunks, expected {self.rows}")
-        self._file = None
+        self._files: dict[str, BinaryIO] = {}  # "chunks", "vectors": opened when first read
+        self._lock = threading.Lock()
         self.verified = False
 
     def files(self) -> list[str]:
@@ -132,21 +134,17 @@ class Shard:
 
     def entry(self, row: int) -> Entry:
         start, end = int(self.offsets[row]), int(self.offsets[row + 1])
-        if self._file is None:
-            self._file = open(self._chunks, "rb")
         # pread: no shared file position, so threads (edge serve's grounding) may read at once
-        return _entry(os.pread(self._file.fileno(), end - start, start))
+        return _entry(os.pread(self._open("chunks"), end - start, start))
 
     def vectors_at(self, rows: np.ndarray) -> np.ndarray:
         """(len(rows), dim) float32: the given rows, read with pread. Reading a few rows through
         the map would leave 64 KiB of it mapped around each (Linux's fault-around), for good:
         ~2.5 MB more RSS per search of an ANN index, up to the whole file in a server."""
-        if self._vector_file is None:
-            self._vector_file = open(self.folder / self.record["vectors"], "rb")
-        size = self.dim * 4
+        fd, size = self._open("vectors"), self.dim * 4
         out = np.empty((len(rows), self.dim), np.float32)
         for i, row in enumerate(rows):
-            data = os.pread(self._vector_file.fileno(), size, self._data_start + int(row) * size)
+            data = os.pread(fd, size, self._data_start + int(row) * size)
             if len(data) != size:
                 raise ValueError(f"{self.record['vectors']} ends before row {int(row)}")
             out[i] = np.frombuffer(data, np.float32)
@@ -157,11 +155,19 @@ class Shard:
             for row in range(self.rows):
                 yield _entry(f.read(int(self.offsets[row + 1] - self.offsets[row])))
 
+    def _open(self, kind: str) -> int:
+        """The descriptor of the shard's `kind` file, opened once (under a lock: threads of
+        edge serve search at once)."""
+        with self._lock:
+            if kind not in self._files:
+                self._files[kind] = open(self.folder / self.record[kind], "rb")
+            return self._files[kind].fileno()
+
     def close(self) -> None:
-        for file in (self._file, self._vector_file):
-            if file is not None:
+        with self._lock:
+            for file in self._files.values():
                 file.close()
-        self._file = self._vector_file = None
+            self._files.clear()
 
 
 def _map_vectors(file: Path, rows: int, dim: int) -> tuple[np.ndarray, int]:
