@@ -29,8 +29,6 @@ MIN_ROWS = 100_000  # below it brute force is exact and fast enough (see benchma
 CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH = 16, 128, 64
 DTYPE, METRIC = "i8", "ip"  # unit rows: inner product is the cosine
 RESCORE = 40  # candidates the graph returns per query, re-scored on the float32 rows
-RESIDENT = 128 << 20  # bytes of a graph's file that searches may keep mapped (see Graph.release)
-FAULT_BYTES = 64 << 10  # what one page fault maps at most (Linux's fault-around)
 ADD_ROWS = 65_536  # rows handed to usearch at once while building (from the memory maps)
 MISSING = ("usearch is not installed, so the {rows:,} chunks are searched exactly by brute force (slower); "
            "pip install 'edge-runtime[scale]' for approximate search")
@@ -104,31 +102,15 @@ class Graph:
 
     def candidates(self, vector: np.ndarray, count: int) -> np.ndarray:
         keys = self.index.search(vector, count, threads=self.threads).keys.astype(np.int64)  # (<= count,)
-        if len(self.map) > RESIDENT and (_faults() - self.released_at) * FAULT_BYTES > RESIDENT:
-            self.release()
         return keys[(keys >= 0) & (keys < self.rows)]  # a row number outside the index is never trusted
 
     def release(self) -> None:
-        """Unmap the graph's pages; they stay in the page cache. Why: view() reads every node's
-        header (a third of the file), and a search visits ~1,000 nodes spread over the file,
-        each fault mapping 64 KiB around its page (Linux's fault-around): ~50-90 MB more RSS per
-        search, up to the whole file (500 MB at 1M rows) after a few dozen. Releasing after
-        view() keeps `edge search`'s peak to one search's pages. After searches it is done only
-        when the faults since the last release may have mapped more than RESIDENT bytes of a
-        file larger than that, as it costs ~2 ms and the next search ~3 ms to map its pages
-        again (1M rows, benchmarks/README.md): a server's RSS then holds at most ~RESIDENT of
-        the graph plus one search."""
+        """Unmap the graph's pages (they stay in the page cache). view() reads every node's
+        header, a third of the file (145 MB at 1M rows), and Linux maps 64 KiB around each page
+        a search faults in (fault-around), so without this `edge search`'s peak held both.
+        After searches the pages stay mapped: a long-running process holds up to the file's
+        size of clean page cache, which the kernel takes back under memory pressure; releasing
+        them after searches made a search ~7x slower (1M rows: ~2 ms to unmap, ~3 ms to map
+        again; benchmarks/README.md)."""
         if hasattr(mmap, "MADV_DONTNEED"):  # Linux and the BSDs; elsewhere the OS keeps them mapped
             self.map.madvise(mmap.MADV_DONTNEED)
-        self.released_at = _faults()
-
-
-def _faults() -> int:
-    """Page faults of this process so far (each maps up to 64 KiB of a file); 0 where
-    there is no getrusage."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return 0
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_minflt + usage.ru_majflt  # a cold page cache maps the graph by major faults
