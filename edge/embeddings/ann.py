@@ -87,8 +87,10 @@ class Graph:
                  *(getattr(header.get(k), "name", "?").lower() for k in ("kind_scalar", "kind_metric")))
         if found != (dim, rows, DTYPE, METRIC):
             raise ValueError(f"{record['file']}'s header says {found}, expected ({dim}, {rows}, {DTYPE}, {METRIC})")
+        # No key lookups: edge's keys are the row numbers and it never asks for a key's vector;
+        # usearch's key -> slot table was 32 MB and half of view()'s time at 1M rows.
         self.index = Index(ndim=dim, metric=METRIC, dtype=DTYPE, connectivity=record["connectivity"],
-                           expansion_search=record["expansion_search"])
+                           expansion_search=record["expansion_search"], enable_key_lookups=False)
         with open(file, "rb") as f:
             self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # edge's map: usearch only views it
         try:
