@@ -186,19 +186,34 @@ def test_edge_search_over_a_graph_in_a_fresh_process(docs, tmp_path, bert, large
 
 @needs_usearch
 def test_a_search_after_the_graphs_pages_were_unmapped_finds_the_same_hits(docs, tmp_path, bert, large):
-    """The graph's pages are unmapped after view() (and may be at any time): searches map them
-    again from the file and find what searches over pages still mapped find."""
+    """view() leaves none of the graph's pages mapped, a search maps some, release() unmaps
+    them again, and a search after it returns the same candidates, in the same order, and
+    brute force's hits."""
     build_index(tmp_path / "idx", [docs], bert)
-    index = SearchIndex.open(tmp_path / "idx")
+    index, exact = SearchIndex.open(tmp_path / "idx"), SearchIndex.open(tmp_path / "idx", exact=True)
+    graph, file = index.graph, tmp_path / "idx" / index.meta["ann"]["file"]
+    assert _mapped_kb(file) in (0, None)  # released after view()
     for query in ("cat dog bird", "river stone", "bread lamp chair road", "cloud", "tree fish"):
         q = l2_normalize(bert.embed([query]))[0]
-        mapped = index.nearest(q, 5)  # the pages this search touched stay mapped
-        again = index.nearest(q, 5)
-        index.graph.release()
-        released = index.nearest(q, 5)
-        for a, b, c in zip(mapped, again, released):
+        before = graph.candidates(q, graph.rescore)  # (40,) in the graph's order, before re-scoring
+        assert _mapped_kb(file) in (None,) or _mapped_kb(file) > 0
+        graph.release()
+        assert _mapped_kb(file) in (0, None)
+        np.testing.assert_array_equal(graph.candidates(q, graph.rescore), before)
+        for a, b in zip(index.nearest(q, 5), exact.nearest(q, 5)):
             np.testing.assert_array_equal(a, b)
-            np.testing.assert_array_equal(a, c)
+
+
+def _mapped_kb(file: Path) -> int | None:
+    """kB of `file`'s map resident in this process (/proc/self/smaps); None off Linux."""
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return None
+    for i, line in enumerate(lines):
+        if line.endswith(str(file)):
+            return next(int(l.split()[1]) for l in lines[i + 1 :] if l.startswith("Rss:"))
+    raise AssertionError(f"{file} is not mapped")
 
 
 @needs_usearch

@@ -9,7 +9,7 @@ compiler on every Pi), faiss-cpu cannot map an HNSW file (it reads it whole: ~1.
 
 usearch is optional (the `scale` extra): without it an index is built without a graph and
 searched exactly, and an index that has one is searched exactly, with a note. The graph
-file is native input: before usearch maps it edge checks its sha256 (from the manifest),
+file is native input: before edge maps it for usearch's view() it checks its sha256 (from the manifest),
 its header (dimensions, scalar kind, metric) and its row count; `edge search --exact`
 never opens it.
 """
@@ -88,7 +88,9 @@ class Graph:
         if found != (dim, rows, DTYPE, METRIC):
             raise ValueError(f"{record['file']}'s header says {found}, expected ({dim}, {rows}, {DTYPE}, {METRIC})")
         # No key lookups: edge's keys are the row numbers and it never asks for a key's vector;
-        # usearch's key -> slot table was 32 MB and half of view()'s time at 1M rows.
+        # usearch's key -> slot table was 32 MB and half of view()'s time at 1M rows. Without it
+        # usearch 2.26.6 answers get/contains/count/`in`/index[key] as if no key were present
+        # (None, False, 0), silently: only search() and len() may be used on self.index.
         self.index = Index(ndim=dim, metric=METRIC, dtype=DTYPE, connectivity=record["connectivity"],
                            expansion_search=record["expansion_search"], enable_key_lookups=False)
         with open(file, "rb") as f:
@@ -114,5 +116,5 @@ class Graph:
         size of clean page cache, which the kernel takes back under memory pressure; releasing
         them after searches made a search ~7x slower (1M rows: ~2 ms to unmap, ~3 ms to map
         again; benchmarks/README.md)."""
-        if hasattr(mmap, "MADV_DONTNEED"):  # Linux and the BSDs; elsewhere the OS keeps them mapped
+        if hasattr(mmap, "MADV_DONTNEED"):  # Linux drops them; macOS and the BSDs may take it as a hint
             self.map.madvise(mmap.MADV_DONTNEED)
