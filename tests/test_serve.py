@@ -292,6 +292,7 @@ def test_full_queue_is_refused_at_once(tiny_llama_bundle_fp32, lm):
     with running(app) as base:
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
         worker.submit(Job(held, done.append))
+        _wait_for(lambda: worker.busy)  # else the held job itself is the one queued, and the chat below fits
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(client.chat.completions.create, model=MODEL, messages=HELLO, max_tokens=5,
                                   temperature=0)
