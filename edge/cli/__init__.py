@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         code = None
     finally:
-        ctrl_c.closing = True  # from here on an interrupt is only noted (ctrl_c.lost), never raised
-        ctrl_c.uninstall()
+        ctrl_c.uninstall()  # from here on an interrupt is only noted (ctrl_c.lost), never raised
     if code is None or ctrl_c.lost:  # interrupted, or the command ended before a lost one was raised again
         print("interrupted", file=sys.stderr)
         return 130
