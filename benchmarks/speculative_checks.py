@@ -4,7 +4,7 @@
   (first differing position) the no-draft run's top-2 logit gap there, teacher-forced
   through DecoderRunner, and the gaps both runs saw while generating;
 - `costs`: one decoder call with n = 1..9 new tokens after a few hundred tokens of context,
-  relative to n = 1 (the shape of COST in edge/generation/drafts.py);
+  relative to n = 1 (the shape of a COSTS row in edge/generation/drafts.py);
 - `profile`: time outside onnxruntime's run during generation, per token and as a share.
 """
 
@@ -114,7 +114,7 @@ def _teacher_forced(model, ids: list[int]) -> tuple[float, int, int]:
 
 def costs(args) -> None:
     """Median time of one call appending n tokens to the same cached context, rewound between
-    calls; n shuffled within every round so drift hits them alike. Printed like drafts.COST."""
+    calls; n shuffled within every round so drift hits them alike. Printed like a drafts.COSTS row."""
     import edge
     from speculative import load_suite
 
@@ -145,7 +145,7 @@ def costs(args) -> None:
     print("|---|---|---|---|")
     for n, m in medians.items():
         print(f"| {n} | {m * 1e3:.2f} | {m / medians[1]:.2f} | {m / medians[1] / n:.2f} |")
-    print("\nCOST = (" + ", ".join(f"{medians[n] / medians[1]:.2f}" for n in medians) + ")")
+    print("\ncosts row = (" + ", ".join(f"{medians[n] / medians[1]:.2f}" for n in medians) + ")")
 
 
 def profile(args) -> None:

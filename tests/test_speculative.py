@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from edge.generation.drafts import COST, DraftLength, NgramDrafter
+from edge.generation.drafts import COSTS, DraftLength, NgramDrafter, host_costs
 from edge.generation.generate import DraftStats, generate_tokens
 from edge.generation.sampler import SamplingParams, make_sampler
 from hf_oracle import hf_causal_lm
+from test_doctor import CPUINFO
 
 ARCHS = ["tiny_llama", "tiny_gpt2"]
 
@@ -71,16 +72,43 @@ def test_ngram_lookup_equals_a_scan():
         assert drafter.propose(5) == expected
 
 
-def test_draft_length_follows_acceptance():
-    lengths = DraftLength()
+@pytest.mark.parametrize("costs", COSTS.values())
+def test_draft_length_follows_acceptance(costs):
+    lengths = DraftLength(costs=costs)
     for _ in range(40):
         lengths.observe(3, 0, 1)
     assert lengths.choose(3, 8) == 0  # guesses fail: plain steps
     for _ in range(60):
         lengths.observe(3, 8, 8)
     assert lengths.choose(3, 8) == 8 and lengths.choose(3, 2) == 2  # they hold: draft all there is
-    expected = sum(0.5**i for i in range(3)) / COST[2]
-    assert DraftLength().choose(1, 2) == 2 and expected > 1  # the prior drafts where it pays
+
+
+def test_draft_length_weighs_the_cost_of_extra_positions():
+    """The prior (half the drafted tokens kept) drafts where extra positions are cheap, less
+    where they are not. Hand-computed: tokens per cost (1 + 0.5 + ... + 0.5^k) / costs[k]."""
+    cheap, dear = (1.0, 1.1, 1.2, 1.3), (1.0, 1.4, 1.8, 2.2)
+    assert DraftLength(costs=cheap).choose(1, 3) == 2  # 1.75 / 1.2 = 1.46 > 1.875 / 1.3, 1.5 / 1.1
+    assert DraftLength(costs=dear).choose(1, 3) == 1  # 1.5 / 1.4 = 1.07 > 1.75 / 1.8, 1.875 / 2.2
+    assert DraftLength(costs=(1.0, 1.6, 2.2, 2.8)).choose(1, 3) == 0  # no draft pays: 1.5 / 1.6 < 1
+
+
+@pytest.mark.parametrize("cpuinfo, row", [
+    ("x86-zen4-epyc.txt", "int8 dot product"),  # AVX-512 VNNI
+    ("x86-icelake-xeon.txt", "int8 dot product"),
+    ("processor : 0\nflags : fpu avx2 avx_vnni\n", "int8 dot product"),
+    ("x86-zen3-epyc.txt", "no int8 dot product"),  # AVX2 only
+    ("processor : 0\nflags : fpu avx2 avx512f avx512bw avx512dq avx512vl\n", "no int8 dot product"),
+    ("rpi4-cortex-a72.txt", "no int8 dot product"),  # Arm: not measured, the costlier row
+    ("rpi5-cortex-a76.txt", "no int8 dot product"),
+])
+def test_host_costs_follow_the_cpus_int8_instructions(monkeypatch, cpuinfo, row):
+    from edge.tools import doctor
+
+    text = cpuinfo if cpuinfo.startswith("processor") else (CPUINFO / cpuinfo).read_text()
+    monkeypatch.setattr(doctor, "host_cpu", lambda: doctor.parse_cpuinfo(text))
+    assert host_costs() == COSTS[row]
+    monkeypatch.setattr(doctor, "host_cpu", lambda: None)  # no /proc/cpuinfo: the costlier row
+    assert host_costs() == COSTS["no int8 dot product"]
 
 
 # --- exact equality with one-token steps ------------------------------------------------

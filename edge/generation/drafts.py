@@ -1,7 +1,7 @@
 """Drafts for speculative decoding: token ids seen so far in, a guess at the next few out.
 
 A decode step reads every weight once for one token; a call checking k drafted tokens
-reads them once for k + 1 positions and costs far less than k + 1 steps (COST below). So
+reads them once for k + 1 positions and costs far less than k + 1 steps (COSTS below). So
 when the text repeats itself (quoting the prompt, code, lists, earlier chat turns), guessing
 the continuation from the sequence itself and checking the guess in one call is faster.
 
@@ -32,10 +32,28 @@ MIN_NGRAM = 1
 MAX_DRAFT = 8  # longest draft checked in one call
 
 # The cost of one decoder call with n new tokens, relative to one token (index n - 1), at
-# batch 1 with a few hundred tokens of context: SmolLM2-135M int8, 2 threads, 2-core AMD
-# EPYC (benchmarks/speculative.py --costs measures it). Weights are read once per call, so
-# the extra positions cost only their arithmetic.
-COST = (1.00, 1.14, 1.25, 1.34, 1.47, 1.56, 1.66, 1.75, 1.87)
+# batch 1 with a few hundred tokens of context: SmolLM2-135M int8, 2 threads, measured with
+# benchmarks/speculative.py --costs. Weights are read once per call, so the extra positions
+# cost only their arithmetic, and how much that is depends on the CPU's int8 instructions:
+# with a dot product (VNNI) an extra position costs ~0.1 of a step, with AVX2 alone ~0.3,
+# which makes long drafts a loss there unless nearly every drafted token is kept.
+COSTS = {
+    "int8 dot product": (1.00, 1.14, 1.25, 1.34, 1.47, 1.56, 1.66, 1.75, 1.87),  # Zen 5, AVX-512 VNNI
+    "no int8 dot product": (1.00, 1.21, 1.56, 1.85, 2.22, 2.52, 2.91, 3.20, 3.56),  # Zen 3, AVX2 only
+}
+
+
+def host_costs() -> tuple[float, ...]:
+    """The COSTS row for this CPU. x86 with VNNI has the dot product; everything else gets
+    the costlier row (Arm CPUs are not measured here: drafting too little loses less than
+    drafting too much, which makes text that repeats nothing slower than plain steps)."""
+    from edge.tools.doctor import host_cpu, int8_support  # reads /proc/cpuinfo once
+
+    cpu = host_cpu()
+    support = int8_support(cpu) if cpu is not None and cpu.arch == "x86_64" else None
+    vnni = support is not None and support.kernel in ("AVX-512 VNNI", "AVX-VNNI")
+    return COSTS["int8 dot product" if vnni else "no int8 dot product"]
+
 
 # A checked call's rows come from other kernels than a one-token step's: onnxruntime's CPU
 # attention multiplies with MLAS SGEMM, whose one-row kernel (a step) sums in another order
@@ -100,25 +118,26 @@ class DraftLength:
     """How many drafted tokens to check next, from a running acceptance estimate.
 
     With acceptance probability a per drafted token (each accepted only if the ones before
-    it were), a draft of k yields 1 + a + ... + a^k tokens for COST[k]; k = 0 is one plain
-    step. The estimate is kept per matched n-gram length: a 4-gram match is a surer guess
+    it were), a draft of k yields 1 + a + ... + a^k tokens for costs[k] (a row of COSTS: this
+    CPU's by default); k = 0 is one plain step. The estimate is kept per matched n-gram length: a 4-gram match is a surer guess
     than a 1-gram one.
     """
 
     RATE = 0.15  # weight of the newest observation in the running estimates
     PRIOR = 0.5
 
-    def __init__(self, limit: int = MAX_DRAFT):
-        self.limit = min(limit, len(COST) - 1)
+    def __init__(self, limit: int = MAX_DRAFT, costs: Sequence[float] | None = None):
+        self.costs = tuple(costs) if costs is not None else host_costs()
+        self.limit = min(limit, len(self.costs) - 1)
         self.accept = [self.PRIOR] * (MAX_NGRAM + 1)  # [n]: chance a drafted token is accepted
 
     def choose(self, ngram: int, available: int) -> int:
         """The draft length with the most tokens per cost (0: run a plain step)."""
-        a, best, best_k, expected = self.accept[ngram], 1.0, 0, 1.0
+        a, best, best_k, expected, costs = self.accept[ngram], 1.0, 0, 1.0, self.costs
         for k in range(1, min(self.limit, available) + 1):
             expected += a**k
-            if expected / COST[k] > best:
-                best, best_k = expected / COST[k], k
+            if expected / costs[k] > best:
+                best, best_k = expected / costs[k], k
         return best_k
 
     def observe(self, ngram: int, accepted: int, checked: int) -> None:
@@ -137,9 +156,9 @@ class Drafts:
     Example: drafts = Drafts(prompt_ids); drafted = drafts.next(ids, room)  # check [ids[-1], *drafted]
     """
 
-    def __init__(self, ids: Sequence[int], lookup: bool = True):
+    def __init__(self, ids: Sequence[int], lookup: bool = True, costs: Sequence[float] | None = None):
         self.drafter = NgramDrafter(ids) if lookup else None
-        self.lengths = DraftLength()
+        self.lengths = DraftLength(costs=costs)
         self._drafted: list[int] = []  # the last proposal
         self._ngram, self._guess, self._looked_up = 0, None, False
         self._at = len(ids)  # len(ids) when it was made
