@@ -32,16 +32,24 @@ def top2_gap(logits: np.ndarray) -> tuple[float, int, int]:
 
 class RecordingGreedy(Greedy):
     """edge's greedy sampler (so generation treats it as greedy: near-ties in checked rows
-    are rechecked) that keeps the top-2 gap of every row it picked from, in order."""
+    are rechecked) that keeps the top-2 gap of the row each output position was decided by:
+    a checked row's pick that a one-token step redoes (a near-tie) is replaced by the step's."""
 
     def __init__(self):
         super().__init__()
-        self.gaps: list[float] = []
+        self._at: dict[int, float] = {}  # position (ids before it) -> gap
 
     def __call__(self, logits: np.ndarray, previous_ids) -> int:
-        gap, first, _ = top2_gap(logits)
-        self.gaps.append(gap)
-        return first
+        return self.pick(logits, previous_ids)[0]
+
+    def pick(self, logits: np.ndarray, previous_ids) -> tuple[int, float]:
+        best, gap = super().pick(logits, previous_ids)
+        self._at[len(previous_ids)] = gap
+        return best, gap
+
+    @property
+    def gaps(self) -> list[float]:
+        return [self._at[position] for position in sorted(self._at)]
 
 
 def greedy(model, ids: list[int], max_tokens: int, draft: str, sampler=None) -> tuple[list[int], list[float]]:
