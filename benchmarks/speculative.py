@@ -10,7 +10,7 @@ The suite: grounded tasks whose answer copies from the prompt (summarise, extrac
 answer questions about a passage, edit code, continue a chat that quotes earlier turns) and
 open-ended ones (a story, small talk). Every task is a chat rendered by edge's SmolLM2
 template; every runtime gets the same prompt ids and makes exactly max_tokens greedy
-tokens, EOS ignored. Each runtime runs the whole suite in a fresh child process
+tokens, EOS masked. Each runtime runs the whole suite in a fresh child process
 (speculative_runtimes.py, in the runtime's own venv), after an untimed warm-up; the
 runtimes alternate within each round (the order rotated every round) and the table shows
 per-task medians over rounds. Peer models come from compare.py (built once, on demand).
@@ -68,7 +68,7 @@ def load_suite(model, path: Path = TASKS, max_tokens: int | None = None) -> dict
     suite = json.loads(path.read_text())
     tasks = [{"name": t["name"], "kind": t["kind"], "group": t["group"], "ids": model.encode_chat(t["messages"]),
               "max_tokens": max_tokens or t.get("max_tokens", suite["max_tokens"])} for t in suite["tasks"]]
-    return {"tasks": tasks, "warmup": tasks[0]["ids"]}
+    return {"tasks": tasks, "warmup": tasks[0]["ids"], "eos": list(model.manifest.tokenizer.eos_token_ids)}
 
 
 def machine() -> str:
@@ -159,7 +159,7 @@ def print_table(args, table: dict, suite: dict, skipped: dict, header: str, roun
     groups = sorted({t["group"] for t in suite["tasks"]}, key=lambda g: g != "grounded")
     print(f"\n### {header}\n")
     print(f"{rounds or args.rounds} alternating rounds (per-task medians), {args.threads} threads, greedy, "
-          f"{suite['tasks'][0]['max_tokens']} new tokens per task (EOS ignored), same prompt ids for all.\n")
+          f"{suite['tasks'][0]['max_tokens']} new tokens per task (EOS masked), same prompt ids for all.\n")
     print("| runtime | group | decode tok/s | time to last s | acceptance | accepted/call | same ids as edge none |")
     print("|---|---|---|---|---|---|---|")
     means = {label: {g: group_means(rows, suite, g) for g in groups} for label, rows in table.items()}

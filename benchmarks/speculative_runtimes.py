@@ -5,9 +5,12 @@
 RUNTIME is a key of RUNTIMES (edge with or without drafts, llama.cpp plain or with
 llama-cpp-python's prompt-lookup drafts, onnxruntime-genai plain or with its n-gram
 speculation); MODEL the bundle, GGUF or genai folder; IDS_JSON {"tasks": [{"name", "ids",
-"max_tokens"}], "warmup": ids}. Every task is greedy from the same prompt ids, EOS ignored
-(onnxruntime-genai cannot step past EOS: min_length masks it there), exactly max_tokens new
-tokens. Prints one JSON object per run: per task the ids, time to first and last token,
+"max_tokens"}], "warmup": ids, "eos": ids}. Every task is greedy from the same prompt ids,
+exactly max_tokens new tokens, EOS masked everywhere (its logit -inf, as llama.cpp's
+--ignore-eos and onnxruntime-genai's min_length do): every runtime continues the reply the
+way the model would without EOS. (Argmax through EOS instead would let edge and llama.cpp
+write a made-up next chat turn after it while genai goes on with its reply: different texts,
+which drafts copy from differently.) Prints one JSON object per run: per task the ids, time to first and last token,
 decoder calls after the prompt, drafted and accepted tokens (None where a runtime does
 not expose them).
 
@@ -46,21 +49,31 @@ class Run:
                 "decode_s": self.marks[-1] - self.marks[0], "calls": calls, "drafted": drafted, "accepted": accepted}
 
 
+def masked(logits: np.ndarray, eos: list[int]) -> np.ndarray:
+    """logits (vocab,) with the EOS ids at -inf (a copy)."""
+    logits = np.array(logits, dtype=np.float32)
+    logits[eos] = -np.inf
+    return logits
+
+
 class Edge:
-    """edge's generate_tokens with a greedy sampler: draft "lookup" or "none"."""
+    """edge's generate_tokens with its greedy sampler, EOS masked: draft "lookup" or "none"."""
 
-    def __init__(self, bundle: str, threads: int, draft: str):
+    def __init__(self, bundle: str, threads: int, draft: str, eos: list[int]):
         import edge
+        from edge.generation.sampler import Greedy
 
-        self.model, self.draft = edge.load(bundle, threads=threads), draft
+        class GreedyWithoutEos(Greedy):  # still a Greedy: quantized near-ties are rechecked as usual
+            def _scored(self, logits, previous_ids):
+                return masked(logits, eos)
+
+        self.model, self.draft, self.sampler = edge.load(bundle, threads=threads), draft, GreedyWithoutEos()
 
     def generate(self, ids: list[int], max_tokens: int) -> dict:
         from edge.generation.generate import DraftStats, generate_tokens
-        from edge.generation.sampler import SamplingParams, make_sampler
 
         stats, run = DraftStats(), Run()
-        for token in generate_tokens(self.model.decoder, ids, make_sampler(SamplingParams()), max_tokens,
-                                     draft=self.draft, stats=stats):
+        for token in generate_tokens(self.model.decoder, ids, self.sampler, max_tokens, draft=self.draft, stats=stats):
             run.tick(token)
         return run.result(stats.calls, stats.drafted if self.draft != "none" else None,
                           stats.accepted if self.draft != "none" else None)
@@ -69,18 +82,18 @@ class Edge:
 class LlamaCppPlain:
     """llama.cpp's C API, one token per llama_decode, argmax in numpy (peers.py, as compare.py)."""
 
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, eos: list[int]):
         from peers import LlamaCpp
 
-        self.runtime = LlamaCpp(path, threads)
+        self.runtime, self.eos = LlamaCpp(path, threads), eos
 
     def generate(self, ids: list[int], max_tokens: int) -> dict:
         runtime, run = self.runtime, Run()
         runtime.reset()
-        token = runtime.prefill(ids)
+        token = int(masked(runtime.logits(ids), self.eos).argmax())
         run.tick(token)
         for _ in range(max_tokens - 1):
-            token = runtime.step(token)
+            token = int(masked(runtime.logits([token]), self.eos).argmax())
             run.tick(token)
         return run.result(max_tokens - 1, None, None)
 
@@ -90,9 +103,11 @@ class LlamaCppHigh:
     with `num_pred` it drafts with LlamaPromptLookupDecoding(num_pred_tokens=num_pred).
     Decoder calls and accepted drafts are read off the evals it makes."""
 
-    def __init__(self, path: str, threads: int, num_pred: int | None):
-        from llama_cpp import Llama
+    def __init__(self, path: str, threads: int, num_pred: int | None, eos: list[int]):
+        from llama_cpp import Llama, LogitsProcessorList
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        self.no_eos = LogitsProcessorList([lambda input_ids, scores: masked(scores, eos)])
 
         draft = None if num_pred is None else LlamaPromptLookupDecoding(num_pred_tokens=num_pred)
         self.llm = Llama(path, n_ctx=2048, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
@@ -111,7 +126,8 @@ class LlamaCppHigh:
         llm, run = self.llm, Run()
         llm.reset()  # no prompt-prefix reuse between tasks: every runtime prefills every prompt
         self.evals.clear()
-        tokens = llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True)
+        tokens = llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True,
+                              logits_processor=self.no_eos)
         for token in tokens:
             run.tick(token)
             if len(run.ids) == max_tokens:
@@ -140,7 +156,7 @@ class Genai:
     """onnxruntime-genai's generator loop, greedy; with `speculative` its n-gram speculation
     (GeneratorParams.set_speculative_options; docs/SpeculativeDecoding.md)."""
 
-    def __init__(self, path: str, threads: int, speculative: dict | None):
+    def __init__(self, path: str, threads: int, speculative: dict | None, eos: list[int]):
         import onnxruntime_genai as og
 
         self.og, self.speculative = og, speculative
@@ -153,7 +169,7 @@ class Genai:
         og, run = self.og, Run()
         params = og.GeneratorParams(self.model)
         total = len(ids) + max_tokens
-        params.set_search_options(max_length=total, min_length=total, do_sample=False)
+        params.set_search_options(max_length=total, min_length=total, do_sample=False)  # masks its EOS
         if self.speculative:
             params.set_speculative_options(**self.speculative)
         generator = og.Generator(self.model, params)
@@ -175,23 +191,23 @@ GENAI_NGRAM = {"ngram_size": 4, "max_draft_tokens": 8, "ngram_chained_lookup": T
                "cooldown": False}  # the n-gram setting docs/SpeculativeDecoding.md shows
 GENAI_NGRAM_K4 = {"ngram_size": 4, "max_draft_tokens": 4}  # its tuning section's starting point: fixed K 4
 
-RUNTIMES = {
-    "edge-lookup": lambda model, threads: Edge(model, threads, "lookup"),
-    "edge-none": lambda model, threads: Edge(model, threads, "none"),
+RUNTIMES = {  # name -> (model, threads, eos ids) -> runtime
+    "edge-lookup": lambda model, threads, eos: Edge(model, threads, "lookup", eos),
+    "edge-none": lambda model, threads, eos: Edge(model, threads, "none", eos),
     "llama.cpp": LlamaCppPlain,
-    "llama.cpp-generate": lambda model, threads: LlamaCppHigh(model, threads, None),
-    "llama.cpp-pld2": lambda model, threads: LlamaCppHigh(model, threads, 2),
-    "llama.cpp-pld10": lambda model, threads: LlamaCppHigh(model, threads, 10),
-    "genai": lambda model, threads: Genai(model, threads, None),
-    "genai-ngram": lambda model, threads: Genai(model, threads, GENAI_NGRAM),
-    "genai-ngram-k4": lambda model, threads: Genai(model, threads, GENAI_NGRAM_K4),
+    "llama.cpp-generate": lambda model, threads, eos: LlamaCppHigh(model, threads, None, eos),
+    "llama.cpp-pld2": lambda model, threads, eos: LlamaCppHigh(model, threads, 2, eos),
+    "llama.cpp-pld10": lambda model, threads, eos: LlamaCppHigh(model, threads, 10, eos),
+    "genai": lambda model, threads, eos: Genai(model, threads, None, eos),
+    "genai-ngram": lambda model, threads, eos: Genai(model, threads, GENAI_NGRAM, eos),
+    "genai-ngram-k4": lambda model, threads, eos: Genai(model, threads, GENAI_NGRAM_K4, eos),
 }
 
 
 def main() -> None:
     name, model, ids_file, threads = sys.argv[1:5]
     suite = json.loads(Path(ids_file).read_text())
-    runtime = RUNTIMES[name](model, int(threads))
+    runtime = RUNTIMES[name](model, int(threads), suite["eos"])
     runtime.generate(suite["warmup"], WARMUP_TOKENS)
     results = {task["name"]: runtime.generate(task["ids"], task["max_tokens"]) for task in suite["tasks"]}
     print(json.dumps(results))
