@@ -5,6 +5,7 @@ onnxruntime-genai's, on a shipped task suite (benchmarks/data/speculative_tasks.
     python benchmarks/speculative.py --agreement   # greedy ids with vs without drafts, flips and their gaps
     python benchmarks/speculative.py --costs       # one decoder call with n = 1..9 new tokens, relative to n = 1
     python benchmarks/speculative.py --profile     # Python time outside onnxruntime during drafted generation
+    python benchmarks/speculative.py --bound       # the most clairvoyant copy-from-context drafts could gain on this CPU
 
 The suite: grounded tasks whose answer copies from the prompt (summarise, extract fields,
 answer questions about a passage, edit code, continue a chat that quotes earlier turns) and
@@ -248,6 +249,7 @@ def parse_args():
     parser.add_argument("--agreement", action="store_true", help="greedy ids with vs without drafts, and the flips")
     parser.add_argument("--costs", action="store_true", help="decoder call cost by new tokens, relative to one")
     parser.add_argument("--profile", action="store_true", help="Python share of drafted generation")
+    parser.add_argument("--bound", action="store_true", help="the most copy-from-context drafts could gain here")
     return parser.parse_args()
 
 
@@ -256,11 +258,11 @@ def main() -> None:
     if args.report:
         report_saved(args)
         return
-    if args.agreement or args.costs or args.profile:
+    if args.agreement or args.costs or args.profile or args.bound:
         import speculative_checks
 
         for wanted, check in ((args.agreement, speculative_checks.agreement), (args.costs, speculative_checks.costs),
-                              (args.profile, speculative_checks.profile)):
+                              (args.profile, speculative_checks.profile), (args.bound, speculative_checks.bound)):
             if wanted:
                 check(args)
         return

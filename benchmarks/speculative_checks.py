@@ -5,7 +5,12 @@
   through DecoderRunner, and the gaps both runs saw while generating;
 - `costs`: one decoder call with n = 1..9 new tokens after a few hundred tokens of context,
   relative to n = 1 (the shape of a COSTS row in edge/generation/drafts.py);
-- `profile`: time outside onnxruntime's run during generation, per token and as a share.
+- `profile`: time outside onnxruntime's run during generation, per token and as a share;
+- `bound`: the most any draft copied from the context could gain on this CPU: over edge's
+  own greedy output (EOS masked, no drafts), a clairvoyant drafter that at every position
+  knows the longest run of the coming tokens found anywhere earlier in prompt + output, and
+  the draft length that minimises the total cost (dynamic programming over the positions,
+  costs = this CPU's COSTS row). Real drafters guess the run and its length, so they get less.
 """
 
 from __future__ import annotations
@@ -154,6 +159,53 @@ def costs(args) -> None:
     for n, m in medians.items():
         print(f"| {n} | {m * 1e3:.2f} | {m / medians[1]:.2f} | {m / medians[1] / n:.2f} |")
     print("\ncosts row = (" + ", ".join(f"{medians[n] / medians[1]:.2f}" for n in medians) + ")")
+
+
+def bound(args) -> None:
+    import edge
+    from edge.generation.drafts import MAX_DRAFT, host_costs
+    from edge.generation.generate import generate_tokens
+    from speculative import load_suite
+
+    class GreedyWithoutEos(Greedy):
+        def _scored(self, logits, previous_ids):
+            logits = np.array(logits, dtype=np.float32)
+            logits[suite["eos"]] = -np.inf
+            return logits
+
+    model = edge.load(args.bundle, threads=args.threads)
+    suite = load_suite(model, args.tasks, args.max_tokens)
+    costs = host_costs()
+    print(f"\ncosts row {costs}")
+    print("| task | group | tokens | clairvoyant copy: speed-up over one-token steps |")
+    print("|---|---|---|---|")
+    groups: dict[str, list[float]] = {}
+    for task in suite["tasks"]:
+        prompt = task["ids"]
+        out = list(generate_tokens(model.decoder, prompt, GreedyWithoutEos(), task["max_tokens"], draft="none"))
+        n = len(out)
+        # run[p]: how many of out[p:p + MAX_DRAFT] occur in a row somewhere in prompt + out[:p]
+        run = [_longest_copy(prompt + out[:p], out[p : p + MAX_DRAFT]) for p in range(n)]
+        cost = [0.0] * (n + 1)  # cost[p]: least cost to produce out[p:], the token before p known
+        for p in range(n - 1, 0, -1):
+            cost[p] = min(costs[k] + cost[min(n, p + k + 1)] for k in range(min(run[p], n - p - 1) + 1))
+        speedup = n / (1 + cost[1])  # the first token comes from the prompt's call
+        groups.setdefault(task["group"], []).append(speedup)
+        print(f"| {task['name']} | {task['group']} | {n} | {speedup:.2f}x |")
+    for group, values in groups.items():
+        print(f"\n{group}: mean {statistics.mean(values):.2f}x")
+
+
+def _longest_copy(context: list[int], coming: list[int]) -> int:
+    """The longest prefix of `coming` found as a run anywhere in `context`."""
+    best = 0
+    for start, token in enumerate(context):
+        if coming and token == coming[0]:
+            n = 1
+            while n < len(coming) and start + n < len(context) and context[start + n] == coming[n]:
+                n += 1
+            best = max(best, n)
+    return best
 
 
 def profile(args) -> None:
