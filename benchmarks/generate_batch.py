@@ -5,7 +5,9 @@ Three ways through the same N chat prompts (greedy, `--max-tokens` each, 2 threa
 - one by one in a process: the same command with `--parallel 1` (the model loaded once);
 - one by one as commands: `edge generate PROMPT` once per prompt (what a shell loop does:
   every run loads the model), over the first `--sequential` prompts, scaled to N.
-Prints seconds per prompt for each and the ratios, with the CPU model and load.
+Prints seconds per prompt and generated tokens/s for each, and the ratios, with the CPU
+model and load. On an int8 bundle batched and solo replies can part at a near-tie and end
+at different lengths, so the token counts differ a little: compare tok/s as well.
 
     python benchmarks/generate_batch.py --prompts 64 --max-tokens 64 --parallel 8
 """
@@ -33,10 +35,10 @@ def prompt(i: int) -> str:
     return f"In three sentences, explain {TOPICS[i % len(TOPICS)]} to a curious child. (Question {i}.)"
 
 
-def timed(command: list[str]) -> float:
+def timed(command: list[str]) -> tuple[float, str]:
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - start, out
 
 
 def main() -> None:
@@ -49,24 +51,29 @@ def main() -> None:
     args = parser.parse_args()
     common = ["-m", args.model, "-n", str(args.max_tokens), "--temp", "0", "-t", "2"]
     print(f"CPU: {machine()}")
+    runs: dict[str, tuple[float, int, int]] = {}  # how -> (seconds, tokens, prompts)
     with tempfile.TemporaryDirectory() as scratch:
         lines = Path(scratch, "prompts.jsonl")
         lines.write_text("".join(json.dumps({"prompt": prompt(i)}) + "\n" for i in range(args.prompts)))
-        seconds = {}
-        for label, parallel in (("batch", args.parallel), ("one by one, one process", 1)):
-            out = Path(scratch, f"out-{parallel}.jsonl")
-            seconds[label] = timed(EDGE + ["generate", "--batch", str(lines), "-o", str(out), "--parallel",
-                                           str(parallel)] + common)
-            tokens = sum(json.loads(line).get("usage", {}).get("completion_tokens", 0)
-                         for line in out.read_text().splitlines())
-            print(f"{label}: {seconds[label]:.1f} s, {tokens} tokens")
-        runs = [timed(EDGE + ["generate", prompt(i)] + common) for i in range(args.sequential)]
-        seconds["one by one, a command each"] = sum(runs) / len(runs) * args.prompts
-    print(f"\n{args.prompts} prompts, {args.max_tokens} new tokens at most, greedy, --parallel {args.parallel}\n")
-    print("| how | s per prompt | batch's speed-up |")
-    print("|---|---|---|")
-    for label, total in seconds.items():
-        print(f"| {label} | {total / args.prompts:.3f} | {total / seconds['batch']:.2f}x |")
+        for i, (label, parallel) in enumerate((("batch", args.parallel), ("one by one, one process", 1))):
+            out = Path(scratch, f"out-{i}.jsonl")  # a fresh file: --batch -o resumes an existing one
+            seconds, _ = timed(EDGE + ["generate", "--batch", str(lines), "-o", str(out), "--parallel", str(parallel)]
+                               + common)
+            records = [json.loads(line) for line in out.read_text().splitlines()]
+            runs[label] = (seconds, sum(r["usage"]["completion_tokens"] for r in records), len(records))
+        seconds = tokens = 0
+        for i in range(args.sequential):
+            took, out = timed(EDGE + ["generate", prompt(i), "--json"] + common)
+            seconds, tokens = seconds + took, tokens + json.loads(out)["completion_tokens"]
+        runs["one by one, a command each"] = (seconds, tokens, args.sequential)
+    print(f"\n{args.prompts} prompts ({args.sequential} as commands), {args.max_tokens} new tokens at most, greedy, "
+          f"--parallel {args.parallel}\n")
+    print("| how | s per prompt | tokens | tok/s | batch's speed-up (s per prompt) |")
+    print("|---|---|---|---|---|")
+    batch_per_prompt = runs["batch"][0] / runs["batch"][2]
+    for label, (took, tokens, prompts) in runs.items():
+        print(f"| {label} | {took / prompts:.3f} | {tokens} | {tokens / took:.1f} | "
+              f"{took / prompts / batch_per_prompt:.2f}x |")
 
 
 if __name__ == "__main__":

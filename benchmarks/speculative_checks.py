@@ -10,7 +10,8 @@
   own greedy output (EOS masked, no drafts), a clairvoyant drafter that at every position
   knows the longest run of the coming tokens found anywhere earlier in prompt + output, and
   the draft length that minimises the total cost (dynamic programming over the positions,
-  costs = this CPU's COSTS row). Real drafters guess the run and its length, so they get less.
+  costs: `call_costs`, this CPU's COSTS row). Real drafters guess the run and its length, so
+  they get less.
 """
 
 from __future__ import annotations
@@ -163,26 +164,22 @@ def costs(args) -> None:
 
 def bound(args) -> None:
     import edge
-    from edge.generation.drafts import MAX_DRAFT, host_costs
+    from edge.generation.drafts import MAX_DRAFT, call_costs
     from edge.generation.generate import generate_tokens
     from speculative import load_suite
-
-    class GreedyWithoutEos(Greedy):
-        def _scored(self, logits, previous_ids):
-            logits = np.array(logits, dtype=np.float32)
-            logits[suite["eos"]] = -np.inf
-            return logits
+    from speculative_runtimes import greedy_without_eos
 
     model = edge.load(args.bundle, threads=args.threads)
     suite = load_suite(model, args.tasks, args.max_tokens)
-    costs = host_costs()
+    costs = call_costs(model.decoder.quantization)
     print(f"\ncosts row {costs}")
     print("| task | group | tokens | clairvoyant copy: speed-up over one-token steps |")
     print("|---|---|---|---|")
     groups: dict[str, list[float]] = {}
     for task in suite["tasks"]:
         prompt = task["ids"]
-        out = list(generate_tokens(model.decoder, prompt, GreedyWithoutEos(), task["max_tokens"], draft="none"))
+        out = list(generate_tokens(model.decoder, prompt, greedy_without_eos(suite["eos"]), task["max_tokens"],
+                                   draft="none"))
         n = len(out)
         # run[p]: how many of out[p:p + MAX_DRAFT] occur in a row somewhere in prompt + out[:p]
         run = [_longest_copy(prompt + out[:p], out[p : p + MAX_DRAFT]) for p in range(n)]

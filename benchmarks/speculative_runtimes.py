@@ -56,18 +56,25 @@ def masked(logits: np.ndarray, eos: list[int]) -> np.ndarray:
     return logits
 
 
+def greedy_without_eos(eos: list[int]):
+    """edge's greedy sampler with the EOS ids masked; still a `Greedy`, so quantized near-ties
+    in checked rows are rechecked as usual (edge imported here: the peers' venvs lack it)."""
+    from edge.generation.sampler import Greedy
+
+    class GreedyWithoutEos(Greedy):
+        def _scored(self, logits, previous_ids):
+            return masked(logits, eos)
+
+    return GreedyWithoutEos()
+
+
 class Edge:
     """edge's generate_tokens with its greedy sampler, EOS masked: draft "lookup" or "none"."""
 
     def __init__(self, bundle: str, threads: int, draft: str, eos: list[int]):
         import edge
-        from edge.generation.sampler import Greedy
 
-        class GreedyWithoutEos(Greedy):  # still a Greedy: quantized near-ties are rechecked as usual
-            def _scored(self, logits, previous_ids):
-                return masked(logits, eos)
-
-        self.model, self.draft, self.sampler = edge.load(bundle, threads=threads), draft, GreedyWithoutEos()
+        self.model, self.draft, self.sampler = edge.load(bundle, threads=threads), draft, greedy_without_eos(eos)
 
     def generate(self, ids: list[int], max_tokens: int) -> dict:
         from edge.generation.generate import DraftStats, generate_tokens

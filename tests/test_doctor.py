@@ -18,6 +18,7 @@ from edge.cli import main
 from edge.tools.doctor import Cpu, QuantizationWarning, int8_support, parse_cpuinfo, quantization_warning
 from edge.manifest import GraphSpec, Manifest, ModelConfig, Positional, Quantization, TokenizerSpec
 import edge
+import edge.cpu
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
 # Methods as the exporter describes them; test_load_warns_on_a_pi4 checks a real export's.
@@ -189,7 +190,7 @@ def test_host_cpu_is_none_when_cpuinfo_describes_another_architecture(monkeypatc
     doctor.host_cpu.cache_clear()
     real = doctor.host_cpu()
     other = "aarch64" if real is not None and real.arch == "x86_64" else "x86_64"
-    monkeypatch.setattr(doctor.platform, "machine", lambda: other)
+    monkeypatch.setattr(edge.cpu.platform, "machine", lambda: other)
     doctor.host_cpu.cache_clear()
     try:
         assert doctor.host_cpu() is None

@@ -6,16 +6,16 @@ a rejected draft, and stops inside a verified block end it there."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from edge.generation.drafts import COSTS, DraftLength, NgramDrafter, host_costs
+from edge.generation.drafts import COSTS, DraftLength, NgramDrafter, call_costs
 from edge.generation.generate import DraftStats, generate_tokens
 from edge.generation.sampler import SamplingParams, make_sampler
 from hf_oracle import hf_causal_lm
-from test_doctor import CPUINFO
 
 ARCHS = ["tiny_llama", "tiny_gpt2"]
 
@@ -72,9 +72,9 @@ def test_ngram_lookup_equals_a_scan():
         assert drafter.propose(5) == expected
 
 
-@pytest.mark.parametrize("costs", COSTS.values())
+@pytest.mark.parametrize("costs", COSTS.values(), ids=list(COSTS))
 def test_draft_length_follows_acceptance(costs):
-    lengths = DraftLength(costs=costs)
+    lengths = DraftLength(costs)
     for _ in range(40):
         lengths.observe(3, 0, 1)
     assert lengths.choose(3, 8) == 0  # guesses fail: plain steps
@@ -87,28 +87,32 @@ def test_draft_length_weighs_the_cost_of_extra_positions():
     """The prior (half the drafted tokens kept) drafts where extra positions are cheap, less
     where they are not. Hand-computed: tokens per cost (1 + 0.5 + ... + 0.5^k) / costs[k]."""
     cheap, dear = (1.0, 1.1, 1.2, 1.3), (1.0, 1.4, 1.8, 2.2)
-    assert DraftLength(costs=cheap).choose(1, 3) == 2  # 1.75 / 1.2 = 1.46 > 1.875 / 1.3, 1.5 / 1.1
-    assert DraftLength(costs=dear).choose(1, 3) == 1  # 1.5 / 1.4 = 1.07 > 1.75 / 1.8, 1.875 / 2.2
-    assert DraftLength(costs=(1.0, 1.6, 2.2, 2.8)).choose(1, 3) == 0  # no draft pays: 1.5 / 1.6 < 1
+    assert DraftLength(cheap).choose(1, 3) == 2  # 1.75 / 1.2 = 1.46 > 1.875 / 1.3, 1.5 / 1.1
+    assert DraftLength(dear).choose(1, 3) == 1  # 1.5 / 1.4 = 1.07 > 1.75 / 1.8, 1.875 / 2.2
+    assert DraftLength((1.0, 1.6, 2.2, 2.8)).choose(1, 3) == 0  # no draft pays: 1.5 / 1.6 < 1
+
+
+CPUINFO = Path(__file__).parent / "data" / "cpuinfo"
 
 
 @pytest.mark.parametrize("cpuinfo, row", [
-    ("x86-zen4-epyc.txt", "int8 dot product"),  # AVX-512 VNNI
-    ("x86-icelake-xeon.txt", "int8 dot product"),
-    ("processor : 0\nflags : fpu avx2 avx_vnni\n", "int8 dot product"),
-    ("x86-zen3-epyc.txt", "no int8 dot product"),  # AVX2 only
-    ("processor : 0\nflags : fpu avx2 avx512f avx512bw avx512dq avx512vl\n", "no int8 dot product"),
-    ("rpi4-cortex-a72.txt", "no int8 dot product"),  # Arm: not measured, the costlier row
-    ("rpi5-cortex-a76.txt", "no int8 dot product"),
+    ("x86-zen4-epyc.txt", "AVX-512 VNNI (Zen 5)"),  # AVX-512 VNNI
+    ("x86-icelake-xeon.txt", "AVX-512 VNNI (Zen 5)"),
+    ("processor : 0\nflags : fpu avx2 avx_vnni\n", "AVX-512 VNNI (Zen 5)"),
+    ("x86-zen3-epyc.txt", "AVX2 (Zen 3)"),  # AVX2 only
+    ("processor : 0\nflags : fpu avx2 avx512f avx512bw avx512dq avx512vl\n", "AVX2 (Zen 3)"),
+    ("rpi4-cortex-a72.txt", "AVX2 (Zen 3)"),  # Arm: not measured, the costlier row
+    ("rpi5-cortex-a76.txt", "AVX2 (Zen 3)"),
 ])
-def test_host_costs_follow_the_cpus_int8_instructions(monkeypatch, cpuinfo, row):
-    from edge.tools import doctor
+def test_call_costs_follow_the_cpus_int8_instructions(monkeypatch, cpuinfo, row):
+    import edge.cpu
 
     text = cpuinfo if cpuinfo.startswith("processor") else (CPUINFO / cpuinfo).read_text()
-    monkeypatch.setattr(doctor, "host_cpu", lambda: doctor.parse_cpuinfo(text))
-    assert host_costs() == COSTS[row]
-    monkeypatch.setattr(doctor, "host_cpu", lambda: None)  # no /proc/cpuinfo: the costlier row
-    assert host_costs() == COSTS["no int8 dot product"]
+    monkeypatch.setattr(edge.cpu, "host_cpu", lambda: edge.cpu.parse_cpuinfo(text))
+    assert call_costs("int8") == call_costs("int4") == COSTS[row]
+    assert call_costs("none") == COSTS["fp32 (Zen 3)"]  # fp32 bundles: float GEMMs on any CPU
+    monkeypatch.setattr(edge.cpu, "host_cpu", lambda: None)  # no /proc/cpuinfo, or emulated: the costlier row
+    assert call_costs("int8") == COSTS["AVX2 (Zen 3)"]
 
 
 # --- exact equality with one-token steps ------------------------------------------------

@@ -33,26 +33,33 @@ MAX_DRAFT = 8  # longest draft checked in one call
 
 # The cost of one decoder call with n new tokens, relative to one token (index n - 1), at
 # batch 1 with a few hundred tokens of context: SmolLM2-135M int8, 2 threads, measured with
-# benchmarks/speculative.py --costs. Weights are read once per call, so the extra positions
-# cost only their arithmetic, and how much that is depends on the CPU's int8 instructions:
-# with a dot product (VNNI) an extra position costs ~0.1 of a step, with AVX2 alone ~0.3,
-# which makes long drafts a loss there unless nearly every drafted token is kept.
+# benchmarks/speculative.py --costs on each CPU named. Weights are read once per call, so the
+# extra positions cost only their arithmetic, and how much that is depends on the CPU's int8
+# instructions: with VNNI an extra position costs ~0.1 of a step, with AVX2 alone ~0.3, which
+# makes long drafts a loss there unless nearly every drafted token is kept.
+# An fp32 bundle reads 4x the weight bytes per call in float GEMMs, so its extra positions
+# are cheap on any CPU (measured on the Zen 3, with a test run beside it).
 COSTS = {
-    "int8 dot product": (1.00, 1.14, 1.25, 1.34, 1.47, 1.56, 1.66, 1.75, 1.87),  # Zen 5, AVX-512 VNNI
-    "no int8 dot product": (1.00, 1.21, 1.56, 1.85, 2.22, 2.52, 2.91, 3.20, 3.56),  # Zen 3, AVX2 only
+    "AVX-512 VNNI (Zen 5)": (1.00, 1.14, 1.25, 1.34, 1.47, 1.56, 1.66, 1.75, 1.87),
+    "AVX2 (Zen 3)": (1.00, 1.21, 1.56, 1.85, 2.22, 2.52, 2.91, 3.20, 3.56),
+    "fp32 (Zen 3)": (1.00, 1.15, 1.23, 1.28, 1.30, 1.33, 1.65, 1.69, 1.72),
 }
 
 
-def host_costs() -> tuple[float, ...]:
-    """The COSTS row for this CPU. x86 with VNNI has the dot product; everything else gets
-    the costlier row (Arm CPUs are not measured here: drafting too little loses less than
-    drafting too much, which makes text that repeats nothing slower than plain steps)."""
-    from edge.tools.doctor import host_cpu, int8_support  # reads /proc/cpuinfo once
+def call_costs(quantization: str) -> tuple[float, ...]:
+    """The COSTS row for a bundle of this quantization ("none" is fp32) on this CPU: fp32's
+    row for fp32 bundles, the VNNI row for quantized ones on x86 with VNNI, the AVX2 row for
+    every other quantized case. Arm is not measured: the costlier row drafts less, and
+    drafting too little loses less than drafting too much (text that repeats nothing would
+    run slower than plain steps)."""
+    from edge.cpu import host_cpu, int8_support  # reads /proc/cpuinfo once per process
 
+    if quantization == "none":
+        return COSTS["fp32 (Zen 3)"]
     cpu = host_cpu()
-    support = int8_support(cpu) if cpu is not None and cpu.arch == "x86_64" else None
+    support = int8_support(cpu) if cpu is not None else None
     vnni = support is not None and support.kernel in ("AVX-512 VNNI", "AVX-VNNI")
-    return COSTS["int8 dot product" if vnni else "no int8 dot product"]
+    return COSTS["AVX-512 VNNI (Zen 5)" if vnni else "AVX2 (Zen 3)"]
 
 
 # A checked call's rows come from other kernels than a one-token step's: onnxruntime's CPU
@@ -118,16 +125,16 @@ class DraftLength:
     """How many drafted tokens to check next, from a running acceptance estimate.
 
     With acceptance probability a per drafted token (each accepted only if the ones before
-    it were), a draft of k yields 1 + a + ... + a^k tokens for costs[k] (a row of COSTS: this
-    CPU's by default); k = 0 is one plain step. The estimate is kept per matched n-gram length: a 4-gram match is a surer guess
-    than a 1-gram one.
+    it were), a draft of k yields 1 + a + ... + a^k tokens for costs[k] (a row of COSTS,
+    `call_costs`); k = 0 is one plain step. The estimate is kept per matched n-gram length:
+    a 4-gram match is a surer guess than a 1-gram one.
     """
 
     RATE = 0.15  # weight of the newest observation in the running estimates
     PRIOR = 0.5
 
-    def __init__(self, limit: int = MAX_DRAFT, costs: Sequence[float] | None = None):
-        self.costs = tuple(costs) if costs is not None else host_costs()
+    def __init__(self, costs: Sequence[float], limit: int = MAX_DRAFT):
+        self.costs = tuple(costs)
         self.limit = min(limit, len(self.costs) - 1)
         self.accept = [self.PRIOR] * (MAX_NGRAM + 1)  # [n]: chance a drafted token is accepted
 
@@ -153,12 +160,13 @@ class Drafts:
     prompt-lookup draft of the length that pays, with the length learnt from what was
     sampled after the previous proposal (however many calls ago).
 
-    Example: drafts = Drafts(prompt_ids); drafted = drafts.next(ids, room)  # check [ids[-1], *drafted]
+    Example: drafts = Drafts(prompt_ids, call_costs("int8"))
+             drafted = drafts.next(ids, room)  # check [ids[-1], *drafted]
     """
 
-    def __init__(self, ids: Sequence[int], lookup: bool = True, costs: Sequence[float] | None = None):
+    def __init__(self, ids: Sequence[int], costs: Sequence[float], lookup: bool = True):
         self.drafter = NgramDrafter(ids) if lookup else None
-        self.lengths = DraftLength(costs=costs)
+        self.lengths = DraftLength(costs)
         self._drafted: list[int] = []  # the last proposal
         self._ngram, self._guess, self._looked_up = 0, None, False
         self._at = len(ids)  # len(ids) when it was made

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edge.errors import ContextWindowError, InputError, check_positive_int
-from edge.generation.drafts import Drafts, recheck_margin
+from edge.generation.drafts import Drafts, call_costs, recheck_margin
 from edge.generation.sampler import Sampler
 from edge.generation.stop import StopStrings
 from edge.tokenizer.stream import StreamDetokenizer
@@ -94,7 +94,7 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
     decoder.reserve(len(prompt_ids) + max_tokens)
     rows = decoder.prefill(prompt_ids[start:])[None]  # (1, vocab): the next position
     ids = list(prompt_ids)  # what the repetition penalty looks back on
-    drafts, drafted = Drafts(ids, lookup=draft == "lookup"), []
+    drafts, drafted = Drafts(ids, call_costs(decoder.quantization), lookup=draft == "lookup"), []
     margin = recheck_margin(sampler, decoder.quantization)
     try:
         while True:

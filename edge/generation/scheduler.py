@@ -38,7 +38,7 @@ from edge.errors import ContextWindowError
 from edge.generation.budget import DEFAULT_KV_TOKENS, DEFAULT_SLOTS
 from edge.generation.generate import (Clock, DraftStats, StreamChunk, TextStream, check_fits, common_prefix,
                                       prefill_start)
-from edge.generation.drafts import Drafts, recheck_margin
+from edge.generation.drafts import Drafts, call_costs, recheck_margin
 from edge.generation.sampler import Sampler
 from edge.generation.stop import StopStrings
 
@@ -135,7 +135,7 @@ class Scheduler:
         stats = DraftStats()
         clock = Clock(len(request.ids), len(rest), self.load_s, stats)
         text = TextStream(self.tokenizer, request.max_tokens, request.eos_ids, request.stop, clock, request.matcher)
-        drafts = Drafts(request.ids, lookup=request.draft == "lookup")
+        drafts = Drafts(request.ids, call_costs(self.runner.quantization), lookup=request.draft == "lookup")
         self.running[slot] = _Running(request, slot, text, stats, blocks, drafts, list(request.ids),
                                       margin=recheck_margin(request.sampler, self.runner.quantization))
 
