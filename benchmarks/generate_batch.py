@@ -4,7 +4,8 @@ Three ways through the same N chat prompts (greedy, `--max-tokens` each, 2 threa
 - batch: one `edge generate --batch prompts.jsonl -o out.jsonl --parallel P` process;
 - one by one in a process: the same command with `--parallel 1` (the model loaded once);
 - one by one as commands: `edge generate PROMPT` once per prompt (what a shell loop does:
-  every run loads the model), over the first `--sequential` prompts, scaled to N.
+  every run loads the model), over the first `--sequential` prompts (its figures per prompt
+  come from those).
 Prints seconds per prompt and generated tokens/s for each, and the ratios, with the CPU
 model and load. On an int8 bundle batched and solo replies can part at a near-tie and end
 at different lengths, so the token counts differ a little: compare tok/s as well.
@@ -47,7 +48,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--parallel", type=int, default=8)
-    parser.add_argument("--sequential", type=int, default=16, help="prompts run as separate commands (scaled)")
+    parser.add_argument("--sequential", type=int, default=16, choices=range(1, 1025), metavar="N",
+                        help="prompts run as separate commands")
     args = parser.parse_args()
     common = ["-m", args.model, "-n", str(args.max_tokens), "--temp", "0", "-t", "2"]
     print(f"CPU: {machine()}")

@@ -85,7 +85,6 @@ def int8_support(cpu: Cpu) -> Int8Support | None:
     return None
 
 
-
 @functools.cache
 def host_cpu() -> Cpu | None:
     """This machine's CPU, or None when /proc/cpuinfo is missing or describes another

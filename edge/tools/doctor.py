@@ -8,7 +8,7 @@ with `i8mm`). Without them it falls back to dequantizing the weights to float, s
 bundle may not beat fp32: a Raspberry Pi 4 (Cortex-A72) has no `asimddp`, a Pi 5
 (Cortex-A76) has. Separately, per-channel QInt8 weights run through U8S8 kernels that can
 saturate on x86 without VNNI (vpmaddubsw adds pairs in 16 bits); edge's blockwise
-MatMulNBits does not use them. The parsing and verdicts are pure functions of the text.
+MatMulNBits does not use them. The verdicts are pure functions of the CPU (edge/cpu.py parses it).
 
 Bundles of schema 3 record the CPU features their kernels need (export/recipes.py `needs`);
 a CPU without them gets a warning naming `edge export --target` for it. The pi4 recipe
@@ -24,8 +24,8 @@ from pathlib import Path
 from edge.cpu import INT8_FEATURES, Cpu, Int8Support, host_cpu, int8_support, parse_cpuinfo, process_arch
 from edge.manifest import Manifest
 
-__all__ = ["Cpu", "Int8Support", "QuantizationWarning", "host_cpu", "int8_support", "parse_cpuinfo", "process_arch",
-           "report", "warn_if_unsuited"]  # the CPU facts live in edge/cpu.py; `edge doctor` re-exports them
+# The CPU facts (Cpu, parse_cpuinfo, int8_support, host_cpu, ...) live in edge/cpu.py and are
+# imported here under their own names, for `edge doctor` and its tests.
 
 # Quantized ops whose int8 activations are unsigned and weights signed (U8S8) on x86.
 U8S8_OPS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear", "per-channel QInt8")
