@@ -6,11 +6,11 @@ RUNTIME is a key of RUNTIMES (edge with or without drafts, llama.cpp plain or wi
 llama-cpp-python's prompt-lookup drafts, onnxruntime-genai plain or with its n-gram
 speculation); MODEL the bundle, GGUF or genai folder; IDS_JSON {"tasks": [{"name", "ids",
 "max_tokens"}], "warmup": ids, "eos": ids}. Every task is greedy from the same prompt ids,
-exactly max_tokens new tokens, EOS masked everywhere (its logit -inf, as llama.cpp's
---ignore-eos and onnxruntime-genai's min_length do): every runtime continues the reply the
-way the model would without EOS. (Argmax through EOS instead would let edge and llama.cpp
-write a made-up next chat turn after it while genai goes on with its reply: different texts,
-which drafts copy from differently.) Prints one JSON object per run: per task the ids, time to first and last token,
+exactly max_tokens new tokens, the bundle's EOS ids masked everywhere (logit -inf here; genai's
+min_length masks the same id): every runtime continues the reply the way the model would
+without EOS. (Argmax through EOS instead would let edge and llama.cpp write a made-up next
+chat turn after it while genai goes on with its reply: different texts, which drafts copy
+from differently.) Prints one JSON object per run: per task the ids, time to first and last token,
 decoder calls after the prompt, drafted and accepted tokens (None where a runtime does
 not expose them).
 
@@ -50,8 +50,9 @@ class Run:
 
 
 def masked(logits: np.ndarray, eos: list[int]) -> np.ndarray:
-    """logits (vocab,) with the EOS ids at -inf (a copy)."""
-    logits = np.array(logits, dtype=np.float32)
+    """logits (vocab,) with the EOS ids at -inf, in place: every caller hands over a row of its
+    own (edge's and peers.py's logits are copies out of the runtime; llama-cpp-python's
+    processor gets the sampler's scratch array), so no per-token copy is made."""
     logits[eos] = -np.inf
     return logits
 
@@ -163,7 +164,7 @@ class Genai:
     """onnxruntime-genai's generator loop, greedy; with `speculative` its n-gram speculation
     (GeneratorParams.set_speculative_options; docs/SpeculativeDecoding.md)."""
 
-    def __init__(self, path: str, threads: int, speculative: dict | None, eos: list[int]):
+    def __init__(self, path: str, threads: int, speculative: dict | None):
         import onnxruntime_genai as og
 
         self.og, self.speculative = og, speculative
@@ -205,9 +206,9 @@ RUNTIMES = {  # name -> (model, threads, eos ids) -> runtime
     "llama.cpp-generate": lambda model, threads, eos: LlamaCppHigh(model, threads, None, eos),
     "llama.cpp-pld2": lambda model, threads, eos: LlamaCppHigh(model, threads, 2, eos),
     "llama.cpp-pld10": lambda model, threads, eos: LlamaCppHigh(model, threads, 10, eos),
-    "genai": lambda model, threads, eos: Genai(model, threads, None, eos),
-    "genai-ngram": lambda model, threads, eos: Genai(model, threads, GENAI_NGRAM, eos),
-    "genai-ngram-k4": lambda model, threads, eos: Genai(model, threads, GENAI_NGRAM_K4, eos),
+    "genai": lambda model, threads, eos: Genai(model, threads, None),  # min_length masks EOS
+    "genai-ngram": lambda model, threads, eos: Genai(model, threads, GENAI_NGRAM),  # min_length masks EOS
+    "genai-ngram-k4": lambda model, threads, eos: Genai(model, threads, GENAI_NGRAM_K4),  # min_length masks EOS
 }
 
 
