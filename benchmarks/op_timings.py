@@ -5,8 +5,17 @@
    encoder row counts; decoders keep SkipSimplifiedLayerNormalization (RMSNorm), which is fast.
 2. KV cache dtype. GroupQueryAttention over an fp16 cache instead of fp32, at short and
    long context: whether halving the bytes a decode step reads pays on this CPU.
+3. Weight formats by rows (`--rows`): what a call with M rows (M new tokens, or M sequences
+   of one token) costs against one row, for a stack of linear layers shaped like SmolLM2-135M
+   (30 x qkv, o, gate_up, down, then the 49k LM head; no attention), stored as edge's int8
+   (MatMulNBits 8-bit blocks), its int4 blocks, fp32, and DynamicQuantizeMatMul (int8
+   weights per output channel, activations quantized per call: one scale for all M rows).
+   This row growth is what speculative drafts and batching pay (drafts.py COSTS). Each
+   format's error against fp32 on the same rows is printed too: signed int8 weights under
+   DynamicQuantizeMatMul (U8S8) add pairs in 16 bits and saturate on x86 without VNNI.
 
     python benchmarks/op_timings.py [--threads 2]   # with the `export` extra (the graph builder)
+    python benchmarks/op_timings.py --rows          # part 3 alone (about a minute)
 
 Times are medians of 5 rounds of many calls, per call, in microseconds.
 """
@@ -22,7 +31,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from edge.cpu import host_cpu, int8_support
 from export.graph.builder import GraphBuilder
+from export.quantize import QuantSpec, quantize_channels
 
 MS = "com.microsoft"
 
@@ -120,13 +131,92 @@ def kv_cache(threads: int, heads: int = 9, kv_heads: int = 3, dim: int = 64, cap
         print(f"| {np.dtype(dtype).name} | {times[0]:.0f} us | {times[1]:.0f} us |")
 
 
+# SmolLM2-135M's linear layers, (out, in): qkv, o, gate_up, down; the LM head after them
+LAYERS, LAYER_SHAPES, HEAD_SHAPE = 30, ((960, 576), (576, 576), (3072, 576), (576, 1536)), (49152, 576)
+ROWS = (1, 2, 3, 5, 9, 16)
+FORMATS = {  # name -> QuantSpec for GraphBuilder.linear, or a DynamicQuantizeMatMul weight kind
+    "int8 (MatMulNBits 8-bit, blocks of 32, edge's default)": QuantSpec(bits=8, block_size=32),
+    "int8 symmetric blocks of 32": QuantSpec(bits=8, block_size=32, symmetric=True),
+    "int4 blocks of 32 (integer zero points)": QuantSpec(bits=4, block_size=32),
+    "DynamicQuantizeMatMul, uint8 weights per channel (U8U8)": "u8",
+    "DynamicQuantizeMatMul, int8 weights per channel (U8S8)": "s8",
+    "fp32 (MatMul)": None,
+}
+
+
+def weight_rows(threads: int) -> None:
+    """Per-call ms of the SmolLM2-shaped stack at each row count, one format at a time."""
+    rng = np.random.default_rng(0)
+    weights = [[(rng.normal(size=shape) * 0.05).astype(np.float32) for shape in LAYER_SHAPES]
+               for _ in range(LAYERS)]
+    head = (rng.normal(size=HEAD_SHAPE) * 0.05).astype(np.float32)
+    feeds = {m: {"x": rng.normal(size=(m, LAYER_SHAPES[0][1])).astype(np.float32)} for m in ROWS}
+    errors_of = {m: {"x": rng.normal(size=(m, LAYER_SHAPES[2][1])).astype(np.float32)} for m in (1, 16)}
+    reference = None
+    print(f"\n| weights ({LAYERS} layers + LM head) | " + " | ".join(f"{m} rows" for m in ROWS)
+          + " | 9 rows / 1 | error 1 / 16 rows |\n|" + "---|" * (len(ROWS) + 3))
+    for name in sorted(FORMATS, key=lambda n: FORMATS[n] is not None):  # fp32 first: the reference
+        model = _stack(FORMATS[name], weights, head)
+        s = ort.InferenceSession(model.SerializeToString(), _options(threads), providers=["CPUExecutionProvider"])
+        ms = [per_call_us(lambda: s.run(None, feeds[m]), 20) / 1000 for m in ROWS]
+        del s  # one session at a time: an idle one's spinning threads would share the cores
+        one = _stack(FORMATS[name], [], weights[0][2])  # a single gate_up layer, for its error alone
+        s = ort.InferenceSession(one.SerializeToString(), _options(threads), providers=["CPUExecutionProvider"])
+        outs = [s.run(None, errors_of[m])[0] for m in errors_of]
+        reference = outs if reference is None else reference
+        error = [float(np.abs(o - r).max() / np.abs(r).max()) for o, r in zip(outs, reference)]
+        print(f"| {name} | " + " | ".join(f"{t:.1f}" for t in ms) + f" | {ms[ROWS.index(9)] / ms[0]:.2f} | "
+              + " / ".join(f"{e:.4f}" for e in error) + " |")
+    print("\nms per call. Error: one gate_up layer (576 -> 3072) on random normal rows, largest |difference|"
+          "\nfrom fp32 over the largest |fp32 output|, at 1 row / 16 rows (one activation scale for all 16 rows)")
+
+
+def _stack(kind, weights, head) -> onnx.ModelProto:
+    """x (M, 576) through every layer's four linears (a residual add, slices where widths
+    differ) and then `head` (any (out, in) weight: the LM head, or one layer alone)."""
+    g = GraphBuilder("rows", quant=kind if isinstance(kind, QuantSpec) else None)
+
+    def linear(x: str, w: np.ndarray, name: str) -> str:
+        if not isinstance(kind, str):
+            return g.linear(x, w, name)
+        codes, scales = quantize_channels(w)  # (K, N) uint8 = int8 + 128, (N,)
+        inputs = [g.init(f"{name}.scales", scales)]
+        if kind == "u8":
+            inputs.append(g.init(f"{name}.zero", np.full(w.shape[0], 128, np.uint8)))
+        else:
+            codes = (codes.astype(np.int16) - 128).astype(np.int8)
+        return g.op("DynamicQuantizeMatMul", x, g.init(f"{name}.codes", codes), *inputs, domain=MS)
+
+    def first(x: str, width: int) -> str:
+        return g.op("Slice", x, g.const([0]), g.const([width]), g.const([-1]))
+
+    x = g.input("x", TensorProto.FLOAT, ["rows", head.shape[1]])
+    for i, (qkv, o, gate_up, down) in enumerate(weights):
+        attn = linear(first(linear(x, qkv, f"l{i}.qkv"), o.shape[1]), o, f"l{i}.o")
+        mlp = linear(first(linear(attn, gate_up, f"l{i}.gate_up"), down.shape[1]), down, f"l{i}.down")
+        x = g.op("Add", x, mlp)
+    g.output(linear(x, head, "head"), "logits", TensorProto.FLOAT, ["rows", HEAD_SHAPE[0]])
+    return g.model()
+
+
+def cpu_name() -> str:
+    cpu = host_cpu()
+    support = int8_support(cpu) if cpu else None
+    kernel = support.kernel if support and support.kernel else "no packed int8 kernel"
+    return f"{cpu.model} ({cpu.cores} logical, int8 kernel {kernel})" if cpu else "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rows", action="store_true", help="only part 3: weight formats by rows per call")
     args = parser.parse_args()
-    print(f"onnxruntime {ort.__version__}, {args.threads} threads; microseconds per call\n")
-    norms(args.threads)
-    kv_cache(args.threads)
+    print(f"onnxruntime {ort.__version__}, {args.threads} threads, CPU {cpu_name()}\n")
+    if not args.rows:
+        print("microseconds per call\n")
+        norms(args.threads)
+        kv_cache(args.threads)
+    weight_rows(args.threads)
 
 
 if __name__ == "__main__":
