@@ -41,12 +41,20 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """In the child before exec: Ctrl-C's default action, as a terminal's foreground program
+    starts with. A test run launched in the background (`cmd &`, nohup) has SIGINT ignored, the
+    children inherit that, and Python then never raises KeyboardInterrupt: they would exit 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(bundle: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("EDGE_DEBUG", None)
     run = subprocess.Popen([sys.executable, "-c", SLOW_CLI, "generate", "Once upon a time", "-m", str(bundle),
                             "--raw", "-n", "200", "--temperature", "0.8", "--seed", "1"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                           preexec_fn=_sigint_as_in_a_terminal)
     assert run.stderr.readline() == b"ready\n"
     return run
 
@@ -115,7 +123,7 @@ def test_an_interrupt_swallowed_by_a_callback_still_stops_the_command(steps):
     command ended first (0 steps): either way exit 130 and one line, at once."""
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", SWALLOWED, steps], capture_output=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_sigint_as_in_a_terminal)
     assert done.returncode == 130 and done.stderr.decode().strip() == "interrupted", done.stderr
     assert time.monotonic() - started < 5
 
@@ -132,5 +140,5 @@ def start(self):
         os.kill(os.getpid(), signal.SIGINT)
 threading.Thread.start = start""")
     done = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_sigint_as_in_a_terminal)
     assert done.returncode == 130 and done.stderr.decode().strip() == "interrupted", done.stderr
