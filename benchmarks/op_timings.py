@@ -1,4 +1,4 @@
-"""Kernel micro-benchmark (not a test): single onnxruntime ops behind two graph decisions.
+"""Kernel micro-benchmark (not a test): onnxruntime kernels behind three graph decisions.
 
 1. Norms. The encoder builds LayerNorm from plain ops (`GraphBuilder.add_norm`) because
    onnxruntime's CPU (Skip)LayerNormalization kernel is several times slower than them at
@@ -8,16 +8,20 @@
 3. Weight formats by rows (`--rows`): what a call with M rows (M new tokens, or M sequences
    of one token) costs against one row, for a stack of linear layers shaped like SmolLM2-135M
    (30 x qkv, o, gate_up, down, then the 49k LM head; no attention), stored as edge's int8
-   (MatMulNBits 8-bit blocks), its int4 blocks, fp32, and DynamicQuantizeMatMul (int8
-   weights per output channel, activations quantized per call: one scale for all M rows).
-   This row growth is what speculative drafts and batching pay (drafts.py COSTS). Each
-   format's error against fp32 on the same rows is printed too: signed int8 weights under
-   DynamicQuantizeMatMul (U8S8) add pairs in 16 bits and saturate on x86 without VNNI.
+   (MatMulNBits 8-bit blocks of 32), the same in blocks of 64 and 128, 4-bit blocks with
+   integer zero points (not edge's int4 recipe, whose float block minimum adds two small
+   MatMuls per layer), fp32, and DynamicQuantizeMatMul (int8 weights per output channel,
+   activations quantized per call: one scale for all M rows). This row growth is what
+   speculative drafts and batching pay (drafts.py COSTS). Each format's error against fp32 is
+   printed too, for one gate_up layer on its own random rows: signed int8 weights under
+   DynamicQuantizeMatMul (U8S8) add pairs in 16 bits and saturate on x86 without VNNI. Those
+   rows are alike, so the error at 16 rows does not show what one activation scale for rows of
+   different ranges costs a real model (benchmarks/README.md: +14.4% perplexity on SmolLM2).
 
     python benchmarks/op_timings.py [--threads 2]   # with the `export` extra (the graph builder)
-    python benchmarks/op_timings.py --rows          # part 3 alone (about a minute)
+    python benchmarks/op_timings.py --rows          # part 3 alone (1-2 minutes on a quiet 2-core CPU)
 
-Times are medians of 5 rounds of many calls, per call, in microseconds.
+Times are medians of 5 rounds of many calls, per call: microseconds in parts 1-2, ms in 3.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from edge.cpu import host_cpu, int8_support
+from edge.tools.doctor import report
 from export.graph.builder import GraphBuilder
 from export.quantize import QuantSpec, quantize_channels
 
@@ -137,6 +141,8 @@ ROWS = (1, 2, 3, 5, 9, 16)
 FORMATS = {  # name -> QuantSpec for GraphBuilder.linear, or a DynamicQuantizeMatMul weight kind
     "int8 (MatMulNBits 8-bit, blocks of 32, edge's default)": QuantSpec(bits=8, block_size=32),
     "int8 symmetric blocks of 32": QuantSpec(bits=8, block_size=32, symmetric=True),
+    "int8 blocks of 64": QuantSpec(bits=8, block_size=64),
+    "int8 blocks of 128": QuantSpec(bits=8, block_size=128),
     "int4 blocks of 32 (integer zero points)": QuantSpec(bits=4, block_size=32),
     "DynamicQuantizeMatMul, uint8 weights per channel (U8U8)": "u8",
     "DynamicQuantizeMatMul, int8 weights per channel (U8S8)": "s8",
@@ -144,36 +150,40 @@ FORMATS = {  # name -> QuantSpec for GraphBuilder.linear, or a DynamicQuantizeMa
 }
 
 
-def weight_rows(threads: int) -> None:
+def formats_by_rows(threads: int) -> None:
     """Per-call ms of the SmolLM2-shaped stack at each row count, one format at a time."""
     rng = np.random.default_rng(0)
     weights = [[(rng.normal(size=shape) * 0.05).astype(np.float32) for shape in LAYER_SHAPES]
                for _ in range(LAYERS)]
     head = (rng.normal(size=HEAD_SHAPE) * 0.05).astype(np.float32)
     feeds = {m: {"x": rng.normal(size=(m, LAYER_SHAPES[0][1])).astype(np.float32)} for m in ROWS}
-    errors_of = {m: {"x": rng.normal(size=(m, LAYER_SHAPES[2][1])).astype(np.float32)} for m in (1, 16)}
+    error_feeds = {m: {"x": rng.normal(size=(m, LAYER_SHAPES[2][1])).astype(np.float32)} for m in (1, 16)}
     reference = None
-    print(f"\n| weights ({LAYERS} layers + LM head) | " + " | ".join(f"{m} rows" for m in ROWS)
-          + " | 9 rows / 1 | error 1 / 16 rows |\n|" + "---|" * (len(ROWS) + 3))
+    print(f"| weights ({LAYERS} layers + LM head) | " + " | ".join(f"{m} row{'s' * (m > 1)}" for m in ROWS)
+          + " | 9 rows / 1 | 16 rows / 1 | error 1 / 16 rows |\n|" + "---|" * (len(ROWS) + 4))
     for name in sorted(FORMATS, key=lambda n: FORMATS[n] is not None):  # fp32 first: the reference
-        model = _stack(FORMATS[name], weights, head)
-        s = ort.InferenceSession(model.SerializeToString(), _options(threads), providers=["CPUExecutionProvider"])
-        ms = [per_call_us(lambda: s.run(None, feeds[m]), 20) / 1000 for m in ROWS]
-        del s  # one session at a time: an idle one's spinning threads would share the cores
-        one = _stack(FORMATS[name], [], weights[0][2])  # a single gate_up layer, for its error alone
-        s = ort.InferenceSession(one.SerializeToString(), _options(threads), providers=["CPUExecutionProvider"])
-        outs = [s.run(None, errors_of[m])[0] for m in errors_of]
+        session = _session(_stack(FORMATS[name], weights, head), threads)
+        ms = [per_call_us(lambda: session.run(None, feeds[m]), 20) / 1000 for m in ROWS]
+        del session  # one session at a time: an idle one's spinning threads would share the cores
+        single_layer = _session(_stack(FORMATS[name], [], weights[0][2]), threads)  # gate_up alone: its error
+        outs = [single_layer.run(None, error_feeds[m])[0] for m in error_feeds]
         reference = outs if reference is None else reference
         error = [float(np.abs(o - r).max() / np.abs(r).max()) for o, r in zip(outs, reference)]
         print(f"| {name} | " + " | ".join(f"{t:.1f}" for t in ms) + f" | {ms[ROWS.index(9)] / ms[0]:.2f} | "
-              + " / ".join(f"{e:.4f}" for e in error) + " |")
+              f"{ms[-1] / ms[0]:.2f} | " + " / ".join(f"{e:.2%}" for e in error) + " |")
     print("\nms per call. Error: one gate_up layer (576 -> 3072) on random normal rows, largest |difference|"
-          "\nfrom fp32 over the largest |fp32 output|, at 1 row / 16 rows (one activation scale for all 16 rows)")
+          "\nfrom fp32 over the largest |fp32 output|, at 1 row / 16 rows (alike rows: what one activation"
+          "\nscale for rows of different ranges costs does not show here)")
 
 
-def _stack(kind, weights, head) -> onnx.ModelProto:
+def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), _options(threads), providers=["CPUExecutionProvider"])
+
+
+def _stack(kind: QuantSpec | str | None, weights, head) -> onnx.ModelProto:
     """x (M, 576) through every layer's four linears (a residual add, slices where widths
-    differ) and then `head` (any (out, in) weight: the LM head, or one layer alone)."""
+    differ) and then `head` (any (out, in) weight: the LM head, or one layer alone). `kind`:
+    a QuantSpec (MatMulNBits), "u8" / "s8" (DynamicQuantizeMatMul weights), None (fp32)."""
     g = GraphBuilder("rows", quant=kind if isinstance(kind, QuantSpec) else None)
 
     def linear(x: str, w: np.ndarray, name: str) -> str:
@@ -199,11 +209,10 @@ def _stack(kind, weights, head) -> onnx.ModelProto:
     return g.model()
 
 
-def cpu_name() -> str:
-    cpu = host_cpu()
-    support = int8_support(cpu) if cpu else None
-    kernel = support.kernel if support and support.kernel else "no packed int8 kernel"
-    return f"{cpu.model} ({cpu.cores} logical, int8 kernel {kernel})" if cpu else "unknown"
+def cpu_line() -> str:
+    """The CPU as `edge doctor` names it, with the int8 kernel it gets."""
+    facts = report()
+    return f"{facts['cpu']} ({facts['cores']} logical, int8 kernel {facts['int8_kernel'] or 'none'})"
 
 
 def main() -> None:
@@ -211,12 +220,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", action="store_true", help="only part 3: weight formats by rows per call")
     args = parser.parse_args()
-    print(f"onnxruntime {ort.__version__}, {args.threads} threads, CPU {cpu_name()}\n")
+    print(f"onnxruntime {ort.__version__}, {args.threads} threads, CPU {cpu_line()}\n")
     if not args.rows:
         print("microseconds per call\n")
         norms(args.threads)
         kv_cache(args.threads)
-    weight_rows(args.threads)
+        print()
+    formats_by_rows(args.threads)
 
 
 if __name__ == "__main__":
