@@ -181,16 +181,28 @@ def bound(args) -> None:
         out = list(generate_tokens(model.decoder, prompt, greedy_without_eos(suite["eos"]), task["max_tokens"],
                                    draft="none"))
         n = len(out)
-        # run[p]: how many of out[p:p + MAX_DRAFT] occur in a row somewhere in prompt + out[:p]
-        run = [_longest_copy(prompt + out[:p], out[p : p + MAX_DRAFT]) for p in range(n)]
-        cost = [0.0] * (n + 1)  # cost[p]: least cost to produce out[p:], the token before p known
-        for p in range(n - 1, 0, -1):
-            cost[p] = min(costs[k] + cost[min(n, p + k + 1)] for k in range(min(run[p], n - p - 1) + 1))
-        speedup = n / (1 + cost[1])  # the first token comes from the prompt's call
+        speedup = n / copy_ceiling_cost(prompt, out, costs, MAX_DRAFT)
         groups.setdefault(task["group"], []).append(speedup)
         print(f"| {task['name']} | {task['group']} | {n} | {speedup:.2f}x |")
     for group, values in groups.items():
         print(f"\n{group}: mean {statistics.mean(values):.2f}x")
+
+
+def copy_ceiling_cost(prompt: list[int], out: list[int], costs, max_draft: int) -> float:
+    """The least decoder cost, in one-token steps, of generating `out` after `prompt` by
+    checking drafts copied from the text so far, for a drafter that knows at every position
+    the longest run of the coming tokens found earlier and the best length to check (dynamic
+    programming over the `costs` row). len(out) / this is the most any copy-from-context
+    drafter can gain over one-token steps. Example: out copying nothing -> len(out)."""
+    n = len(out)
+    if n == 0:
+        return 0.0
+    # run[p]: how many of out[p:p + max_draft] occur in a row somewhere in prompt + out[:p]
+    run = [_longest_copy(prompt + out[:p], out[p : p + max_draft]) for p in range(n)]
+    cost = [0.0] * (n + 1)  # cost[p]: least cost to produce out[p:], the token before p known
+    for p in range(n - 1, 0, -1):
+        cost[p] = min(costs[k] + cost[min(n, p + k + 1)] for k in range(min(run[p], n - p - 1) + 1))
+    return 1 + cost[1]  # the first token comes from the prompt's call
 
 
 def _longest_copy(context: list[int], coming: list[int]) -> int:
