@@ -101,9 +101,9 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
             recheck = False
             for i, row in enumerate(rows):  # row i: the position after drafted[:i]
                 row = row if matcher is None else matcher.mask(row)
-                if margin and len(rows) > 1:
+                if margin:
                     token, gap = sampler.pick(row, ids)
-                    if gap < margin:
+                    if drafts.near_tie(gap, margin) and len(rows) > 1:
                         recheck = True  # a near-tie in a checked row: a one-token step decides it
                         break
                 else:

@@ -188,9 +188,9 @@ class Scheduler:
         running.recheck = False
         for i, row in enumerate(rows):  # row i: the position after drafted[:i]
             row, token = self._masked(running, row), None
-            if running.margin and len(rows) > 1:
+            if running.margin:
                 token, gap = request.sampler.pick(row, ids)
-                if gap < running.margin:
+                if running.drafts.near_tie(gap, running.margin) and len(rows) > 1:
                     running.recheck = True  # a near-tie in a checked row: a one-token call decides it
                     break
             if i:
