@@ -92,46 +92,50 @@ def test_draft_length_weighs_the_cost_of_extra_positions():
     assert DraftLength((1.0, 1.6, 2.2, 2.8)).choose(1, 3) == 0  # no draft pays: 1.5 / 1.6 < 1
 
 
-def _draft_outcome(k: int, a: float, q: float, costs) -> tuple[float, float]:
+def _draft_outcome(k: int, a: float, q0: float, q1: float, costs) -> tuple[float, float]:
     """(expected tokens, expected cost) of checking k drafts, by walking the rows' outcomes:
-    each row is a near-tie with chance q (a one-token redo gives its token and ends the call),
-    else it gives its token and the next row follows if a draft remains and was accepted."""
+    in a checked call (k > 0) the first row is a near-tie with chance q0, a later one with q1
+    (a one-token redo gives its token, costs a step and ends the call); any other row gives
+    its token, and the next row follows if a draft remains and was accepted (chance a)."""
     tokens, cost, reach = 0.0, costs[k], 1.0
     for i in range(k + 1):
-        if k:  # only checked calls are redone
-            tokens, cost = tokens + reach * q, cost + reach * q
-        tokens += reach * (1 - q if k else 1.0)
-        reach *= (1 - q if k else 1.0) * a
+        q = (q0 if i == 0 else q1) if k else 0.0
+        tokens += reach  # a reached row's token: from the row itself, or from its redo
+        cost += reach * q
+        reach *= (1 - q) * a
     return tokens, cost
 
 
 @pytest.mark.parametrize("costs", COSTS.values(), ids=list(COSTS))
 @pytest.mark.parametrize("a", [0.3, 0.6, 0.8, 0.9, 0.97])
-@pytest.mark.parametrize("q", [0.0, 0.1, 0.25, 0.4])
-def test_draft_length_prices_near_tie_redos(costs, a, q):
+@pytest.mark.parametrize("q0, q1", [(0.0, 0.0), (0.1, 0.0), (0.25, 0.05), (0.05, 0.25), (0.4, 0.4)])
+def test_draft_length_prices_near_tie_redos(costs, a, q0, q1):
     """The length chosen is the one with the most expected tokens per cost, one-token redos
     of near-tie rows included (the walk above, not DraftLength's closed form)."""
     lengths = DraftLength(costs)
     lengths.accept = [a] * len(lengths.accept)
-    lengths.near_tie = q
-    value = {k: (lambda t, c: t / c)(*_draft_outcome(k, a, q, costs)) for k in range(len(costs))}
+    lengths.near_tie = [q0, q1]
+    value = {k: (lambda t, c: t / c)(*_draft_outcome(k, a, q0, q1, costs)) for k in range(len(costs))}
     assert value[lengths.choose(2, 8)] == pytest.approx(max(value.values()))
 
 
 def test_near_ties_stop_drafts_that_acceptance_alone_would_check():
-    """Hand-computed on the AVX2 row with 90% of drafts kept: 5 drafts at q = 0, 2 at q = 0.2
-    ((1 + .72 + .5184) / (1.56 + .2 * 2.2384) = 1.115 > 1.107 for 1, 1.101 for 3), none at
-    q = 0.3 (1.63 / (1.21 + .3 * 1.63) = 0.96 < 1); the estimate is learnt from rows' gaps."""
+    """Hand-computed on the AVX2 row with 90% of drafts kept: 5 drafts without near-ties; with
+    q0 = q1 = 0.3 none, every length yields less than a plain step's 1 token per step: one draft
+    1 + .63 = 1.63 tokens for 1.21 + .3 + .3 * .63 = 1.699 (0.96), two 2.027 for 2.168 (0.93),
+    three 2.277 for 2.533 (0.90). The estimates are learnt from rows' top-2 gaps, first rows
+    apart."""
     drafts = Drafts([1, 2, 3], COSTS["AVX2 (Zen 3)"])
     drafts.lengths.accept = [0.9] * len(drafts.lengths.accept)
     assert drafts.lengths.choose(2, 8) == 5
-    drafts.lengths.near_tie = 0.2
-    assert drafts.lengths.choose(2, 8) == 2
-    drafts.lengths.near_tie = 0.0
-    assert drafts.near_tie(0.2, 1.0) and not drafts.near_tie(1.0, 1.0)  # under the margin, or not
+    drafts.lengths.near_tie = [0.3, 0.3]
+    assert drafts.lengths.choose(2, 8) == 0
+    drafts.lengths.near_tie = [0.0, 0.0]
+    assert drafts.near_tie(0.2, 1.0, 0) and not drafts.near_tie(1.0, 1.0, 3)  # under the margin, or not
     for _ in range(60):
-        drafts.near_tie(0.1, 1.0)  # every row a near-tie: the estimate climbs towards 1
-    assert drafts.lengths.near_tie > 0.9 and drafts.lengths.choose(2, 8) == 0
+        drafts.near_tie(0.1, 1.0, 0)  # every first row a near-tie: that estimate climbs towards 1
+    assert drafts.lengths.near_tie[0] > 0.9 and drafts.lengths.near_tie[1] < 0.1
+    assert drafts.lengths.choose(2, 8) == 0
 
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"

@@ -20,8 +20,9 @@ every step: verified drafts, and also, for free, the steps run without one (was 
 proposal's first token the one sampled?). So drafting stops where guesses fail (open-ended
 text pays for nothing) and resumes as soon as they start to hold again. Greedy decoding of a
 quantized bundle also redoes a checked row that is a near-tie with a one-token step
-(RECHECK_MARGIN), which costs the rest of that call and one more; the estimate of how often
-rows are near-ties (learnt from every row's top-2 gap) enters the expected cost too.
+(RECHECK_MARGIN), which costs the rest of that call and one more; estimates of how often a
+call's first row and its later rows are near-ties (learnt from every greedy row's top-2 gap)
+enter the expected cost too.
 """
 
 from __future__ import annotations
@@ -129,46 +130,39 @@ class DraftLength:
     near-ties.
 
     With acceptance probability a per drafted token (each accepted only if the ones before
-    it were) and a chance q that a checked row is a near-tie (redone by a one-token step,
-    which gives that row's token; the call's later rows are lost), row i of a draft of k is
-    reached with probability ((1 - q) a)^i and every reached row yields one token: the draft
-    yields S = 1 + (1 - q) a + ... + ((1 - q) a)^k tokens for costs[k] + q S (a row of COSTS,
-    `call_costs`, plus the one-token redos); k = 0 is one plain step (never redone). The
-    acceptance is kept per matched n-gram length (a 4-gram match is a surer guess than a
-    1-gram one); q is one estimate for the sequence, 0 where nothing is rechecked.
-    Example: a = 0.9 on the AVX2 row drafts 5 tokens at q = 0, 2 at q = 0.2, none at q = 0.3.
+    it were), a draft of k yields 1 + a + ... + a^k tokens for costs[k] (a row of COSTS,
+    `call_costs`); k = 0 is one plain step. Greedy decoding of a quantized bundle also redoes
+    a checked row that is a near-tie by a one-token step (generate.py), which gives that
+    row's token, loses the call's later rows and costs one step more: with a chance q0 that
+    a call's first row is a near-tie and q1 that a later one is (rows reached through kept
+    drafts are surer, so they get their own estimate), row 1 is reached with probability
+    (1 - q0) a and each row after it with (1 - q1) a more; every reached row yields one token,
+    and the redos add q0 + q1 (reach_1 + ... + reach_k) to the cost. The acceptance is kept
+    per matched n-gram length (a 4-gram match is a surer guess than a 1-gram one), the
+    near-tie chances per sequence (0 where nothing is rechecked).
+    Example: a = 0.9 on the AVX2 row drafts 5 tokens at q0 = q1 = 0, 3 at q0 = 0.2, q1 = 0.05.
     """
 
-    RATE = 0.15  # weight of the newest observation in the running acceptance estimates
+    RATE = 0.15  # weight of the newest observation in the running estimates
     PRIOR = 0.5
-    # weight of the newest row in the near-tie estimate: near-ties are a property of the text
-    # (a quarter of the rows of benchmarks/speculative.py's suite and of `edge ask` answers on
-    # SmolLM2 int8), slower to move than acceptance; 0.05 was best in a replay of both with
-    # 0.15 (benchmarks/README.md)
-    TIE_RATE = 0.05
 
     def __init__(self, costs: Sequence[float], limit: int = MAX_DRAFT):
         self.costs = tuple(costs)
         self.limit = min(limit, len(self.costs) - 1)
         self.accept = [self.PRIOR] * (MAX_NGRAM + 1)  # [n]: chance a drafted token is accepted
-        self.near_tie = 0.0  # chance a checked row is redone by a one-token step
+        self.near_tie = [0.0, 0.0]  # chance a call's first row / a later row is a near-tie, redone
 
     def choose(self, ngram: int, available: int) -> int:
         """The draft length with the most tokens per cost (0: run a plain step)."""
-        q, costs = self.near_tie, self.costs
-        reach = self.accept[ngram] * (1.0 - q)  # from one row to the next
-        best, best_k, expected, term = 1.0, 0, 1.0, 1.0
+        a, (q0, q1), costs = self.accept[ngram], self.near_tie, self.costs
+        best, best_k, tokens, redos, reach = 1.0, 0, 1.0, q0, (1.0 - q0) * a
         for k in range(1, min(self.limit, available) + 1):
-            term *= reach
-            expected += term
-            value = expected / (costs[k] + q * expected)
+            tokens, redos = tokens + reach, redos + q1 * reach
+            value = tokens / (costs[k] + redos)
             if value > best:
                 best, best_k = value, k
+            reach *= (1.0 - q1) * a
         return best_k
-
-    def observe_row(self, near_tie: bool) -> None:
-        """A greedy row was (or was not) within the recheck margin."""
-        self.near_tie += self.TIE_RATE * (float(near_tie) - self.near_tie)
 
     def observe(self, ngram: int, accepted: int, checked: int) -> None:
         """`checked` drafted tokens were compared in order; the first `accepted` matched."""
@@ -176,6 +170,11 @@ class DraftLength:
         for i in range(checked):
             a += rate * ((1.0 if i < accepted else 0.0) - a)
         self.accept[ngram] = a
+
+    def observe_row(self, near_tie: bool, later: bool) -> None:
+        """A greedy row was (or was not) within the recheck margin; `later`: a checked call's
+        row after its first (reached through kept drafts)."""
+        self.near_tie[later] += self.RATE * (float(near_tie) - self.near_tie[later])
 
 
 class Drafts:
@@ -212,12 +211,12 @@ class Drafts:
         self._drafted, self._at = drafted, len(ids)
         return drafted
 
-    def near_tie(self, gap: float, margin: float) -> bool:
-        """Whether a row whose top-2 gap is `gap` is a near-tie under `margin` (learnt, so
-        draft lengths price the one-token redos in: DraftLength). Every greedy row counts,
-        checked or not: near-ties are a property of the text."""
+    def near_tie(self, gap: float, margin: float, row: int) -> bool:
+        """Whether row `row` of a call, whose top-2 gap is `gap`, is a near-tie under `margin`
+        (learnt, so draft lengths price the one-token redos in: DraftLength). A plain step's
+        row counts as a first row."""
         tie = gap < margin
-        self.lengths.observe_row(tie)
+        self.lengths.observe_row(tie, row > 0)
         return tie
 
     def _learn(self, sampled: Sequence[int]) -> None:

@@ -103,7 +103,7 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
                 row = row if matcher is None else matcher.mask(row)
                 if margin:
                     token, gap = sampler.pick(row, ids)
-                    if drafts.near_tie(gap, margin) and len(rows) > 1:
+                    if drafts.near_tie(gap, margin, i) and len(rows) > 1:
                         recheck = True  # a near-tie in a checked row: a one-token step decides it
                         break
                 else:

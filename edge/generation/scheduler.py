@@ -190,7 +190,7 @@ class Scheduler:
             row, token = self._masked(running, row), None
             if running.margin:
                 token, gap = request.sampler.pick(row, ids)
-                if running.drafts.near_tie(gap, running.margin) and len(rows) > 1:
+                if running.drafts.near_tie(gap, running.margin, i) and len(rows) > 1:
                     running.recheck = True  # a near-tie in a checked row: a one-token call decides it
                     break
             if i:
