@@ -93,17 +93,22 @@ def test_draft_length_weighs_the_cost_of_extra_positions():
 
 
 def _draft_outcome(k: int, a: float, q0: float, q1: float, costs) -> tuple[float, float]:
-    """(expected tokens, expected cost) of checking k drafts, by walking the rows' outcomes:
-    in a checked call (k > 0) the first row is a near-tie with chance q0, a later one with q1
-    (a one-token redo gives its token, costs a step and ends the call); any other row gives
-    its token, and the next row follows if a draft remains and was accepted (chance a)."""
-    tokens, cost, reach = 0.0, costs[k], 1.0
-    for i in range(k + 1):
-        q = (q0 if i == 0 else q1) if k else 0.0
-        tokens += reach  # a reached row's token: from the row itself, or from its redo
-        cost += reach * q
-        reach *= (1 - q) * a
-    return tokens, cost
+    """(expected tokens, expected cost) of checking k drafts, summed over every way the call
+    can end: in a checked call (k > 0) the first row is a near-tie with chance q0, a later one
+    with q1 (a one-token redo gives that row's token for one more step, and the call ends);
+    any other row gives its token, and the next row follows if a draft remains and was
+    accepted (chance a), else the call ends there."""
+    def endings(row: int) -> list[tuple[float, int, int]]:  # (chance, tokens, redo steps) from `row` on
+        q = (q0 if row == 0 else q1) if k else 0.0
+        ends = [(q, 1, 1)] if q else []
+        if row == k:
+            return ends + [(1 - q, 1, 0)]
+        ends.append(((1 - q) * (1 - a), 1, 0))
+        return ends + [((1 - q) * a * p, 1 + t, r) for p, t, r in endings(row + 1)]
+
+    ends = endings(0)
+    assert sum(p for p, _, _ in ends) == pytest.approx(1.0)
+    return sum(p * t for p, t, _ in ends), costs[k] + sum(p * r for p, _, r in ends)
 
 
 @pytest.mark.parametrize("costs", COSTS.values(), ids=list(COSTS))
@@ -111,10 +116,11 @@ def _draft_outcome(k: int, a: float, q0: float, q1: float, costs) -> tuple[float
 @pytest.mark.parametrize("q0, q1", [(0.0, 0.0), (0.1, 0.0), (0.25, 0.05), (0.05, 0.25), (0.4, 0.4)])
 def test_draft_length_prices_near_tie_redos(costs, a, q0, q1):
     """The length chosen is the one with the most expected tokens per cost, one-token redos
-    of near-tie rows included (the walk above, not DraftLength's closed form)."""
+    of near-tie rows included (every ending of the call summed above, not DraftLength's
+    row-by-row recurrence)."""
     lengths = DraftLength(costs)
     lengths.accept = [a] * len(lengths.accept)
-    lengths.near_tie = [q0, q1]
+    lengths.tie_chances = [q0, q1]
     value = {k: (lambda t, c: t / c)(*_draft_outcome(k, a, q0, q1, costs)) for k in range(len(costs))}
     assert value[lengths.choose(2, 8)] == pytest.approx(max(value.values()))
 
@@ -128,14 +134,29 @@ def test_near_ties_stop_drafts_that_acceptance_alone_would_check():
     drafts = Drafts([1, 2, 3], COSTS["AVX2 (Zen 3)"])
     drafts.lengths.accept = [0.9] * len(drafts.lengths.accept)
     assert drafts.lengths.choose(2, 8) == 5
-    drafts.lengths.near_tie = [0.3, 0.3]
+    drafts.lengths.tie_chances = [0.3, 0.3]
     assert drafts.lengths.choose(2, 8) == 0
-    drafts.lengths.near_tie = [0.0, 0.0]
+    drafts.lengths.tie_chances = [0.0, 0.0]
     assert drafts.near_tie(0.2, 1.0, 0) and not drafts.near_tie(1.0, 1.0, 3)  # under the margin, or not
     for _ in range(60):
         drafts.near_tie(0.1, 1.0, 0)  # every first row a near-tie: that estimate climbs towards 1
-    assert drafts.lengths.near_tie[0] > 0.9 and drafts.lengths.near_tie[1] < 0.1
+    assert drafts.lengths.tie_chances[0] > 0.9 and drafts.lengths.tie_chances[1] < 0.1
+    drafts.near_tie(float("inf"), 1.0, 0)  # a row the grammar forces: not learnt from
+    assert drafts.lengths.tie_chances[0] > 0.9
     assert drafts.lengths.choose(2, 8) == 0
+
+
+def test_drafts_cut_short_by_a_redo_are_not_counted_as_rejected():
+    """A near-tie redo can end a call after the first drafts matched and before the rest were
+    compared: those matched, the rest say nothing (they counted as a rejection before)."""
+    ids = [5, 6, 7, 8, 9, 10, 11, 12, 1, 5, 6, 7]
+    drafts = Drafts(ids, COSTS["AVX-512 VNNI (Zen 5)"])
+    drafts.lengths.accept = [0.9] * len(drafts.lengths.accept)
+    drafted = drafts.next(ids, 8)
+    assert drafted[:2] == [8, 9] and len(drafted) > 2
+    before = drafts.lengths.accept[3]
+    drafts.next(ids + drafted[:2], 8)  # the redo gave the second draft's position its token
+    assert drafts.lengths.accept[3] == pytest.approx(before + 0.15 * (1 - before) + 0.15 * (1 - before) * 0.85)
 
 
 CPUINFO = Path(__file__).parent / "data" / "cpuinfo"

@@ -21,12 +21,13 @@ proposal's first token the one sampled?). So drafting stops where guesses fail (
 text pays for nothing) and resumes as soon as they start to hold again. Greedy decoding of a
 quantized bundle also redoes a checked row that is a near-tie with a one-token step
 (RECHECK_MARGIN), which costs the rest of that call and one more; estimates of how often a
-call's first row and its later rows are near-ties (learnt from every greedy row's top-2 gap)
-enter the expected cost too.
+call's first row and its later rows are near-ties (learnt from the top-2 gaps of the greedy
+rows a sequence drafting alone samples) enter the expected cost too.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from edge.generation.sampler import Greedy
@@ -140,7 +141,7 @@ class DraftLength:
     and the redos add q0 + q1 (reach_1 + ... + reach_k) to the cost. The acceptance is kept
     per matched n-gram length (a 4-gram match is a surer guess than a 1-gram one), the
     near-tie chances per sequence (0 where nothing is rechecked).
-    Example: a = 0.9 on the AVX2 row drafts 5 tokens at q0 = q1 = 0, 3 at q0 = 0.2, q1 = 0.05.
+    Example: a = 0.9 on the AVX2 row drafts 3 tokens at q0 = 0.2, q1 = 0.05 and none at q0 = q1 = 0.3.
     """
 
     RATE = 0.15  # weight of the newest observation in the running estimates
@@ -150,11 +151,11 @@ class DraftLength:
         self.costs = tuple(costs)
         self.limit = min(limit, len(self.costs) - 1)
         self.accept = [self.PRIOR] * (MAX_NGRAM + 1)  # [n]: chance a drafted token is accepted
-        self.near_tie = [0.0, 0.0]  # chance a call's first row / a later row is a near-tie, redone
+        self.tie_chances = [0.0, 0.0]  # that a call's first row / a later row is a near-tie, redone
 
     def choose(self, ngram: int, available: int) -> int:
         """The draft length with the most tokens per cost (0: run a plain step)."""
-        a, (q0, q1), costs = self.accept[ngram], self.near_tie, self.costs
+        a, (q0, q1), costs = self.accept[ngram], self.tie_chances, self.costs
         best, best_k, tokens, redos, reach = 1.0, 0, 1.0, q0, (1.0 - q0) * a
         for k in range(1, min(self.limit, available) + 1):
             tokens, redos = tokens + reach, redos + q1 * reach
@@ -174,7 +175,7 @@ class DraftLength:
     def observe_row(self, near_tie: bool, later: bool) -> None:
         """A greedy row was (or was not) within the recheck margin; `later`: a checked call's
         row after its first (reached through kept drafts)."""
-        self.near_tie[later] += self.RATE * (float(near_tie) - self.near_tie[later])
+        self.tie_chances[later] += self.RATE * (float(near_tie) - self.tie_chances[later])
 
 
 class Drafts:
@@ -212,11 +213,13 @@ class Drafts:
         return drafted
 
     def near_tie(self, gap: float, margin: float, row: int) -> bool:
-        """Whether row `row` of a call, whose top-2 gap is `gap`, is a near-tie under `margin`
-        (learnt, so draft lengths price the one-token redos in: DraftLength). A plain step's
-        row counts as a first row."""
+        """Whether row `row` of a call, whose top-2 gap is `gap`, is a near-tie under `margin`,
+        learnt so that draft lengths price the one-token redos in (DraftLength). A plain
+        step's row counts as a first row; a row the grammar forces (gap inf) says nothing
+        about the text. Callers skip the redo itself: its position was counted already."""
         tie = gap < margin
-        self.lengths.observe_row(tie, row > 0)
+        if math.isfinite(gap):
+            self.lengths.observe_row(tie, row > 0)
         return tie
 
     def _learn(self, sampled: Sequence[int]) -> None:
@@ -228,6 +231,7 @@ class Drafts:
             accepted = 0
             while accepted < min(len(self._drafted), len(sampled)) and sampled[accepted] == self._drafted[accepted]:
                 accepted += 1
-            self.lengths.observe(self._ngram, accepted, min(accepted + 1, len(self._drafted)))
+            # a draft past the sampled ids was never compared (a near-tie redo stopped the call)
+            self.lengths.observe(self._ngram, accepted, min(accepted + 1, len(self._drafted), len(sampled)))
         elif self._guess is not None:
             self.lengths.observe(self._ngram, int(sampled[0] == self._guess), 1)

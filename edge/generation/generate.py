@@ -96,14 +96,15 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
     ids = list(prompt_ids)  # what the repetition penalty looks back on
     drafts, drafted = Drafts(ids, call_costs(decoder.quantization), lookup=draft == "lookup"), []
     margin = recheck_margin(sampler, decoder.quantization)
+    recheck = False
     try:
         while True:
-            recheck = False
+            redo, recheck = recheck, False  # redo: this one-token call decides the last call's near-tie
             for i, row in enumerate(rows):  # row i: the position after drafted[:i]
                 row = row if matcher is None else matcher.mask(row)
                 if margin:
                     token, gap = sampler.pick(row, ids)
-                    if drafts.near_tie(gap, margin, i) and len(rows) > 1:
+                    if not redo and drafts.near_tie(gap, margin, i) and len(rows) > 1:
                         recheck = True  # a near-tie in a checked row: a one-token step decides it
                         break
                 else:

@@ -181,16 +181,16 @@ class Scheduler:
         request, ids, slot = running.request, running.ids, running.slot
         room = min(request.max_tokens - (len(ids) - len(request.ids)) - 1, self.runner.capacity - len(ids),
                    PREFILL_CHUNK - 1)  # a batch-1 call takes at most PREFILL_CHUNK tokens; forced runs can be longer
-        drafted = [] if running.recheck else running.drafts.next(ids, room, request.matcher)
+        redo, running.recheck = running.recheck, False  # redo: this one-token call decides a near-tie
+        drafted = [] if redo else running.drafts.next(ids, room, request.matcher)
         running.stats.drafted += len(drafted)
         rows = self.runner.logits(slot, [running.next_token, *drafted])  # (1 + drafted, vocab)
         running.stats.calls += 1
-        running.recheck = False
         for i, row in enumerate(rows):  # row i: the position after drafted[:i]
             row, token = self._masked(running, row), None
             if running.margin:
                 token, gap = request.sampler.pick(row, ids)
-                if running.drafts.near_tie(gap, running.margin, i) and len(rows) > 1:
+                if not redo and running.drafts.near_tie(gap, running.margin, i) and len(rows) > 1:
                     running.recheck = True  # a near-tie in a checked row: a one-token call decides it
                     break
             if i:
