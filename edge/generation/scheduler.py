@@ -188,7 +188,7 @@ class Scheduler:
         running.stats.calls += 1
         for i, row in enumerate(rows):  # row i: the position after drafted[:i]
             row, token = self._masked(running, row), None
-            if running.margin:
+            if running.margin and (len(rows) > 1 or request.draft == "lookup"):  # a plain step's gap: for lookup
                 token, gap = request.sampler.pick(row, ids)
                 if not redo and running.drafts.near_tie(gap, running.margin, i) and len(rows) > 1:
                     running.recheck = True  # a near-tie in a checked row: a one-token call decides it
