@@ -426,5 +426,10 @@ def test_a_slot_waiting_for_its_recheck_is_then_batched():
         assert scheduler.running or scheduler.waiting, "the near-tie was never seen"
         scheduler.step()
     scheduler.add(_greedy_request([5, 6, 7], 10, b))  # joins: the next steps are batched
+    while "batch" not in runner.calls:
+        scheduler.step()
+    assert not scheduler.running[0].recheck  # the batched one-token row decided it: no redo left for later
     scheduler.run()
-    assert a == scripts[0][:28] and b == scripts[1][:10] and "batch" in runner.calls
+    assert a == scripts[0][:28] and b == scripts[1][:10]
+    alone_again = runner.calls[len(runner.calls) - runner.calls[::-1].index("batch"):]
+    assert alone_again and alone_again[0] > 1  # back alone, its first call checks drafts again

@@ -30,6 +30,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from edge.generation.sampler import Greedy
 
 MAX_NGRAM = 4  # longest n-gram looked up; shorter ones are tried when it is not found
@@ -211,6 +213,20 @@ class Drafts:
             self._looked_up = bool(drafted)
         self._drafted, self._at = drafted, len(ids)
         return drafted
+
+    def pick(self, sampler, row: np.ndarray, ids: Sequence[int], index: int, checked: bool, margin: float,
+             redo: bool) -> tuple[int | None, bool]:
+        """Row `index` (logits (vocab,)) of a call, `checked` if the call checked drafts ->
+        (token, near_tie). With a recheck margin (recheck_margin) the greedy token comes with
+        its top-2 gap, learnt for the draft lengths; near_tie: a checked row's pick must be
+        redone by a one-token step, so the caller drops it and the rest of the call. A plain
+        step's gap is read only for lookup drafts (their lengths use it). token None: no
+        recheck applies here, the caller samples the row as usual. `redo`: this call is the
+        redo, whose position was learnt already."""
+        if not margin or not (checked or self.drafter is not None):
+            return None, False
+        token, gap = sampler.pick(row, ids)
+        return token, not redo and self.near_tie(gap, margin, index) and checked
 
     def near_tie(self, gap: float, margin: float, row: int) -> bool:
         """Whether row `row` of a call, whose top-2 gap is `gap`, is a near-tie under `margin`,

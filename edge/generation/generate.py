@@ -96,20 +96,16 @@ def generate_tokens(decoder: DecoderRunner, prompt_ids: Sequence[int], sampler: 
     ids = list(prompt_ids)  # what the repetition penalty looks back on
     drafts, drafted = Drafts(ids, call_costs(decoder.quantization), lookup=draft == "lookup"), []
     margin = recheck_margin(sampler, decoder.quantization)
-    gaps_inform_lengths = draft == "lookup"  # without lookup drafts a plain step's gap is not needed
     recheck = False
     try:
         while True:
             redo, recheck = recheck, False  # redo: this one-token call decides the last call's near-tie
             for i, row in enumerate(rows):  # row i: the position after drafted[:i]
                 row = row if matcher is None else matcher.mask(row)
-                if margin and (len(rows) > 1 or gaps_inform_lengths):
-                    token, gap = sampler.pick(row, ids)
-                    if not redo and drafts.near_tie(gap, margin, i) and len(rows) > 1:
-                        recheck = True  # a near-tie in a checked row: a one-token step decides it
-                        break
-                else:
-                    token = sampler(row, ids)
+                token, recheck = drafts.pick(sampler, row, ids, i, len(rows) > 1, margin, redo)
+                if recheck:  # a near-tie in a checked row: a one-token step decides it
+                    break
+                token = sampler(row, ids) if token is None else token
                 if i:
                     stats.accepted += 1  # row i stands on drafted[i - 1]: that draft saved a call
                 if matcher is not None:

@@ -173,6 +173,7 @@ class Scheduler:
         for slot in ready:
             running = self.running[slot]
             running.stats.calls += 1
+            running.recheck = False  # a one-token row: it decides a near-tie left by a call alone
             self._sample(running, rows[slot])
 
     def _decode_alone(self, running: _Running) -> None:
@@ -187,12 +188,11 @@ class Scheduler:
         rows = self.runner.logits(slot, [running.next_token, *drafted])  # (1 + drafted, vocab)
         running.stats.calls += 1
         for i, row in enumerate(rows):  # row i: the position after drafted[:i]
-            row, token = self._masked(running, row), None
-            if running.margin and (len(rows) > 1 or request.draft == "lookup"):  # a plain step's gap: for lookup
-                token, gap = request.sampler.pick(row, ids)
-                if not redo and running.drafts.near_tie(gap, running.margin, i) and len(rows) > 1:
-                    running.recheck = True  # a near-tie in a checked row: a one-token call decides it
-                    break
+            row = self._masked(running, row)
+            token, running.recheck = running.drafts.pick(request.sampler, row, ids, i, len(rows) > 1,
+                                                         running.margin, redo)
+            if running.recheck:  # a near-tie in a checked row: a one-token call decides it
+                break
             if i:
                 running.stats.accepted += 1  # row i stands on drafted[i - 1]: that draft saved a call
             self._sample(running, row, masked=True, token=token)
