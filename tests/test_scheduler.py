@@ -427,6 +427,7 @@ def test_a_slot_waiting_for_its_recheck_is_then_batched():
         scheduler.step()
     scheduler.add(_greedy_request([5, 6, 7], 10, b))  # joins: the next steps are batched
     while "batch" not in runner.calls:
+        assert scheduler.running, "the two requests never decoded together"
         scheduler.step()
     assert not scheduler.running[0].recheck  # the batched one-token row decided it: no redo left for later
     scheduler.run()
