@@ -80,6 +80,24 @@ def test_rewound_slot_reuses_its_prefix(request):
                                rtol=0)
 
 
+def test_copied_prefix_equals_its_prefill(request):
+    """A slot given another slot's first 25 tokens (copy_prefix, over a longer stale run of its
+    own) and fed the rest equals transformers on the whole prompt, and so do its decode steps."""
+    runner = _runner(request, "tiny_llama")
+    vocab = runner.model.vocab_size
+    first, second = _ids(40, vocab, 3), _ids(40, vocab, 3)[:25] + _ids(10, vocab, 4)
+    runner.prefill(1, first)
+    runner.prefill(3, _ids(50, vocab, 5))  # stale entries past the copied rows must not be read
+    runner.copy_prefix(1, 3, 25)
+    assert runner.length(3) == 25 and runner.length(1) == 40
+    rows = [runner.prefill(3, second[25:])]
+    rows.append(runner.decode([None, 7, None, 9])[3])  # slot 1 decodes beside it
+    expected = hf_logits(request.getfixturevalue("tiny_llama_dir"), second + [9])[-2:]
+    np.testing.assert_allclose(np.stack(rows), expected, atol=1e-3, rtol=0)
+    with pytest.raises(ValueError):
+        runner.copy_prefix(1, 2, 42)  # more than slot 1 holds
+
+
 def test_learned_positions_are_refused(request):
     """GPT-2's graph slices its position rows from the longest sequence: one range for the batch."""
     decoder = DecoderRunner.open(open_bundle(request.getfixturevalue("tiny_gpt2_bundle_fp32")))

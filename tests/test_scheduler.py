@@ -184,6 +184,65 @@ def test_prompt_reuse_prefills_only_the_rest(model):
     assert got[1] == _solo(model, second, dict(max_tokens=6))
 
 
+def _spy_copies(runner, copies: list):
+    copy = runner.copy_prefix
+
+    def spied(source, slot, n):
+        copies.append((source, slot, n))
+        return copy(source, slot, n)
+
+    runner.copy_prefix = spied
+
+
+def _prefilled(calls: list, slot: int) -> int:
+    return sum(call[2] for call in calls if call[:2] == ("prefill", slot))
+
+
+def test_a_burst_sharing_a_prefix_reads_it_once(model):
+    """Three prompts with one system prompt arrive together: the first reads it, the others
+    get its rows copied into their slots and read only what follows; outputs stay the solo ones."""
+    from edge.generation.generate import common_prefix
+
+    system = _prompt(40, 11)
+    ids = [model.encode_prompt(f"{system} {_prompt(6, 30 + i)}", raw=True) for i in range(3)]
+    scheduler = model.scheduler(slots=3, kv_tokens=3 * 256)
+    calls, copies, got = [], [], {}
+    _spy(scheduler.runner, calls)
+    _spy_copies(scheduler.runner, copies)
+    for i, prompt in enumerate(ids):
+        scheduler.add(model.request(prompt, _collector(got, i), max_tokens=8))
+    scheduler.run()
+    assert _prefilled(calls, 0) == len(ids[0]) and copies[0][1:] == (1, common_prefix(ids[0], ids[1]))
+    for i in (1, 2):
+        shared = max(common_prefix(ids[j], ids[i]) for j in range(i))
+        assert shared >= len(model.encode_prompt(system, raw=True)) - 1  # the system prompt, at least
+        assert _prefilled(calls, i) == len(ids[i]) - shared and (i, shared) in [c[1:] for c in copies]
+        assert got[i] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids[i], max_tokens=8)]
+
+
+def test_a_copy_takes_what_a_cancelled_source_still_holds(model, monkeypatch):
+    """The request a prefix was to be copied from is cancelled mid-prompt: the follower copies
+    the rows that source read before it left, and reads the rest itself."""
+    budget = 2 * PREFILL_CHUNK
+    monkeypatch.setattr("edge.generation.scheduler.PREFILL_BUDGET", budget)
+    source = model.encode_prompt(_prompt(budget + 40, 7), raw=True)
+    follower = source[:-10] + source[1:9]
+    scheduler = model.scheduler(slots=2, kv_tokens=2 * 256)
+    calls, copies, got, cancel = [], [], {}, []
+    _spy(scheduler.runner, calls)
+    _spy_copies(scheduler.runner, copies)
+    scheduler.add(model.request(source, _collector(got, "source"), max_tokens=4, cancelled=lambda: bool(cancel)))
+    scheduler.add(model.request(follower, _collector(got, 0), max_tokens=8))
+    scheduler.step()
+    read = _prefilled(calls, 0)
+    assert 0 < read < len(source) and not copies  # the source is mid-prompt: no copy yet
+    cancel.append(True)
+    scheduler.run()
+    assert copies == [(0, 1, read)] and _prefilled(calls, 1) == len(follower) - read
+    assert got[0] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(follower, max_tokens=8)]
+    assert not got["source"]
+
+
 def test_a_request_beyond_its_slot_is_refused(model):
     scheduler = model.scheduler(slots=4, kv_tokens=4 * 64)
     with pytest.raises(ContextWindowError) as info:

@@ -67,6 +67,10 @@ class BatchRunner:
     def rewind_to(self, n: int, slot: int) -> None:
         self.cache.rewind_to(n, slot)
 
+    def copy_prefix(self, source: int, slot: int, n: int) -> None:
+        """The slot holds the source slot's first n tokens (a shared prompt prefix, not read again)."""
+        self.cache.copy_prefix(source, slot, n)
+
     @staticmethod
     def blocks(count: int) -> list[int]:
         """The sizes `count` prompt tokens are prefilled in, as DecoderRunner runs them (the

@@ -10,6 +10,8 @@ tokens to a slot goes through the same four steps for every layout:
 
 `rewind_to(n, slot)` keeps a slot's first n tokens: what a chat turn reuses of the last one,
 or what a verified draft keeps (the rejected positions are overwritten by the next call).
+`copy_prefix(source, slot, n)` gives a slot another slot's first n tokens (a prompt prefix two
+requests share, read once).
 `reset()` empties every slot, `fork()` gives an empty cache of the same layout.
 
 Two layouts:
@@ -66,6 +68,18 @@ class KVCache:
 
     def reset(self) -> None:
         self._lengths = [0] * self.slots
+
+    def copy_prefix(self, source: int, slot: int, n: int) -> None:
+        """Slot `slot` holds the first n tokens of slot `source` (0 <= n <= its length),
+        and nothing after them: the same entries a prefill of those tokens wrote there."""
+        if source == slot or not 0 <= n <= self._lengths[source]:
+            raise ValueError(f"cannot copy {n} tokens of slot {source} (holding {self._lengths[source]}) to slot {slot}")
+        self._copy(source, slot, n)
+        self._lengths[slot] = n
+
+    def _copy(self, source: int, slot: int, n: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__} runs one slot per call: sharing rows between slots "
+                                  "needs a fused graph (a shared-buffer KV cache)")
 
     def fork(self) -> KVCache:
         """An empty cache of the same layout and slot count."""
@@ -125,6 +139,10 @@ class SharedKVCache(KVCache):
             self._bind_rows(io, slice(0, count), seqlens)
             self._bound[io] = ("batch", count)
         seqlens[:], self._total[...] = lengths, max(lengths) + 1  # one new token: length after - 1 = length
+
+    def _copy(self, source: int, slot: int, n: int) -> None:
+        for buffer in self._buffers:  # each (slots, kv_heads, capacity, head_dim)
+            buffer[slot, :, :n] = buffer[source, :, :n]
 
     def _bind_rows(self, io: ort.IOBinding, rows: slice, seqlens: np.ndarray) -> None:
         for past, present, buffer in zip(self.past_names, self.present_names, self._buffers):

@@ -7,7 +7,10 @@ In: `Request`s (prompt ids, a sampler, stop rules, a sink for chunks). Out: each
 1. frees the slots of cancelled requests (finished ones left at the end of the last step);
 2. gives free slots to waiting requests, lowest slot first (so the decode batch, slots
    0..m-1, stays short), or to the idle slot whose held tokens start the prompt (prompt
-   reuse, as llama.cpp's server does: a shared system prompt, the last chat turn);
+   reuse, as llama.cpp's server does: a shared system prompt, the last chat turn); a prompt
+   that starts like a running request's longer still gets that request's rows copied into
+   its slot before its own first block runs (a burst of requests with one system prompt
+   reads it once: copying 40 tokens of SmolLM2's cache took 0.4 ms, prefilling them 0.1-0.25 s);
 3. reads prompt blocks (at most PREFILL_CHUNK tokens each, at batch 1), oldest admitted
    first, up to PREFILL_BUDGET tokens a step: a burst of new requests gets its first tokens
    within a few steps, running streams wait for one budget at most between two tokens, and
@@ -82,6 +85,18 @@ class _Running:
     next_token: int | None = None  # sampled, not yet fed
     margin: float = 0.0  # drafts.recheck_margin: a checked row's greedy near-tie is redone alone
     recheck: bool = False  # the next call is one token (the last checked row was a near-tie)
+    copy: _Copy | None = None  # prompt rows to take from another slot before the first block
+
+
+@dataclass
+class _Copy:
+    """Rows of a prompt prefix that another slot holds, or will once its older prompt is read:
+    copied in before the request's first block, in place of prefilling them. `start`: where
+    the slot's own rows end (its held reuse), the fallback if the source no longer holds more."""
+
+    source: int  # the slot
+    start: int
+    clock: Clock  # its prefill count follows what is copied
 
 
 class Scheduler:
@@ -128,16 +143,46 @@ class Scheduler:
 
     def _admit(self, request: Request) -> None:
         slot, held = self._place(request.ids)
+        source, shared = self._sharer(request.ids)
         start = prefill_start(len(request.ids), held)
         self.runner.rewind_to(start, slot)
-        rest = request.ids[start:]
-        blocks = deque(rest[a:b] for a, b in _spans(self.runner.blocks(len(rest))))
         stats = DraftStats()
-        clock = Clock(len(request.ids), len(rest), self.load_s, stats)
+        clock = Clock(len(request.ids), len(request.ids) - start, self.load_s, stats)
         text = TextStream(self.tokenizer, request.max_tokens, request.eos_ids, request.stop, clock, request.matcher)
         drafts = Drafts(request.ids, call_costs(self.runner.quantization), lookup=request.draft == "lookup")
-        self.running[slot] = _Running(request, slot, text, stats, blocks, drafts, list(request.ids),
-                                      margin=recheck_margin(request.sampler, self.runner.quantization))
+        running = _Running(request, slot, text, stats, deque(), drafts, list(request.ids),
+                           margin=recheck_margin(request.sampler, self.runner.quantization))
+        if prefill_start(len(request.ids), shared) > start:
+            running.copy = _Copy(source, start, clock)  # blocks once the copy is made
+        else:
+            running.blocks = self._blocks(request.ids, start)
+        self.running[slot] = running
+
+    def _blocks(self, ids: list[int], start: int) -> deque[list[int]]:
+        """ids[start:] in the blocks a solo prefill of them runs."""
+        rest = ids[start:]
+        return deque(rest[a:b] for a, b in _spans(self.runner.blocks(len(rest))))
+
+    def _sharer(self, ids: list[int]) -> tuple[int, int]:
+        """(slot, length) of the longest prefix of `ids` that a running request's prompt
+        starts with, at least MIN_REUSE long; (-1, 0) if none. Its rows are all in its slot
+        by the time a newer request's first block runs: prompts are read oldest first."""
+        best = max(self.running.values(), key=lambda r: common_prefix(r.request.ids, ids), default=None)
+        shared = 0 if best is None else common_prefix(best.request.ids, ids)
+        return (best.slot, shared) if shared >= MIN_REUSE else (-1, 0)
+
+    def _take_copy(self, running: _Running) -> None:
+        """Copy what the source slot still holds of the prompt's prefix (it may have left,
+        been cancelled mid-prompt or been taken since), else prefill from the slot's own
+        rows; then the blocks of the rest."""
+        copy, ids, running.copy = running.copy, running.request.ids, None
+        source = self.running.get(copy.source)
+        holds = source.ids if source is not None else self._held[copy.source]
+        start = prefill_start(len(ids), common_prefix(holds[: self.runner.length(copy.source)], ids))
+        if start > copy.start:
+            self.runner.copy_prefix(copy.source, running.slot, start)
+            copy.clock.prefilled = len(ids) - start
+        running.blocks = self._blocks(ids, max(start, copy.start))
 
     def _place(self, ids: list[int]) -> tuple[int, int]:
         """(slot, how many of its held ids start `ids`): the free slot holding the longest
@@ -152,6 +197,8 @@ class Scheduler:
         one block); a prompt whose last block ran samples its first token."""
         spent = 0
         for running in list(self.running.values()):  # dicts keep admission order
+            if running.copy is not None:
+                self._take_copy(running)
             while running.blocks and (not spent or spent + len(running.blocks[0]) <= PREFILL_BUDGET):
                 block = running.blocks.popleft()
                 spent += len(block)
