@@ -91,9 +91,11 @@ def test_copied_prefix_equals_its_prefill(request):
     runner.copy_prefix(1, 3, 25)
     assert runner.length(3) == 25 and runner.length(1) == 40
     rows = [runner.prefill(3, second[25:])]
-    rows.append(runner.decode([None, 7, None, 9])[3])  # slot 1 decodes beside it
-    expected = hf_logits(request.getfixturevalue("tiny_llama_dir"), second + [9])[-2:]
-    np.testing.assert_allclose(np.stack(rows), expected, atol=1e-3, rtol=0)
+    decoded = runner.decode([None, 7, None, 9])  # slot 1 decodes beside it
+    rows.append(decoded[3])
+    oracle = request.getfixturevalue("tiny_llama_dir")
+    np.testing.assert_allclose(np.stack(rows), hf_logits(oracle, second + [9])[-2:], atol=1e-3, rtol=0)
+    np.testing.assert_allclose(decoded[1], hf_logits(oracle, first + [7])[-1], atol=1e-3, rtol=0)  # source intact
     with pytest.raises(ValueError):
         runner.copy_prefix(1, 2, 42)  # more than slot 1 holds
 

@@ -209,37 +209,44 @@ def test_a_burst_sharing_a_prefix_reads_it_once(model):
     calls, copies, got = [], [], {}
     _spy(scheduler.runner, calls)
     _spy_copies(scheduler.runner, copies)
+    sampling = dict(max_tokens=8, temperature=1.0, seed=6)  # draws that follow the context (greedy barely does here)
     for i, prompt in enumerate(ids):
-        scheduler.add(model.request(prompt, _collector(got, i), max_tokens=8))
+        scheduler.add(model.request(prompt, _collector(got, i), **sampling))
     scheduler.run()
     assert _prefilled(calls, 0) == len(ids[0]) and copies[0][1:] == (1, common_prefix(ids[0], ids[1]))
     for i in (1, 2):
         shared = max(common_prefix(ids[j], ids[i]) for j in range(i))
         assert shared >= len(model.encode_prompt(system, raw=True)) - 1  # the system prompt, at least
         assert _prefilled(calls, i) == len(ids[i]) - shared and (i, shared) in [c[1:] for c in copies]
-        assert got[i] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids[i], max_tokens=8)]
+        assert got[i] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids[i], **sampling)]
 
 
 def test_a_copy_takes_what_a_cancelled_source_still_holds(model, monkeypatch):
-    """The request a prefix was to be copied from is cancelled mid-prompt: the follower copies
-    the rows that source read before it left, and reads the rest itself."""
+    """The request two followers were to copy a prefix from is cancelled mid-prompt: the first
+    follower copies the rows it read before it left and reads the rest itself; the second
+    then copies the longer prefix from the first. Outputs stay the solo ones."""
     budget = 2 * PREFILL_CHUNK
     monkeypatch.setattr("edge.generation.scheduler.PREFILL_BUDGET", budget)
     source = model.encode_prompt(_prompt(budget + 40, 7), raw=True)
-    follower = source[:-10] + source[1:9]
-    scheduler = model.scheduler(slots=2, kv_tokens=2 * 256)
+    followers = [source[:-10] + source[1:9], source[:-10] + source[1:4] + source[20:24]]
+    scheduler = model.scheduler(slots=3, kv_tokens=3 * 256)
     calls, copies, got, cancel = [], [], {}, []
     _spy(scheduler.runner, calls)
     _spy_copies(scheduler.runner, copies)
     scheduler.add(model.request(source, _collector(got, "source"), max_tokens=4, cancelled=lambda: bool(cancel)))
-    scheduler.add(model.request(follower, _collector(got, 0), max_tokens=8))
+    sampling = dict(max_tokens=8, temperature=1.0, seed=8)  # draws that follow the context (greedy barely does here)
+    for i, ids in enumerate(followers):
+        scheduler.add(model.request(ids, _collector(got, i), **sampling))
     scheduler.step()
     read = _prefilled(calls, 0)
     assert 0 < read < len(source) and not copies  # the source is mid-prompt: no copy yet
     cancel.append(True)
     scheduler.run()
-    assert copies == [(0, 1, read)] and _prefilled(calls, 1) == len(follower) - read
-    assert got[0] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(follower, max_tokens=8)]
+    shared = len(source) - 10 + 3  # the followers' common prefix
+    assert copies == [(0, 1, read), (1, 2, shared)]
+    assert _prefilled(calls, 1) == len(followers[0]) - read and _prefilled(calls, 2) == len(followers[1]) - shared
+    for i, ids in enumerate(followers):
+        assert got[i] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids, **sampling)]
     assert not got["source"]
 
 

@@ -10,7 +10,8 @@ In: `Request`s (prompt ids, a sampler, stop rules, a sink for chunks). Out: each
    reuse, as llama.cpp's server does: a shared system prompt, the last chat turn); a prompt
    that starts like a running request's longer still gets that request's rows copied into
    its slot before its own first block runs (a burst of requests with one system prompt
-   reads it once: copying 40 tokens of SmolLM2's cache took 0.4 ms, prefilling them 0.1-0.25 s);
+   reads it once: copying 40 tokens of SmolLM2's cache takes well under a millisecond,
+   prefilling them ~0.15 s);
 3. reads prompt blocks (at most PREFILL_CHUNK tokens each, at batch 1), oldest admitted
    first, up to PREFILL_BUDGET tokens a step: a burst of new requests gets its first tokens
    within a few steps, running streams wait for one budget at most between two tokens, and
@@ -90,11 +91,11 @@ class _Running:
 
 @dataclass
 class _Copy:
-    """Rows of a prompt prefix that another slot holds, or will once its older prompt is read:
-    copied in before the request's first block, in place of prefilling them. `start`: where
-    the slot's own rows end (its held reuse), the fallback if the source no longer holds more."""
+    """A prompt prefix that a running request's prompt starts with too: its rows are copied
+    in from whichever slot holds the most of it when the request's first block is due, in
+    place of prefilling them. `start`: where the slot's own rows end (its held reuse), the
+    fallback if no other slot holds more by then."""
 
-    source: int  # the slot
     start: int
     clock: Clock  # its prefill count follows what is copied
 
@@ -143,7 +144,7 @@ class Scheduler:
 
     def _admit(self, request: Request) -> None:
         slot, held = self._place(request.ids)
-        source, shared = self._sharer(request.ids)
+        shared = self._shared(request.ids)
         start = prefill_start(len(request.ids), held)
         self.runner.rewind_to(start, slot)
         stats = DraftStats()
@@ -153,7 +154,7 @@ class Scheduler:
         running = _Running(request, slot, text, stats, deque(), drafts, list(request.ids),
                            margin=recheck_margin(request.sampler, self.runner.quantization))
         if prefill_start(len(request.ids), shared) > start:
-            running.copy = _Copy(source, start, clock)  # blocks once the copy is made
+            running.copy = _Copy(start, clock)  # blocks once the copy is made
         else:
             running.blocks = self._blocks(request.ids, start)
         self.running[slot] = running
@@ -163,26 +164,37 @@ class Scheduler:
         rest = ids[start:]
         return deque(rest[a:b] for a, b in _spans(self.runner.blocks(len(rest))))
 
-    def _sharer(self, ids: list[int]) -> tuple[int, int]:
-        """(slot, length) of the longest prefix of `ids` that a running request's prompt
-        starts with, at least MIN_REUSE long; (-1, 0) if none. Its rows are all in its slot
-        by the time a newer request's first block runs: prompts are read oldest first."""
-        best = max(self.running.values(), key=lambda r: common_prefix(r.request.ids, ids), default=None)
-        shared = 0 if best is None else common_prefix(best.request.ids, ids)
-        return (best.slot, shared) if shared >= MIN_REUSE else (-1, 0)
+    def _shared(self, ids: list[int]) -> int:
+        """The longest prefix of `ids` that a running request's prompt starts with, if at
+        least MIN_REUSE long (else 0). Its rows are all in that slot by the time a newer
+        request's first block runs: prompts are read oldest first."""
+        shared = max((common_prefix(r.request.ids, ids) for r in self.running.values()), default=0)
+        return shared if shared >= MIN_REUSE else 0
 
     def _take_copy(self, running: _Running) -> None:
-        """Copy what the source slot still holds of the prompt's prefix (it may have left,
-        been cancelled mid-prompt or been taken since), else prefill from the slot's own
-        rows; then the blocks of the rest."""
+        """Copy in the rows of the longest prefix another slot holds now (the request it was
+        planned from may have left, been cancelled mid-prompt or lost its slot since; another
+        that copied it may hold it), else prefill from the slot's own rows; then the blocks
+        of the rest."""
         copy, ids, running.copy = running.copy, running.request.ids, None
-        source = self.running.get(copy.source)
-        holds = source.ids if source is not None else self._held[copy.source]
-        start = prefill_start(len(ids), common_prefix(holds[: self.runner.length(copy.source)], ids))
+        source, rows = self._holder(ids, running.slot)
+        start = prefill_start(len(ids), rows)
         if start > copy.start:
-            self.runner.copy_prefix(copy.source, running.slot, start)
+            self.runner.copy_prefix(source, running.slot, start)
             copy.clock.prefilled = len(ids) - start
         running.blocks = self._blocks(ids, max(start, copy.start))
+
+    def _holder(self, ids: list[int], slot: int) -> tuple[int, int]:
+        """(other slot, n): the slot other than `slot` whose cache holds the longest prefix of
+        `ids` now, running or idle, and its length."""
+        best, rows = -1, 0
+        for other in range(self.runner.slots):
+            running = self.running.get(other)
+            held = running.ids if running is not None else self._held[other]  # rows 0..length-1 hold these
+            n = common_prefix(held[: self.runner.length(other)], ids) if other != slot else 0
+            if n > rows:
+                best, rows = other, n
+        return best, rows
 
     def _place(self, ids: list[int]) -> tuple[int, int]:
         """(slot, how many of its held ids start `ids`): the free slot holding the longest
