@@ -219,6 +219,14 @@ def test_a_burst_sharing_a_prefix_reads_it_once(model):
         assert shared >= len(model.encode_prompt(system, raw=True)) - 1  # the system prompt, at least
         assert _prefilled(calls, i) == len(ids[i]) - shared and (i, shared) in [c[1:] for c in copies]
         assert got[i] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids[i], **sampling)]
+    plain = model.scheduler(slots=3, kv_tokens=3 * 256)
+    plain.copy_prefixes, calls[:], copies[:] = False, [], []  # what benchmarks/prefix_copy.py compares with
+    _spy(plain.runner, calls)
+    _spy_copies(plain.runner, copies)
+    for i, prompt in enumerate(ids):
+        plain.add(model.request(prompt, _collector(got, i), **sampling))
+    plain.run()
+    assert not copies and [_prefilled(calls, i) for i in range(3)] == [len(prompt) for prompt in ids]
 
 
 def test_a_copy_takes_what_a_cancelled_source_still_holds(model, monkeypatch):

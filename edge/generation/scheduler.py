@@ -106,6 +106,7 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: dict[int, _Running] = {}  # slot -> its request
         self._held: list[list[int]] = [[] for _ in range(runner.slots)]  # ids each idle slot's cache holds
+        self.copy_prefixes = True  # False: no rows copied between slots (benchmarks/prefix_copy.py compares)
         self.steps = 0
 
     @property
@@ -169,7 +170,7 @@ class Scheduler:
         least MIN_REUSE long (else 0). Its rows are all in that slot by the time a newer
         request's first block runs: prompts are read oldest first."""
         shared = max((common_prefix(r.request.ids, ids) for r in self.running.values()), default=0)
-        return shared if shared >= MIN_REUSE else 0
+        return shared if shared >= MIN_REUSE and self.copy_prefixes else 0
 
     def _take_copy(self, running: _Running) -> None:
         """Copy in the rows of the longest prefix another slot holds now (the request it was
