@@ -79,8 +79,9 @@ def test_generate_batch_in_order(model):
 
 
 def _spy(runner, calls: list):
-    """Record the runner's calls in order: ("prefill", slot, tokens) and ("decode", m)."""
-    prefill, decode = runner.prefill, runner.decode
+    """Record the runner's calls in order: ("prefill", slot, tokens), ("decode", m) and
+    ("copy", source, slot, tokens)."""
+    prefill, decode, copy = runner.prefill, runner.decode, runner.copy_prefix
 
     def spied_prefill(slot, ids):
         calls.append(("prefill", slot, len(ids)))
@@ -90,7 +91,11 @@ def _spy(runner, calls: list):
         calls.append(("decode", len(tokens)))
         return decode(tokens)
 
-    runner.prefill, runner.decode = spied_prefill, spied_decode
+    def spied_copy(source, slot, n):
+        calls.append(("copy", source, slot, n))
+        return copy(source, slot, n)
+
+    runner.prefill, runner.decode, runner.copy_prefix = spied_prefill, spied_decode, spied_copy
 
 
 def test_long_prompt_is_read_between_decode_steps(model, monkeypatch):
@@ -184,14 +189,9 @@ def test_prompt_reuse_prefills_only_the_rest(model):
     assert got[1] == _solo(model, second, dict(max_tokens=6))
 
 
-def _spy_copies(runner, copies: list):
-    copy = runner.copy_prefix
-
-    def spied(source, slot, n):
-        copies.append((source, slot, n))
-        return copy(source, slot, n)
-
-    runner.copy_prefix = spied
+def _copies(calls: list) -> list[tuple[int, int, int]]:
+    """(source, slot, tokens) of every copy_prefix call `_spy` recorded."""
+    return [call[1:] for call in calls if call[0] == "copy"]
 
 
 def _prefilled(calls: list, slot: int) -> int:
@@ -206,27 +206,25 @@ def test_a_burst_sharing_a_prefix_reads_it_once(model):
     system = _prompt(40, 11)
     ids = [model.encode_prompt(f"{system} {_prompt(6, 30 + i)}", raw=True) for i in range(3)]
     scheduler = model.scheduler(slots=3, kv_tokens=3 * 256)
-    calls, copies, got = [], [], {}
+    calls, got = [], {}
     _spy(scheduler.runner, calls)
-    _spy_copies(scheduler.runner, copies)
     sampling = dict(max_tokens=8, temperature=1.0, seed=6)  # draws that follow the context (greedy barely does here)
     for i, prompt in enumerate(ids):
         scheduler.add(model.request(prompt, _collector(got, i), **sampling))
     scheduler.run()
-    assert _prefilled(calls, 0) == len(ids[0]) and copies[0][1:] == (1, common_prefix(ids[0], ids[1]))
+    assert _prefilled(calls, 0) == len(ids[0]) and _copies(calls)[0][1:] == (1, common_prefix(ids[0], ids[1]))
     for i in (1, 2):
         shared = max(common_prefix(ids[j], ids[i]) for j in range(i))
         assert shared >= len(model.encode_prompt(system, raw=True)) - 1  # the system prompt, at least
-        assert _prefilled(calls, i) == len(ids[i]) - shared and (i, shared) in [c[1:] for c in copies]
+        assert _prefilled(calls, i) == len(ids[i]) - shared and (i, shared) in [c[1:] for c in _copies(calls)]
         assert got[i] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids[i], **sampling)]
     plain = model.scheduler(slots=3, kv_tokens=3 * 256)
-    plain.copy_prefixes, calls[:], copies[:] = False, [], []  # what benchmarks/prefix_copy.py compares with
+    plain.copy_prefixes, calls[:] = False, []  # what benchmarks/prefix_copy.py compares with
     _spy(plain.runner, calls)
-    _spy_copies(plain.runner, copies)
     for i, prompt in enumerate(ids):
         plain.add(model.request(prompt, _collector(got, i), **sampling))
     plain.run()
-    assert not copies and [_prefilled(calls, i) for i in range(3)] == [len(prompt) for prompt in ids]
+    assert not _copies(calls) and [_prefilled(calls, i) for i in range(3)] == [len(prompt) for prompt in ids]
 
 
 def test_a_copy_takes_what_a_cancelled_source_still_holds(model, monkeypatch):
@@ -238,20 +236,19 @@ def test_a_copy_takes_what_a_cancelled_source_still_holds(model, monkeypatch):
     source = model.encode_prompt(_prompt(budget + 40, 7), raw=True)
     followers = [source[:-10] + source[1:9], source[:-10] + source[1:4] + source[20:24]]
     scheduler = model.scheduler(slots=3, kv_tokens=3 * 256)
-    calls, copies, got, cancel = [], [], {}, []
+    calls, got, cancel = [], {}, []
     _spy(scheduler.runner, calls)
-    _spy_copies(scheduler.runner, copies)
     scheduler.add(model.request(source, _collector(got, "source"), max_tokens=4, cancelled=lambda: bool(cancel)))
     sampling = dict(max_tokens=8, temperature=1.0, seed=8)  # draws that follow the context (greedy barely does here)
     for i, ids in enumerate(followers):
         scheduler.add(model.request(ids, _collector(got, i), **sampling))
     scheduler.step()
     read = _prefilled(calls, 0)
-    assert 0 < read < len(source) and not copies  # the source is mid-prompt: no copy yet
+    assert 0 < read < len(source) and not _copies(calls)  # the source is mid-prompt: no copy yet
     cancel.append(True)
     scheduler.run()
     shared = len(source) - 10 + 3  # the followers' common prefix
-    assert copies == [(0, 1, read), (1, 2, shared)]
+    assert _copies(calls) == [(0, 1, read), (1, 2, shared)]
     assert _prefilled(calls, 1) == len(followers[0]) - read and _prefilled(calls, 2) == len(followers[1]) - shared
     for i, ids in enumerate(followers):
         assert got[i] == [(c.token, c.text, c.finish_reason) for c in model.stream_ids(ids, **sampling)]

@@ -8,10 +8,10 @@ In: `Request`s (prompt ids, a sampler, stop rules, a sink for chunks). Out: each
 2. gives free slots to waiting requests, lowest slot first (so the decode batch, slots
    0..m-1, stays short), or to the idle slot whose held tokens start the prompt (prompt
    reuse, as llama.cpp's server does: a shared system prompt, the last chat turn); a prompt
-   that starts like a running request's longer still gets that request's rows copied into
-   its slot before its own first block runs (a burst of requests with one system prompt
-   reads it once: copying 40 tokens of SmolLM2's cache takes well under a millisecond,
-   prefilling them ~0.15 s);
+   that starts like a running request's for longer gets the rows of that prefix copied into
+   its slot, from whichever slot holds the most of it when its own first block is due, so a
+   burst of requests with one system prompt reads it once (copying 40 tokens of SmolLM2's
+   cache takes under a millisecond, reading them ~0.1 s: benchmarks/prefix_copy.py);
 3. reads prompt blocks (at most PREFILL_CHUNK tokens each, at batch 1), oldest admitted
    first, up to PREFILL_BUDGET tokens a step: a burst of new requests gets its first tokens
    within a few steps, running streams wait for one budget at most between two tokens, and
@@ -187,7 +187,7 @@ class Scheduler:
 
     def _holder(self, ids: list[int], slot: int) -> tuple[int, int]:
         """(other slot, n): the slot other than `slot` whose cache holds the longest prefix of
-        `ids` now, running or idle, and its length."""
+        `ids` now, running or idle, and its length; (-1, 0) when none holds any."""
         best, rows = -1, 0
         for other in range(self.runner.slots):
             running = self.running.get(other)
