@@ -86,18 +86,8 @@ class _Running:
     next_token: int | None = None  # sampled, not yet fed
     margin: float = 0.0  # drafts.recheck_margin: a checked row's greedy near-tie is redone alone
     recheck: bool = False  # the next call is one token (the last checked row was a near-tie)
-    copy: _Copy | None = None  # prompt rows to take from another slot before the first block
-
-
-@dataclass
-class _Copy:
-    """A prompt prefix that a running request's prompt starts with too: its rows are copied
-    in from whichever slot holds the most of it when the request's first block is due, in
-    place of prefilling them. `start`: where the slot's own rows end (its held reuse), the
-    fallback if no other slot holds more by then."""
-
-    start: int
-    clock: Clock  # its prefill count follows what is copied
+    clock: Clock | None = None  # the request's timings (its prefill count follows a copy)
+    copy: bool = False  # a running request's prompt starts like this one: copy rows before the first block
 
 
 class Scheduler:
@@ -153,9 +143,9 @@ class Scheduler:
         text = TextStream(self.tokenizer, request.max_tokens, request.eos_ids, request.stop, clock, request.matcher)
         drafts = Drafts(request.ids, call_costs(self.runner.quantization), lookup=request.draft == "lookup")
         running = _Running(request, slot, text, stats, deque(), drafts, list(request.ids),
-                           margin=recheck_margin(request.sampler, self.runner.quantization))
+                           margin=recheck_margin(request.sampler, self.runner.quantization), clock=clock)
         if prefill_start(len(request.ids), shared) > start:
-            running.copy = _Copy(start, clock)  # blocks once the copy is made
+            running.copy = True  # blocks once the copy is made
         else:
             running.blocks = self._blocks(request.ids, start)
         self.running[slot] = running
@@ -175,15 +165,15 @@ class Scheduler:
     def _take_copy(self, running: _Running) -> None:
         """Copy in the rows of the longest prefix another slot holds now (the request it was
         planned from may have left, been cancelled mid-prompt or lost its slot since; another
-        that copied it may hold it), else prefill from the slot's own rows; then the blocks
-        of the rest."""
-        copy, ids, running.copy = running.copy, running.request.ids, None
+        that copied it may hold it), else prefill from the slot's own rows (its held reuse,
+        untouched since admission); then the blocks of the rest."""
+        ids, own, running.copy = running.request.ids, self.runner.length(running.slot), False
         source, rows = self._holder(ids, running.slot)
         start = prefill_start(len(ids), rows)
-        if start > copy.start:
+        if start > own:
             self.runner.copy_prefix(source, running.slot, start)
-            copy.clock.prefilled = len(ids) - start
-        running.blocks = self._blocks(ids, max(start, copy.start))
+            running.clock.prefilled = len(ids) - start
+        running.blocks = self._blocks(ids, max(start, own))
 
     def _holder(self, ids: list[int], slot: int) -> tuple[int, int]:
         """(other slot, n): the slot other than `slot` whose cache holds the longest prefix of
@@ -210,7 +200,7 @@ class Scheduler:
         one block); a prompt whose last block ran samples its first token."""
         spent = 0
         for running in list(self.running.values()):  # dicts keep admission order
-            if running.copy is not None:
+            if running.copy:
                 self._take_copy(running)
             while running.blocks and (not spent or spent + len(running.blocks[0]) <= PREFILL_BUDGET):
                 block = running.blocks.popleft()
